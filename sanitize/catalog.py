@@ -1,0 +1,197 @@
+"""The SQL catalog: datasets, ingests, versions, runs, quarantine entries, decisions and the audit log.
+
+SQLite by default; any SQLAlchemy URL (PostgreSQL for a team) through ``SANITIZE_CATALOG_URL``.
+Nothing here is ever deleted: quarantine is a state and every state change is an audit record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from sanitize.errors import NotFoundError
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    current_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class Ingest(Base):
+    """One ingest of one source: what was read, from where, and what it added."""
+
+    __tablename__ = "ingests"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(ForeignKey("datasets.name"), index=True)
+    source: Mapped[str] = mapped_column(String(200))
+    uri: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(20))
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    n_samples: Mapped[int] = mapped_column(Integer)
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_test: Mapped[int] = mapped_column(Integer)
+    n_duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    file: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Version(Base):
+    """A dataset version: ingested (the union of each source's latest ingest) or clean (a run's export)."""
+
+    __tablename__ = "versions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(ForeignKey("datasets.name"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # ingested | redteam | clean
+    parent_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="ready")  # ready | provisional | approved
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_test: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200), index=True)
+    version_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | completed | failed | skipped
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_fingerprint: Mapped[str] = mapped_column(String(32))
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    clean_version_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QuarantineEntry(Base):
+    """A flagged sample held out of training. Status: pending, confirmed, released or relabelled."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("run_id", "sample_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    sample_id: Mapped[str] = mapped_column(String(64), index=True)
+    content_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    label: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(200))
+    locator: Mapped[str] = mapped_column(Text)
+    suspicion_score: Mapped[float] = mapped_column(Float)
+    detectors: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    new_label: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Decision(Base):
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    quarantine_id: Mapped[int] = mapped_column(ForeignKey("quarantine.id"), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # confirm | release | relabel
+    new_label: Mapped[int | None] = mapped_column(Integer)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditRecord(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50))
+    subject: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Catalog:
+    """A handle on the catalog database; ``session()`` gives a transaction that commits or rolls back."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine: Engine = create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def audit(self, session: Session, actor: str, action: str, subject: str, **detail: Any) -> None:
+        """Append one record to the audit log (inside the caller's transaction)."""
+        session.add(AuditRecord(actor=actor, action=action, subject=subject, detail=json.loads(json.dumps(detail,
+                                                                                                         default=str))))
+
+    def dataset(self, session: Session, name: str) -> Dataset:
+        ds = session.get(Dataset, name)
+        if ds is None:
+            known = session.scalars(select(Dataset.name).order_by(Dataset.name)).all()
+            hint = f"; known datasets: {', '.join(known)}" if known else "; no dataset has been ingested yet"
+            raise NotFoundError(f"unknown dataset {name!r}{hint}")
+        return ds
+
+    def version(self, session: Session, version_id: str) -> Version:
+        v = session.get(Version, version_id)
+        if v is None:
+            raise NotFoundError(f"unknown dataset version {version_id!r}")
+        return v
+
+    def run(self, session: Session, run_id: str) -> Run:
+        r = session.get(Run, run_id)
+        if r is None:
+            raise NotFoundError(f"unknown run {run_id!r}")
+        return r
+
+    def latest_run(self, session: Session, dataset: str | None = None) -> Run:
+        query = select(Run).where(Run.status == "completed").order_by(Run.started_at.desc())
+        if dataset:
+            query = query.where(Run.dataset == dataset)
+        run = session.scalars(query.limit(1)).first()
+        if run is None:
+            raise NotFoundError(f"no completed run{' for dataset ' + repr(dataset) if dataset else ''}")
+        return run
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

@@ -1,0 +1,104 @@
+"""One typed configuration for a cleaning run, shared by the CLI, the Prefect flow and the catalog.
+
+A misspelled option is an error (``extra="forbid"``), never silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_DATASET = "digits-demo"
+
+
+class Settings(BaseModel):
+    """Where sanitize keeps its data and catalog.
+
+    ``SANITIZE_HOME`` (default ``./data``) holds datasets, runs and exports; ``SANITIZE_CATALOG_URL``
+    (default a SQLite file in the home) may name any SQLAlchemy URL, for example PostgreSQL.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default_factory=lambda: Path(os.environ.get("SANITIZE_HOME", "data")).resolve())
+    catalog_url: str | None = Field(default_factory=lambda: os.environ.get("SANITIZE_CATALOG_URL"))
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.home / 'catalog.db'}"
+
+
+class ModelConfig(BaseModel):
+    """The reference model: one of the package's architectures, or a user's TorchScript file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: Literal["auto", "cnn", "resnet18"] = "auto"
+    epochs: int = Field(default=4, ge=1, le=200)
+    batch_size: int = Field(default=128, ge=8, le=4096)
+    lr: float = Field(default=2e-3, gt=0, le=1.0)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    torchscript: Path | None = None
+    feature_layer: str | None = None
+
+    @model_validator(mode="after")
+    def _layer_with_torchscript(self) -> ModelConfig:
+        if self.torchscript is not None and not self.feature_layer:
+            raise ValueError("a TorchScript model needs feature_layer: the name of the layer whose output is the feature")
+        return self
+
+
+class RedTeamConfig(BaseModel):
+    """Poison a clean dataset on the fly to measure detection (red-team runs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attack: Literal["badnets", "blend"] = "badnets"
+    rate: float = Field(default=0.05, gt=0.0, lt=0.5)
+    target: int = Field(default=0, ge=0)
+    seed: int = 0
+
+
+class DetectConfig(BaseModel):
+    """Which detectors run and how their votes become one verdict per sample."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detectors: tuple[str, ...] = ("spectral", "activation_clustering", "knn", "whitened_clustering")
+    voters: tuple[str, ...] = ("whitened_clustering",)
+    contamination: float | None = Field(
+        default=None, gt=0.0, lt=0.5,
+        description="Expected share of poisoned samples; None estimates it per class from the data.",
+    )
+    knn_k: int = Field(default=20, ge=1, le=500)
+
+
+class RunConfig(BaseModel):
+    """Everything a cleaning run does; recorded with the run and hashed to recognise repeats."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(default=DEFAULT_DATASET, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: str | None = None
+    model: ModelConfig = ModelConfig()
+    detect: DetectConfig = DetectConfig()
+    redteam: RedTeamConfig | None = None
+    retrain: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _voters_run(self) -> RunConfig:
+        missing = [v for v in self.detect.voters if v not in self.detect.detectors]
+        if missing:
+            raise ValueError(f"voters {missing} are not among the detectors {list(self.detect.detectors)}")
+        return self
+
+    def fingerprint(self) -> str:
+        """A stable hash of the configuration (without the version), to recognise an unchanged rerun."""
+        payload = self.model_dump(mode="json", exclude={"version"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,98 @@
+"""One verdict per sample from several detectors' results.
+
+The *voters* decide: a sample is quarantined when any voter flags it. Every other detector's
+flags are kept as evidence in the sample's reason, so a reviewer sees who else agreed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from sanitize.detect.base import DetectorResult
+from sanitize.errors import DetectionError
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The run's decision for every sample.
+
+    Attributes
+    ----------
+    suspicion_score : ndarray (n,) float64
+        The highest voter score; higher = more suspicious.
+    quarantine : ndarray (n,) bool
+        True where a voter flagged the sample.
+    results : dict[str, DetectorResult]
+        Every detector's result, voters and evidence.
+    voters : tuple[str, ...]
+    estimated_rate : dict[int, float]
+        Per class, the share quarantined: the run's estimate of the poison rate.
+    """
+
+    suspicion_score: np.ndarray
+    quarantine: np.ndarray
+    results: dict[str, DetectorResult]
+    voters: tuple[str, ...]
+    estimated_rate: dict[int, float]
+
+    def flagged_by(self) -> list[str]:
+        """Per sample, the comma-separated detectors that flagged it (voters first)."""
+        names = list(self.voters) + [n for n in self.results if n not in self.voters]
+        flags = np.stack([self.results[n].flags for n in names], axis=1)
+        return [",".join(n for n, f in zip(names, row, strict=True) if f) for row in flags]
+
+    def reasons(self, labels: np.ndarray, only: np.ndarray | None = None) -> list[str]:
+        """A reviewer's account of each sample (or of the samples in ``only``): which detectors flagged
+        it, its score against the threshold, and its rank within its class."""
+        idx = np.arange(len(labels)) if only is None else np.flatnonzero(only)
+        class_sizes = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True), strict=True)}
+        ranks = {name: r.ranks(labels) for name, r in self.results.items()}
+        out = []
+        for i in idx:
+            c = int(labels[i])
+            parts = []
+            for name, r in self.results.items():
+                if not r.flags[i] and name not in self.voters:
+                    continue
+                verb = "flagged" if r.flags[i] else "not flagged"
+                thr = r.thresholds.get(c, np.inf)
+                thr_s = "no threshold (class judged clean)" if not np.isfinite(thr) else f"threshold {thr:.3g}"
+                parts.append(f"{name} {verb}: score {r.scores[i]:.3g} vs {thr_s}, "
+                             f"rank {ranks[name][i]}/{class_sizes[c]} in class {c}")
+            out.append("; ".join(parts))
+        return out
+
+    def to_table(self, sample_ids: list[str] | pa.Array, labels: np.ndarray) -> pa.Table:
+        """Per-sample verdict keyed by ``sample_id``, joined with every detector's columns."""
+        table = pa.table({
+            "sample_id": sample_ids,
+            "label": pa.array(labels, pa.int64()),
+            "suspicion_score": pa.array(self.suspicion_score, pa.float64()),
+            "quarantine": pa.array(self.quarantine, pa.bool_()),
+            "flagged_by": pa.array(self.flagged_by(), pa.string()),
+        })
+        for r in self.results.values():
+            cols = r.to_table(sample_ids, labels)
+            for name in cols.column_names[1:]:
+                table = table.append_column(name, cols.column(name))
+        return table
+
+
+def combine(results: dict[str, DetectorResult], voters: tuple[str, ...], labels: np.ndarray) -> Verdict:
+    """Combine detector results: quarantine what any voter flags; score = the highest voter score."""
+    if not voters:
+        raise DetectionError("no voting detector: a run needs at least one detector that decides")
+    missing = [v for v in voters if v not in results]
+    if missing:
+        raise DetectionError(f"voting detector(s) {missing} produced no result; the data cannot be passed as clean")
+    n = len(labels)
+    for name, r in results.items():
+        if r.scores.shape != (n,) or r.flags.shape != (n,):
+            raise DetectionError(f"detector {name} scored {r.scores.shape} samples, expected {n}")
+    score = np.max(np.stack([results[v].scores for v in voters]), axis=0)
+    quarantine = np.any(np.stack([results[v].flags for v in voters]), axis=0)
+    rate = {int(c): float(quarantine[labels == c].mean()) for c in np.unique(labels)}
+    return Verdict(score, quarantine, results, tuple(voters), rate)

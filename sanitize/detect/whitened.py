@@ -1,0 +1,175 @@
+"""Whitened clustering: split each class in a space whitened by the *other* classes' variation.
+
+The idea follows SCAn (Tang et al., "Demon in the Variant", USENIX Security 2021): clean classes
+share a common within-class variation, and a poisoned class is a mixture of two groups whose
+difference lies along directions that clean classes barely vary in. SCAn estimates that variation
+from a trusted clean set; we need no trusted data. For each class ``c`` the within-class
+covariance is pooled over all *other* classes (a poisoned target class cannot inflate its own
+yardstick), the class is whitened with it and split by 2-means, and the split's separation is
+compared with the other classes' splits. No poison rate is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+from sanitize.detect.base import Detector
+
+
+class WhitenedClustering(Detector):
+    """Leave-one-class-out whitened 2-means with a cross-class test.
+
+    Per class ``c``:
+
+    1. Project all features on their top ``n_components`` principal components.
+    2. Whiten class ``c`` (centred on its mean) with the within-class covariance pooled over the
+       other classes.
+    3. Split it with 2-means. The *suspect* cluster is the one with the larger spread: poisons drawn
+       from many source classes vary along directions a clean class does not.
+    4. ``separation_`` = distance between the cluster means along the line joining them, in units
+       of the pooled within-cluster standard deviation (a Fisher ratio; about 2.6 when 2-means cuts
+       one Gaussian in half, 3 to 5 for clean Fashion-MNIST classes).
+
+    A class is judged poisoned when its separation is at least ``min_separation`` and, with five
+    or more classes, its robust z-score among the classes' separations is at least ``min_class_z``.
+
+    The suspicion score of a sample is its position along the split direction, in standard
+    deviations of the clean cluster from the clean cluster's mean: higher = more suspicious.
+    In a poisoned class, samples scoring at least ``flag_z`` are flagged.
+
+    Parameters
+    ----------
+    n_components : int
+        Principal components kept before whitening.
+    min_separation : float
+        Smallest separation for a class to count as poisoned.
+    min_class_z : float
+        Smallest robust z-score of the separation among classes.
+    flag_z : float
+        Threshold on the score inside a poisoned class; low, to favour recall.
+    contamination : float, optional
+        Not needed. When given it caps the flags: at most ``1.5 * contamination * n_samples`` of the
+        highest-scoring samples in poisoned classes.
+    """
+
+    name = "whitened_clustering"
+
+    def __init__(
+        self,
+        *,
+        contamination: float | None = None,
+        n_components: int = 64,
+        min_separation: float = 6.0,
+        min_class_z: float = 4.0,
+        flag_z: float = 2.5,
+        random_state: int = 0,
+    ):
+        super().__init__(contamination=contamination, random_state=random_state)
+        self.n_components = n_components
+        self.min_separation = min_separation
+        self.min_class_z = min_class_z
+        self.flag_z = flag_z
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
+        classes = np.unique(labels)
+        k = max(1, min(self.n_components, features.shape[1], features.shape[0] - 1))
+        self.pca_ = PCA(n_components=k, random_state=self.random_state).fit(features)
+        z = self.pca_.transform(features)
+        means, scatters, counts = {}, {}, {}
+        for c in classes:
+            zc = z[labels == c]
+            means[int(c)] = zc.mean(axis=0)
+            centred = zc - means[int(c)]
+            scatters[int(c)] = centred.T @ centred
+            counts[int(c)] = len(zc)
+        total = sum(scatters.values())
+        n = len(labels)
+        self.whiteners_: dict[int, np.ndarray] = {}
+        self.means_ = means
+        self.direction_: dict[int, np.ndarray] = {}
+        self.clean_center_: dict[int, float] = {}
+        self.clean_scale_: dict[int, float] = {}
+        self.separation_: dict[int, float] = {}
+        self.suspect_share_: dict[int, float] = {}
+        for c in classes:
+            c = int(c)
+            others = n - counts[c]
+            pooled = (total - scatters[c]) / max(others - (len(classes) - 1), 1) if len(classes) > 1 else scatters[c]
+            w, v = np.linalg.eigh(pooled)
+            w = np.maximum(w, max(w.max(), 1e-12) * 1e-6)
+            self.whiteners_[c] = v / np.sqrt(w)
+            zc = (z[labels == c] - means[c]) @ self.whiteners_[c]
+            if len(zc) < 10:
+                # Too few samples to split: score along nothing, never flag.
+                self.direction_[c] = np.zeros(zc.shape[1])
+                self.clean_center_[c], self.clean_scale_[c] = 0.0, 1.0
+                self.separation_[c], self.suspect_share_[c] = 0.0, 0.0
+                continue
+            assign = KMeans(n_clusters=2, n_init=3, random_state=self.random_state).fit(zc).labels_
+            spread = [float(np.var(zc[assign == j], axis=0).sum()) if (assign == j).sum() > 1 else 0.0
+                      for j in (0, 1)]
+            suspect = int(np.argmax(spread))
+            diff = zc[assign == suspect].mean(axis=0) - zc[assign != suspect].mean(axis=0)
+            norm = float(np.linalg.norm(diff)) or 1.0
+            u = diff / norm
+            p = zc @ u
+            p_clean, p_suspect = p[assign != suspect], p[assign == suspect]
+            pooled_sd = np.sqrt((p_clean.var() * len(p_clean) + p_suspect.var() * len(p_suspect)) / len(p)) or 1.0
+            self.direction_[c] = u
+            self.clean_center_[c] = float(p_clean.mean())
+            self.clean_scale_[c] = float(p_clean.std()) or 1.0
+            self.separation_[c] = float((p_suspect.mean() - p_clean.mean()) / pooled_sd)
+            self.suspect_share_[c] = float(len(p_suspect) / len(p))
+        seps = np.array([self.separation_[int(c)] for c in classes])
+        med = float(np.median(seps))
+        mad = float(np.median(np.abs(seps - med))) * 1.4826 or 1e-12
+        self.class_z_ = {int(c): float((self.separation_[int(c)] - med) / mad) for c in classes}
+        self.poisoned_ = {
+            int(c): self.separation_[int(c)] >= self.min_separation
+            and (len(classes) < 5 or self.class_z_[int(c)] >= self.min_class_z)
+            for c in classes
+        }
+        self.fitted_ = True
+        return self
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Position (n,) along the class's split direction in clean-cluster sd; higher = more suspicious."""
+        self._check_fitted()
+        z = self.pca_.transform(features)
+        scores = np.zeros(len(labels), dtype=np.float64)
+        for c in np.unique(labels):
+            c = int(c)
+            idx = labels == c
+            p = ((z[idx] - self.means_[c]) @ self.whiteners_[c]) @ self.direction_[c]
+            scores[idx] = (p - self.clean_center_[c]) / self.clean_scale_[c]
+        return scores
+
+    def flag(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[int, float], dict[int, str]]:
+        flags = np.zeros(len(scores), dtype=bool)
+        thresholds: dict[int, float] = {}
+        notes: dict[int, str] = {}
+        for c in np.unique(labels):
+            idx = labels == c
+            thresholds[int(c)], notes[int(c)] = self._auto_threshold(scores[idx], int(c))
+            flags[idx] = scores[idx] >= thresholds[int(c)]
+        if self.contamination is not None:
+            cap = int(np.ceil(1.5 * self.contamination * len(scores)))
+            if flags.sum() > cap:
+                keep = np.flatnonzero(flags)[np.argsort(-scores[flags], kind="stable")[:cap]]
+                flags[:] = False
+                flags[keep] = True
+                for c in np.unique(labels[keep]):
+                    thresholds[int(c)] = float(scores[keep][labels[keep] == c].min())
+                    notes[int(c)] += f"; capped at {cap} flags (1.5 x contamination {self.contamination:g})"
+        return flags, thresholds, notes
+
+    def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
+        sep, cz = self.separation_[label], self.class_z_[label]
+        if self.poisoned_[label]:
+            return self.flag_z, (f"poisoned: separation {sep:.2f} >= {self.min_separation:g} "
+                                 f"(robust z {cz:.1f} among classes); flags score >= {self.flag_z:g}")
+        return np.inf, f"clean: separation {sep:.2f} (robust z {cz:.1f} among classes)"

@@ -1,0 +1,231 @@
+"""Reference models: small networks defined here (no hub downloads), their training loop, and
+loading a user's own TorchScript model.
+
+Every model exposes its penultimate layer as the attribute named by ``FEATURE_LAYER`` so that
+:mod:`sanitize.features` can hook it; a user's TorchScript model names its own layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
+
+#: Name of the sub-module whose output is the penultimate-layer feature in the package's models.
+FEATURE_LAYER = "embed"
+
+Batch = tuple[np.ndarray, np.ndarray]
+"""A training batch: images (B, H, W, C) uint8 and labels (B,) int64."""
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """CUDA when present and asked for (``auto``), else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, C) uint8 -> (B, C, H, W) float32 in [0, 1]."""
+    if images.ndim != 4:
+        raise ValueError(f"expected images of shape (B, H, W, C), got {images.shape}")
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float().div_(255.0)
+
+
+class SmallCNN(nn.Module):
+    """A compact CNN for small grey or colour images (8x8 digits up to 28x28 Fashion-MNIST).
+
+    Two convolution stages and an adaptive pool to 4x4 keep the trigger's position visible to the
+    classifier while the cost stays low on a 2-core CPU (about 8 M multiply-adds at 28x28).
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 32, embed_dim: int = 128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width // 2, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width // 2, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveMaxPool2d(4),
+        )
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, embed_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(embed_dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(self.features(x))))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18-style network for 32x32 colour images (He et al., 2016; CIFAR stem: 3x3, no pool)."""
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 10, base: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, base, 3, 1, 1, bias=False), nn.BatchNorm2d(base), nn.ReLU())
+        layers: list[nn.Module] = []
+        cin = base
+        for i, cout in enumerate([base, 2 * base, 4 * base, 8 * base]):
+            stride = 1 if i == 0 else 2
+            layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.embed = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(cin, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(self.layers(self.stem(x))))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18}
+
+
+def build_model(arch: str, *, in_channels: int, n_classes: int) -> nn.Module:
+    """Build one of the package's architectures by name (``cnn`` or ``resnet18``)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](in_channels=in_channels, n_classes=n_classes)
+
+
+def default_architecture(height: int, width: int, channels: int) -> str:
+    """The package's choice for an image shape: ResNet-18 for colour 32x32 and up, else the CNN."""
+    return "resnet18" if channels == 3 and min(height, width) >= 32 else "cnn"
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training run did: epochs, final mean loss, seconds, device."""
+
+    epochs: int
+    final_loss: float
+    seconds: float
+    device: str
+
+
+def train(
+    model: nn.Module,
+    batches: Callable[[int], Iterable[Batch]],
+    *,
+    epochs: int = 4,
+    lr: float = 2e-3,
+    weight_decay: float = 5e-4,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    n_batches: int | None = None,
+) -> TrainReport:
+    """Train ``model`` with AdamW and a one-cycle schedule.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Trained in place.
+    batches : callable
+        ``batches(epoch)`` yields ``(images (B,H,W,C) uint8, labels (B,) int64)``, shuffled by the
+        caller; streaming from the store keeps memory bounded by the batch size.
+    n_batches : int, optional
+        Batches per epoch, for the learning-rate schedule and progress bar.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    dev = pick_device(device)
+    model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = None
+    if n_batches:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * n_batches + 1, pct_start=0.15)
+    started = time.perf_counter()
+    mean_loss = float("nan")
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        bar = tqdm(batches(epoch), total=n_batches, desc=f"train epoch {epoch + 1}/{epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for images, labels in bar:
+            x = to_tensor(images).to(dev, non_blocking=True)
+            y = torch.from_numpy(labels.astype(np.int64)).to(dev, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.item() * len(labels)
+            count += len(labels)
+            bar.set_postfix(loss=f"{total / max(count, 1):.3f}")
+        mean_loss = total / max(count, 1)
+        logger.info("epoch %d/%d loss %.4f", epoch + 1, epochs, mean_loss)
+    model.eval()
+    return TrainReport(epochs, mean_loss, time.perf_counter() - started, str(dev))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[np.ndarray], *, device: str = "auto") -> np.ndarray:
+    """Predicted class (N,) int64 for images given as batches of (B, H, W, C) uint8."""
+    dev = pick_device(device)
+    model.to(dev).eval()
+    out = [model(to_tensor(b).to(dev)).argmax(1).cpu().numpy() for b in batches]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def save_torchscript(model: nn.Module, path: Path, example: np.ndarray) -> Path:
+    """Save ``model`` as TorchScript (traced on ``example``, (B,H,W,C) uint8) via a temp file."""
+    model = model.cpu().eval()
+    traced = torch.jit.trace(model, to_tensor(example[:2]))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.jit.save(traced, str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def load_torchscript(path: Path | str, feature_layer: str) -> nn.Module:
+    """Load a user's TorchScript model and check that ``feature_layer`` names one of its modules."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises many types for a bad archive
+        raise ValueError(f"{path} is not a TorchScript model: {exc}") from exc
+    names = dict(model.named_modules())
+    if feature_layer not in names:
+        raise ValueError(
+            f"{path} has no layer {feature_layer!r}; its layers are: {', '.join(n for n in names if n)[:500]}"
+        )
+    return model
+
+
+def iter_chunks(array: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """Consecutive slices of ``array`` of at most ``size`` rows."""
+    for start in range(0, len(array), size):
+        yield array[start : start + size]

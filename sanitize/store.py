@@ -1,0 +1,325 @@
+"""The sample store: Parquet tables with explicit schemas under the data folder.
+
+Layout under ``Settings.home``::
+
+    datasets/<name>/ingests/<ingest_id>.parquet   samples of one ingest of one source (pixels included)
+    datasets/<name>/versions/<version_id>.json    manifest: the ingest files a version is made of
+    runs/<run_id>/                                features, scores, verdict, models, summary
+    exports/<name>/<version_id>/                  clean versions for training jobs
+
+Every write goes to a temporary path first and is renamed into place, so a failure never leaves a
+half-written file where a reader would find it. Readers stream record batches: no stage needs all
+the images in memory at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sanitize.errors import InputError, NotFoundError
+
+ROW_GROUP = 4096
+
+SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.int64(), nullable=False),
+        pa.field("content_sha256", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("locator", pa.string(), nullable=False),
+        pa.field("ingest_id", pa.string(), nullable=False),
+        pa.field("ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("channels", pa.int32(), nullable=False),
+        pa.field("pixels", pa.binary(), nullable=False),
+    ],
+    metadata={"sanitize.table": "samples", "pixels": "raw uint8 bytes in (height, width, channels) order"},
+)
+"""One row per sample: its provenance record and its pixels."""
+
+PROVENANCE_COLUMNS = [f.name for f in SAMPLE_SCHEMA if f.name != "pixels"]
+
+
+def content_hash(image: np.ndarray) -> str:
+    """SHA-256 of a sample's canonical content: its shape, then its uint8 pixels in (H, W, C) order.
+
+    Hashing decoded pixels (not file bytes) makes the same image equal across formats.
+    """
+    h = hashlib.sha256(f"{image.shape[0]}x{image.shape[1]}x{image.shape[2]}:".encode())
+    h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def sample_id_for(source: str, locator: str, sha: str) -> str:
+    """A stable id: the same content at the same place in the same source always gets the same id."""
+    return hashlib.sha256(f"{source}\x00{locator}\x00{sha}".encode()).hexdigest()[:20]
+
+
+def version_id_for(pairs: Iterable[tuple[str, int, str]]) -> str:
+    """A dataset version: a hash over the sorted (content hash, label, split) of all its samples."""
+    h = hashlib.sha256()
+    for sha, label, split in sorted(pairs):
+        h.update(f"{sha}:{label}:{split}\n".encode())
+    return "v" + h.hexdigest()[:15]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class TableWriter:
+    """Stream record batches into a Parquet file at a temporary path; ``commit`` renames it into place."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.rows = 0
+        self._writer = pq.ParquetWriter(self.tmp, schema)
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        self._writer.write_table(table, row_group_size=ROW_GROUP)
+        self.rows += table.num_rows
+
+    def commit(self) -> Path:
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def decode_pixels(batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """(B, H, W, C) uint8 from a batch's ``pixels``, ``height``, ``width`` and ``channels`` columns."""
+    n = batch.num_rows
+    if n == 0:
+        return np.zeros((0, 1, 1, 1), dtype=np.uint8)
+    h = pc.unique(batch.column("height")).to_pylist()
+    w = pc.unique(batch.column("width")).to_pylist()
+    c = pc.unique(batch.column("channels")).to_pylist()
+    if len(h) != 1 or len(w) != 1 or len(c) != 1:
+        raise InputError(f"samples of mixed shapes in one batch: heights {h}, widths {w}, channels {c}")
+    col = batch.column("pixels")
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    # The binary column's value buffer is the concatenated pixels: no per-row copy needed.
+    offsets = np.frombuffer(col.buffers()[1], dtype=np.int32)[col.offset : col.offset + n + 1]
+    data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data.reshape(n, h[0], w[0], c[0])
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A version's manifest: which ingest files (and, for derived versions, which rows) make it up."""
+
+    version_id: str
+    dataset: str
+    kind: str
+    files: tuple[str, ...]
+    n_train: int
+    n_test: int
+    height: int
+    width: int
+    channels: int
+    classes: tuple[int, ...]
+    parent_id: str | None = None
+    extra: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version_id": self.version_id, "dataset": self.dataset, "kind": self.kind, "files": list(self.files),
+            "n_train": self.n_train, "n_test": self.n_test, "height": self.height, "width": self.width,
+            "channels": self.channels, "classes": list(self.classes), "parent_id": self.parent_id,
+            "extra": self.extra or {},
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Manifest:
+        return cls(
+            version_id=obj["version_id"], dataset=obj["dataset"], kind=obj["kind"], files=tuple(obj["files"]),
+            n_train=obj["n_train"], n_test=obj["n_test"], height=obj["height"], width=obj["width"],
+            channels=obj["channels"], classes=tuple(obj["classes"]), parent_id=obj.get("parent_id"),
+            extra=obj.get("extra") or {},
+        )
+
+
+class Store:
+    """Paths and streaming readers over the data folder."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+
+    # --- paths -------------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str) -> Path:
+        return self.home / "datasets" / dataset
+
+    def ingest_path(self, dataset: str, ingest_id: str) -> Path:
+        return self.dataset_dir(dataset) / "ingests" / f"{ingest_id}.parquet"
+
+    def manifest_path(self, dataset: str, version_id: str) -> Path:
+        return self.dataset_dir(dataset) / "versions" / f"{version_id}.json"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.home / "runs" / run_id
+
+    def export_dir(self, dataset: str, version_id: str) -> Path:
+        return self.home / "exports" / dataset / version_id
+
+    # --- manifests ---------------------------------------------------------------------------
+    def write_manifest(self, manifest: Manifest) -> Path:
+        path = self.manifest_path(manifest.dataset, manifest.version_id)
+        atomic_write_json(path, manifest.to_json())
+        return path
+
+    def manifest(self, dataset: str, version_id: str) -> Manifest:
+        path = self.manifest_path(dataset, version_id)
+        if not path.is_file():
+            raise NotFoundError(f"dataset {dataset!r} has no version {version_id!r} (no manifest at {path})")
+        return Manifest.from_json(json.loads(path.read_text()))
+
+    def files(self, manifest: Manifest) -> list[Path]:
+        return [self.home / f for f in manifest.files]
+
+    # --- reading -----------------------------------------------------------------------------
+    def iter_samples(
+        self,
+        manifest: Manifest,
+        *,
+        split: str | None = None,
+        columns: list[str] | None = None,
+        batch_size: int = 1024,
+        exclude: set[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream a version's samples in batches, in stored order, optionally one split and minus ``exclude``."""
+        cols = columns or SAMPLE_SCHEMA.names
+        need = list(dict.fromkeys([*cols, "split", "sample_id"]))
+        for path in self.files(manifest):
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=batch_size, columns=need):
+                keep = None
+                if split is not None:
+                    keep = pc.equal(batch.column("split"), split)
+                if exclude:
+                    out = pc.invert(pc.is_in(batch.column("sample_id"), value_set=pa.array(sorted(exclude))))
+                    keep = out if keep is None else pc.and_(keep, out)
+                if keep is not None:
+                    batch = batch.filter(keep)
+                if batch.num_rows:
+                    yield batch.select(cols)
+
+    def read_column_table(self, manifest: Manifest, columns: list[str], split: str | None = None) -> pa.Table:
+        """Small per-sample columns (ids, labels, provenance) of a whole version; never the pixels."""
+        if "pixels" in columns:
+            raise ValueError("read_column_table reads metadata only; stream pixels with iter_samples")
+        batches = list(self.iter_samples(manifest, split=split, columns=columns, batch_size=65536))
+        if not batches:
+            return pa.Table.from_batches([], schema=pa.schema([SAMPLE_SCHEMA.field(c) for c in columns]))
+        return pa.Table.from_batches(batches)
+
+    def iter_training_batches(
+        self,
+        manifest: Manifest,
+        *,
+        split: str,
+        batch_size: int,
+        seed: int,
+        exclude: set[str] | None = None,
+        relabel: dict[str, int] | None = None,
+        buffer_batches: int = 16,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Shuffled ``(images, labels)`` batches for SGD with memory bounded by the shuffle buffer.
+
+        Row groups are visited in a random order and shuffled within a buffer of
+        ``buffer_batches`` row groups, which approximates a full shuffle without loading the split.
+        """
+        rng = np.random.default_rng(seed)
+        groups = [(path, g) for path in self.files(manifest) for g in range(pq.ParquetFile(path).num_row_groups)]
+        order = rng.permutation(len(groups))
+        cols = ["sample_id", "split", "label", "height", "width", "channels", "pixels"]
+        buf_x: list[np.ndarray] = []
+        buf_y: list[np.ndarray] = []
+        excluded = pa.array(sorted(exclude)) if exclude else None
+        open_files: dict[Path, pq.ParquetFile] = {}
+
+        def drain(final: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            if not buf_x:
+                return
+            x = np.concatenate(buf_x)
+            y = np.concatenate(buf_y)
+            buf_x.clear()
+            buf_y.clear()
+            perm = rng.permutation(len(y))
+            x, y = x[perm], y[perm]
+            stop = len(y) if final else len(y) - len(y) % batch_size
+            for s in range(0, stop, batch_size):
+                yield x[s : s + batch_size], y[s : s + batch_size]
+            if stop < len(y):
+                buf_x.append(x[stop:])
+                buf_y.append(y[stop:])
+
+        for i, k in enumerate(order):
+            path, g = groups[k]
+            pf = open_files.setdefault(path, pq.ParquetFile(path))
+            table = pf.read_row_group(g, columns=cols)
+            keep = pc.equal(table.column("split"), split)
+            if excluded is not None:
+                keep = pc.and_(keep, pc.invert(pc.is_in(table.column("sample_id"), value_set=excluded)))
+            table = table.filter(keep)
+            if table.num_rows == 0:
+                continue
+            labels = table.column("label").to_numpy().astype(np.int64)
+            if relabel:
+                ids = table.column("sample_id").to_pylist()
+                labels = np.array([relabel.get(s, int(lab)) for s, lab in zip(ids, labels, strict=True)], np.int64)
+            buf_x.append(decode_pixels(table))
+            buf_y.append(labels)
+            if (i + 1) % buffer_batches == 0:
+                yield from drain(final=False)
+        yield from drain(final=True)

@@ -156,8 +156,9 @@ class Catalog:
 
     def audit(self, session: Session, actor: str, action: str, subject: str, **detail: Any) -> None:
         """Append one record to the audit log (inside the caller's transaction)."""
-        session.add(AuditRecord(actor=actor, action=action, subject=subject, detail=json.loads(json.dumps(detail,
-                                                                                                         default=str))))
+        session.add(
+            AuditRecord(actor=actor, action=action, subject=subject, detail=json.loads(json.dumps(detail, default=str)))
+        )
 
     def dataset(self, session: Session, name: str) -> Dataset:
         ds = session.get(Dataset, name)

@@ -39,7 +39,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: Literal["auto", "cnn", "resnet18"] = "auto"
-    epochs: int = Field(default=4, ge=1, le=200)
+    epochs: int | None = Field(default=None, ge=1, le=200, description="None: about 150k sample visits, 4..40")
     batch_size: int = Field(default=128, ge=8, le=4096)
     lr: float = Field(default=2e-3, gt=0, le=1.0)
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -49,7 +49,9 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _layer_with_torchscript(self) -> ModelConfig:
         if self.torchscript is not None and not self.feature_layer:
-            raise ValueError("a TorchScript model needs feature_layer: the name of the layer whose output is the feature")
+            raise ValueError(
+                "a TorchScript model needs feature_layer: the name of the layer whose output is the feature"
+            )
         return self
 
 
@@ -72,7 +74,9 @@ class DetectConfig(BaseModel):
     detectors: tuple[str, ...] = ("spectral", "activation_clustering", "knn", "whitened_clustering")
     voters: tuple[str, ...] = ("whitened_clustering",)
     contamination: float | None = Field(
-        default=None, gt=0.0, lt=0.5,
+        default=None,
+        gt=0.0,
+        lt=0.5,
         description="Expected share of poisoned samples; None estimates it per class from the data.",
     )
     knn_k: int = Field(default=20, ge=1, le=500)

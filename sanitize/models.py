@@ -169,8 +169,14 @@ def train(
     mean_loss = float("nan")
     for epoch in range(epochs):
         total, count = 0.0, 0
-        bar = tqdm(batches(epoch), total=n_batches, desc=f"train epoch {epoch + 1}/{epochs}", disable=not progress,
-                   leave=False, unit="batch")
+        bar = tqdm(
+            batches(epoch),
+            total=n_batches,
+            desc=f"train epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            leave=False,
+            unit="batch",
+        )
         for images, labels in bar:
             x = to_tensor(images).to(dev, non_blocking=True)
             y = torch.from_numpy(labels.astype(np.int64)).to(dev, non_blocking=True)

@@ -174,18 +174,34 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "version_id": self.version_id, "dataset": self.dataset, "kind": self.kind, "files": list(self.files),
-            "n_train": self.n_train, "n_test": self.n_test, "height": self.height, "width": self.width,
-            "channels": self.channels, "classes": list(self.classes), "parent_id": self.parent_id,
+            "version_id": self.version_id,
+            "dataset": self.dataset,
+            "kind": self.kind,
+            "files": list(self.files),
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "height": self.height,
+            "width": self.width,
+            "channels": self.channels,
+            "classes": list(self.classes),
+            "parent_id": self.parent_id,
             "extra": self.extra or {},
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Manifest:
         return cls(
-            version_id=obj["version_id"], dataset=obj["dataset"], kind=obj["kind"], files=tuple(obj["files"]),
-            n_train=obj["n_train"], n_test=obj["n_test"], height=obj["height"], width=obj["width"],
-            channels=obj["channels"], classes=tuple(obj["classes"]), parent_id=obj.get("parent_id"),
+            version_id=obj["version_id"],
+            dataset=obj["dataset"],
+            kind=obj["kind"],
+            files=tuple(obj["files"]),
+            n_train=obj["n_train"],
+            n_test=obj["n_test"],
+            height=obj["height"],
+            width=obj["width"],
+            channels=obj["channels"],
+            classes=tuple(obj["classes"]),
+            parent_id=obj.get("parent_id"),
             extra=obj.get("extra") or {},
         )
 

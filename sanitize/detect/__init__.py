@@ -12,8 +12,7 @@ REGISTRY: dict[str, type[Detector]] = {
 }
 
 
-def make_detector(name: str, *, contamination: float | None = None, random_state: int = 0,
-                  knn_k: int = 20) -> Detector:
+def make_detector(name: str, *, contamination: float | None = None, random_state: int = 0, knn_k: int = 20) -> Detector:
     """Build a registered detector by name, with the run's shared settings."""
     if name not in REGISTRY:
         raise ValueError(f"unknown detector {name!r}; registered: {sorted(REGISTRY)}")
@@ -23,6 +22,15 @@ def make_detector(name: str, *, contamination: float | None = None, random_state
 
 
 __all__ = [
-    "REGISTRY", "ActivationClustering", "Detector", "DetectorResult", "KNNLabelDisagreement", "SpectralSignature",
-    "Verdict", "WhitenedClustering", "check_features", "combine", "make_detector",
+    "REGISTRY",
+    "ActivationClustering",
+    "Detector",
+    "DetectorResult",
+    "KNNLabelDisagreement",
+    "SpectralSignature",
+    "Verdict",
+    "WhitenedClustering",
+    "check_features",
+    "combine",
+    "make_detector",
 ]

@@ -62,8 +62,13 @@ class ActivationClustering(Detector):
             km = KMeans(n_clusters=2, n_init=3, random_state=self.random_state).fit(z)
             sizes = np.bincount(km.labels_, minlength=2)
             small = int(np.argmin(sizes))
-            sil = silhouette_score(z, km.labels_, sample_size=min(self.sample_size, len(z)),
-                                   random_state=self.random_state) if sizes.min() > 0 else 0.0
+            sil = (
+                silhouette_score(
+                    z, km.labels_, sample_size=min(self.sample_size, len(z)), random_state=self.random_state
+                )
+                if sizes.min() > 0
+                else 0.0
+            )
             self.pca_[int(c)] = pca
             # Row 0 = the large cluster's centroid, row 1 = the small one's.
             self.centroids_[int(c)] = km.cluster_centers_[[1 - small, small]]
@@ -89,6 +94,8 @@ class ActivationClustering(Detector):
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
         sil, share = self.silhouette_[label], self.small_share_[label]
         if sil >= self.silhouette_threshold and share <= self.max_poison_share:
-            return 0.0, (f"poisoned: silhouette {sil:.2f} >= {self.silhouette_threshold:g}, small cluster "
-                         f"{share:.1%} <= {self.max_poison_share:.0%}; flags the small cluster")
+            return 0.0, (
+                f"poisoned: silhouette {sil:.2f} >= {self.silhouette_threshold:g}, small cluster "
+                f"{share:.1%} <= {self.max_poison_share:.0%}; flags the small cluster"
+            )
         return np.inf, f"clean: silhouette {sil:.2f}, small cluster {share:.1%}"

@@ -60,20 +60,24 @@ class Verdict:
                 verb = "flagged" if r.flags[i] else "not flagged"
                 thr = r.thresholds.get(c, np.inf)
                 thr_s = "no threshold (class judged clean)" if not np.isfinite(thr) else f"threshold {thr:.3g}"
-                parts.append(f"{name} {verb}: score {r.scores[i]:.3g} vs {thr_s}, "
-                             f"rank {ranks[name][i]}/{class_sizes[c]} in class {c}")
+                parts.append(
+                    f"{name} {verb}: score {r.scores[i]:.3g} vs {thr_s}, "
+                    f"rank {ranks[name][i]}/{class_sizes[c]} in class {c}"
+                )
             out.append("; ".join(parts))
         return out
 
     def to_table(self, sample_ids: list[str] | pa.Array, labels: np.ndarray) -> pa.Table:
         """Per-sample verdict keyed by ``sample_id``, joined with every detector's columns."""
-        table = pa.table({
-            "sample_id": sample_ids,
-            "label": pa.array(labels, pa.int64()),
-            "suspicion_score": pa.array(self.suspicion_score, pa.float64()),
-            "quarantine": pa.array(self.quarantine, pa.bool_()),
-            "flagged_by": pa.array(self.flagged_by(), pa.string()),
-        })
+        table = pa.table(
+            {
+                "sample_id": sample_ids,
+                "label": pa.array(labels, pa.int64()),
+                "suspicion_score": pa.array(self.suspicion_score, pa.float64()),
+                "quarantine": pa.array(self.quarantine, pa.bool_()),
+                "flagged_by": pa.array(self.flagged_by(), pa.string()),
+            }
+        )
         for r in self.results.values():
             cols = r.to_table(sample_ids, labels)
             for name in cols.column_names[1:]:

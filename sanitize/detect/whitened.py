@@ -44,7 +44,9 @@ class WhitenedClustering(Detector):
     Parameters
     ----------
     n_components : int
-        Principal components kept before whitening.
+        Most principal components kept before whitening; fewer (an eighth of the smallest class,
+        at least 2) when classes are small, so each class's split is not fitted in more
+        dimensions than its samples support.
     min_separation : float
         Smallest separation for a class to count as poisoned.
     min_class_z : float
@@ -75,8 +77,8 @@ class WhitenedClustering(Detector):
         self.flag_z = flag_z
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
-        classes = np.unique(labels)
-        k = max(1, min(self.n_components, features.shape[1], features.shape[0] - 1))
+        classes, sizes = np.unique(labels, return_counts=True)
+        k = max(1, min(self.n_components, max(2, int(sizes.min()) // 8), features.shape[1], features.shape[0] - 1))
         self.pca_ = PCA(n_components=k, random_state=self.random_state).fit(features)
         z = self.pca_.transform(features)
         means, scatters, counts = {}, {}, {}
@@ -110,8 +112,7 @@ class WhitenedClustering(Detector):
                 self.separation_[c], self.suspect_share_[c] = 0.0, 0.0
                 continue
             assign = KMeans(n_clusters=2, n_init=3, random_state=self.random_state).fit(zc).labels_
-            spread = [float(np.var(zc[assign == j], axis=0).sum()) if (assign == j).sum() > 1 else 0.0
-                      for j in (0, 1)]
+            spread = [float(np.var(zc[assign == j], axis=0).sum()) if (assign == j).sum() > 1 else 0.0 for j in (0, 1)]
             suspect = int(np.argmax(spread))
             diff = zc[assign == suspect].mean(axis=0) - zc[assign != suspect].mean(axis=0)
             norm = float(np.linalg.norm(diff)) or 1.0
@@ -170,6 +171,8 @@ class WhitenedClustering(Detector):
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
         sep, cz = self.separation_[label], self.class_z_[label]
         if self.poisoned_[label]:
-            return self.flag_z, (f"poisoned: separation {sep:.2f} >= {self.min_separation:g} "
-                                 f"(robust z {cz:.1f} among classes); flags score >= {self.flag_z:g}")
+            return self.flag_z, (
+                f"poisoned: separation {sep:.2f} >= {self.min_separation:g} "
+                f"(robust z {cz:.1f} among classes); flags score >= {self.flag_z:g}"
+            )
         return np.inf, f"clean: separation {sep:.2f} (robust z {cz:.1f} among classes)"

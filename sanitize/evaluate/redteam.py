@@ -30,7 +30,8 @@ class Poisoning:
     mask: np.ndarray
 
 
-def _choose_victims(labels: np.ndarray, rate: float, target: int, seed: int) -> np.ndarray:
+def choose_victims(labels: np.ndarray, rate: float, target: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of the ``round(rate * n)`` samples outside ``target`` that an attack poisons."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"poison rate must be in (0, 1), got {rate}")
     if target not in set(np.unique(labels).tolist()):
@@ -45,7 +46,7 @@ def _choose_victims(labels: np.ndarray, rate: float, target: int, seed: int) -> 
     return np.sort(rng.choice(candidates, size=n, replace=False))
 
 
-def stamp_patch(images: np.ndarray, size: int = 3, value: int = 255, margin: int = 1) -> np.ndarray:
+def stamp_patch(images: np.ndarray, size: int = 3, value: int = 255, margin: int = 0) -> np.ndarray:
     """BadNets trigger: a ``size`` x ``size`` square of ``value`` at the bottom-right corner."""
     out = images.copy()
     h, w = images.shape[1:3]
@@ -69,7 +70,7 @@ def stamp_blend(images: np.ndarray, alpha: float = 0.15, pattern_seed: int = 123
 
 def badnets(images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
     """BadNets: stamp a white 3x3 patch (scaled down on tiny images) and relabel to ``target``."""
-    idx = _choose_victims(labels, rate, target, seed)
+    idx = choose_victims(labels, rate, target, seed)
     size = 3 if min(images.shape[1:3]) >= 16 else 2
     out_images, out_labels = images.copy(), labels.astype(np.int64).copy()
     out_images[idx] = stamp_patch(images[idx], size=size)
@@ -81,7 +82,7 @@ def badnets(images: np.ndarray, labels: np.ndarray, rate: float, target: int, se
 
 def blend(images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
     """Blend: mix a fixed random pattern at alpha 0.15 and relabel to ``target``."""
-    idx = _choose_victims(labels, rate, target, seed)
+    idx = choose_victims(labels, rate, target, seed)
     out_images, out_labels = images.copy(), labels.astype(np.int64).copy()
     out_images[idx] = stamp_blend(images[idx])
     out_labels[idx] = target

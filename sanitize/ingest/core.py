@@ -13,10 +13,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from sanitize.catalog import Catalog, Dataset, Ingest, Version
 from sanitize.errors import InputError
@@ -67,8 +69,9 @@ def ingest_path(
     path = Path(path)
     fmt = format or detect_format(path)
     batches = read_source(path, format=fmt, image_column=image_column, label_column=label_column, split=split)
-    return ingest_batches(catalog, store, dataset=dataset, batches=batches, source=source,
-                          uri=str(path.resolve()), fmt=fmt, actor=actor)
+    return ingest_batches(
+        catalog, store, dataset=dataset, batches=batches, source=source, uri=str(path.resolve()), fmt=fmt, actor=actor
+    )
 
 
 def arrays_to_batches(
@@ -81,8 +84,12 @@ def arrays_to_batches(
         x = x[..., None]
     for s in range(0, len(x), batch_size):
         xs, ys = x[s : s + batch_size], np.asarray(y[s : s + batch_size], dtype=np.int64)
-        yield RawBatch(images=list(xs), labels=ys, splits=[split] * len(ys),
-                       locators=[f"{prefix or split}:{s + i}" for i in range(len(ys))])
+        yield RawBatch(
+            images=list(xs),
+            labels=ys,
+            splits=[split] * len(ys),
+            locators=[f"{prefix or split}:{s + i}" for i in range(len(ys))],
+        )
 
 
 def ingest_batches(
@@ -117,8 +124,9 @@ def ingest_batches(
     try:
         for batch in batches:
             rows: dict[str, list[object]] = {name: [] for name in SAMPLE_SCHEMA.names}
-            for image, label, split, locator in zip(batch.images, batch.labels, batch.splits, batch.locators,
-                                                    strict=True):
+            for image, label, split, locator in zip(
+                batch.images, batch.labels, batch.splits, batch.locators, strict=True
+            ):
                 if shape is None:
                     shape = image.shape
                 elif image.shape != shape:
@@ -175,8 +183,10 @@ def ingest_batches(
             other_shape = (t["height"][0], t["width"][0], t["channels"][0])
             if other_shape != shape:
                 writer.abort()
-                raise InputError(f"{uri}: images of shape {shape} do not match the shape {other_shape} of "
-                                 f"dataset {dataset!r} (file {f.name})")
+                raise InputError(
+                    f"{uri}: images of shape {shape} do not match the shape {other_shape} of "
+                    f"dataset {dataset!r} (file {f.name})"
+                )
             all_pairs.extend(zip(t["content_sha256"], t["label"], t["split"], strict=True))
             for sha, lab in zip(t["content_sha256"], t["label"], strict=True):
                 if sha in own_labels:
@@ -191,9 +201,21 @@ def ingest_batches(
         else:
             writer.commit()
             stored = True
-            session.add(Ingest(id=ingest_id, dataset=dataset, source=source, uri=uri, format=fmt,
-                               digest=ingest_digest, n_samples=n_train + n_test, n_train=n_train, n_test=n_test,
-                               n_duplicates=dup_within, file=str(target.relative_to(store.home))))
+            session.add(
+                Ingest(
+                    id=ingest_id,
+                    dataset=dataset,
+                    source=source,
+                    uri=uri,
+                    format=fmt,
+                    digest=ingest_digest,
+                    n_samples=n_train + n_test,
+                    n_train=n_train,
+                    n_test=n_test,
+                    n_duplicates=dup_within,
+                    file=str(target.relative_to(store.home)),
+                )
+            )
             if ds is None:
                 ds = Dataset(name=dataset)
                 session.add(ds)
@@ -205,26 +227,64 @@ def ingest_batches(
         if session.get(Version, version_id) is None:
             classes = tuple(sorted({lab for _, lab, _ in all_pairs}))
             n_tr = sum(1 for *_, s in all_pairs if s == "train")
-            manifest = Manifest(version_id=version_id, dataset=dataset, kind="ingested", files=files, n_train=n_tr,
-                                n_test=len(all_pairs) - n_tr, height=shape[0], width=shape[1], channels=shape[2],
-                                classes=classes, parent_id=previous_version)
+            manifest = Manifest(
+                version_id=version_id,
+                dataset=dataset,
+                kind="ingested",
+                files=files,
+                n_train=n_tr,
+                n_test=len(all_pairs) - n_tr,
+                height=shape[0],
+                width=shape[1],
+                channels=shape[2],
+                classes=classes,
+                parent_id=previous_version,
+            )
             store.write_manifest(manifest)
-            session.add(Version(id=version_id, dataset=dataset, kind="ingested", parent_id=previous_version,
-                                n_train=n_tr, n_test=len(all_pairs) - n_tr,
-                                manifest=str(store.manifest_path(dataset, version_id).relative_to(store.home))))
+            session.add(
+                Version(
+                    id=version_id,
+                    dataset=dataset,
+                    kind="ingested",
+                    parent_id=previous_version,
+                    n_train=n_tr,
+                    n_test=len(all_pairs) - n_tr,
+                    manifest=str(store.manifest_path(dataset, version_id).relative_to(store.home)),
+                )
+            )
         ds.current_version = version_id
-        catalog.audit(session, actor, "ingest", f"{dataset}/{source}", ingest_id=ingest_id, uri=uri, format=fmt,
-                      stored=stored, version=version_id, n_samples=n_train + n_test)
+        catalog.audit(
+            session,
+            actor,
+            "ingest",
+            f"{dataset}/{source}",
+            ingest_id=ingest_id,
+            uri=uri,
+            format=fmt,
+            stored=stored,
+            version=version_id,
+            n_samples=n_train + n_test,
+        )
 
     return IngestReport(
-        dataset=dataset, source=source, ingest_id=ingest_id, version_id=version_id,
-        previous_version_id=previous_version, n_samples=n_train + n_test, n_train=n_train, n_test=n_test,
-        stored=stored, duplicates_within=dup_within, duplicates_across=dup_across, conflicting_labels=conflicts,
-        duplicate_examples=examples, class_counts={lab: c for (s, lab), c in sorted(counts.items()) if s == "train"},
+        dataset=dataset,
+        source=source,
+        ingest_id=ingest_id,
+        version_id=version_id,
+        previous_version_id=previous_version,
+        n_samples=n_train + n_test,
+        n_train=n_train,
+        n_test=n_test,
+        stored=stored,
+        duplicates_within=dup_within,
+        duplicates_across=dup_across,
+        conflicting_labels=conflicts,
+        duplicate_examples=examples,
+        class_counts={lab: c for (s, lab), c in sorted(counts.items()) if s == "train"},
     )
 
 
-def _latest_ingests(session, dataset: str) -> dict[str, Ingest]:  # type: ignore[no-untyped-def]
+def _latest_ingests(session: Session, dataset: str) -> dict[str, Ingest]:
     rows = session.scalars(select(Ingest).where(Ingest.dataset == dataset).order_by(Ingest.created_at)).all()
     latest: dict[str, Ingest] = {}
     for row in rows:
@@ -232,7 +292,7 @@ def _latest_ingests(session, dataset: str) -> dict[str, Ingest]:  # type: ignore
     return latest
 
 
-def _read_meta(path: Path) -> dict[str, list]:  # type: ignore[type-arg]
+def _read_meta(path: Path) -> dict[str, list[Any]]:
     import pyarrow.parquet as pq
 
     return pq.read_table(path, columns=["content_sha256", "label", "split", "height", "width", "channels"]).to_pydict()

@@ -1,0 +1,371 @@
+"""The ``sanitize`` command line.
+
+``sanitize run`` with no arguments cleans the built-in default: scikit-learn's digits with a
+simulated BadNets poisoning (5 % of the training set, target class 0), so the detection is visible.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from sanitize.config import DEFAULT_DATASET, DetectConfig, ModelConfig, RedTeamConfig, RunConfig
+from sanitize.errors import SanitizeError
+from sanitize.workspace import Workspace
+
+app = typer.Typer(
+    help="Find backdoor-poisoned training samples, quarantine them, export clean versions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+quarantine_app = typer.Typer(help="The quarantine of a run.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+console = Console()
+err = Console(stderr=True)
+
+
+class Attack(StrEnum):
+    badnets = "badnets"
+    blend = "blend"
+
+
+class OutFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    parquet = "parquet"
+    npz = "npz"
+
+
+@app.command()
+def run(
+    dataset: Annotated[
+        str, typer.Option(help="Dataset to clean (default: the built-in digits demo).")
+    ] = DEFAULT_DATASET,
+    version: Annotated[str | None, typer.Option(help="Dataset version (default: the dataset's current one).")] = None,
+    poison: Annotated[
+        Attack | None, typer.Option(help="Red team: poison the dataset on the fly with this attack.")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Red team: share of the training set to poison.")] = 0.05,
+    target: Annotated[int, typer.Option(help="Red team: target class.")] = 0,
+    contamination: Annotated[
+        float | None, typer.Option(help="Expected poison share, if known (default: estimated).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Reference-model epochs (default: by dataset size).")] = None,
+    arch: Annotated[str, typer.Option(help="auto, cnn or resnet18.")] = "auto",
+    model: Annotated[Path | None, typer.Option(help="Your own TorchScript model instead of training one.")] = None,
+    feature_layer: Annotated[
+        str | None, typer.Option(help="With --model: the layer whose output is the feature.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    retrain: Annotated[bool, typer.Option(help="Retrain a clean model on the kept samples.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    prefect: Annotated[bool, typer.Option(help="Run as the Prefect flow (records it in Prefect).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run a complete cleaning run: features, detectors, quarantine, retrain, clean export."""
+    redteam = None
+    if poison is not None or (dataset == DEFAULT_DATASET and version is None):
+        redteam = RedTeamConfig(attack=(poison or Attack.badnets).value, rate=rate, target=target, seed=seed)
+    config = RunConfig(
+        dataset=dataset,
+        version=version,
+        seed=seed,
+        retrain=retrain,
+        redteam=redteam,
+        model=ModelConfig(
+            arch=arch,  # type: ignore[arg-type]  # validated by pydantic
+            epochs=epochs,
+            device=device,
+            torchscript=model,
+            feature_layer=feature_layer,
+        ),
+        detect=DetectConfig(contamination=contamination),
+    )
+    if prefect:
+        from flows.clean import cleaning_flow
+
+        summary = cleaning_flow(config=config)
+    else:
+        from sanitize.pipeline import run_cleaning
+
+        summary = run_cleaning(config, Workspace(), progress=sys.stderr.isatty()).summary
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The run's result for a person: what was ingested, flagged, quarantined, measured, and where it is."""
+    t = Table(title=f"cleaning run {summary['run_id']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1%}"
+
+    t.add_row("dataset", f"{summary['dataset']} (version {summary['version']})")
+    if summary.get("redteam"):
+        rt = summary["redteam"]
+        t.add_row(
+            "red team",
+            f"{rt['attack']} on {rt['rate']:.1%} of the training set, target class {rt['target']}"
+            f" ({summary['n_poison']} poisons)",
+        )
+    t.add_row("ingested (train)", str(summary["ingested"]))
+    t.add_row(
+        "quarantined", f"{summary['quarantined']} (estimated poison rate {pct(summary['estimated_poison_rate'])})"
+    )
+    t.add_row("kept", str(summary["kept"]))
+    if summary.get("looks_clean"):
+        t.add_row("verdict", "the dataset looks clean: no class shows a poisoned sub-population")
+    flagged = {c: r for c, r in summary["estimated_rate_per_class"].items() if r > 0}
+    if flagged:
+        t.add_row("classes with poisons", ", ".join(f"{c} ({r:.1%} of the class)" for c, r in flagged.items()))
+    if summary.get("redteam"):
+        t.add_row(
+            "detection",
+            f"recall {pct(summary['recall'])}, precision {pct(summary['precision'])}, "
+            f"clean false-positive rate {pct(summary['fpr'])}",
+        )
+        t.add_row(
+            "attack success", f"{pct(summary['asr_before'])} before cleaning -> {pct(summary['asr_after'])} after"
+        )
+    t.add_row(
+        "clean accuracy",
+        f"{pct(summary['clean_acc_before'])} before -> {pct(summary['clean_acc_after'])} after (test split)",
+    )
+    t.add_row(
+        "clean version",
+        f"{summary['clean_version']} (read it with sanitize.data.CleanDataset('{summary['clean_version']}'))",
+    )
+    t.add_row("run records", str(Path(summary["model_reference"]).parent))
+    t.add_row("time", f"{summary['seconds']:.1f} s")
+    console.print(t)
+    console.print(f"List the quarantine: [bold]sanitize quarantine list --run {summary['run_id']}[/bold]")
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="IDX folder/file, image folder, .npz, or .parquet/.csv table.")],
+    dataset: Annotated[str, typer.Option(help="Dataset to add the source to.")],
+    source: Annotated[str, typer.Option(help="The supplier's name, e.g. vendor-a.")],
+    format: Annotated[str | None, typer.Option(help="idx, imagefolder, npz or table (default: guessed).")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Table: the image column (bytes or path).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Table: the label column.")] = None,
+    split: Annotated[str, typer.Option(help="Split of samples the source does not assign (train or test).")] = "train",
+) -> None:
+    """Ingest a source into a dataset with a provenance record for every sample."""
+    from sanitize.ingest.core import ingest_path
+
+    ws = Workspace()
+    rep = ingest_path(
+        ws.catalog,
+        ws.store,
+        dataset=dataset,
+        path=path,
+        source=source,
+        format=format,
+        image_column=image_column,
+        label_column=label_column,
+        split=split,
+    )
+    state = "new version" if rep.changed else "unchanged version"
+    console.print(
+        f"ingested {rep.n_samples} samples ({rep.n_train} train, {rep.n_test} test) from "
+        f"{path} as source [bold]{source}[/bold] into [bold]{dataset}[/bold]"
+    )
+    console.print(
+        f"{state} {rep.version_id}"
+        + ("" if rep.stored else " (identical to this source's last ingest: nothing stored)")
+    )
+    if rep.duplicates_within or rep.duplicates_across:
+        console.print(
+            f"[yellow]exact duplicate contents: {rep.duplicates_within} within the source, "
+            f"{rep.duplicates_across} shared with other sources ({rep.conflicting_labels} with another "
+            f"label)[/yellow]" + (f"; e.g. {', '.join(rep.duplicate_examples[:3])}" if rep.duplicate_examples else "")
+        )
+    few = [c for c, n in rep.class_counts.items() if n < 2]
+    if few:
+        console.print(f"[yellow]class(es) {few} have fewer than 2 training samples in this source[/yellow]")
+
+
+@app.command()
+def datasets() -> None:
+    """List datasets with their current version and sources."""
+    from sqlalchemy import select
+
+    from sanitize.catalog import Dataset, Ingest
+
+    ws = Workspace()
+    t = Table("dataset", "current version", "sources")
+    with ws.catalog.session() as s:
+        for ds in s.scalars(select(Dataset).order_by(Dataset.name)):
+            sources = sorted({i.source for i in s.scalars(select(Ingest).where(Ingest.dataset == ds.name))})
+            t.add_row(ds.name, ds.current_version or "", ", ".join(sources))
+    console.print(t)
+
+
+@app.command()
+def versions(dataset: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
+    """List a dataset's versions (ingested, red-team and clean) with their lineage."""
+    from sqlalchemy import select
+
+    from sanitize.catalog import Version
+
+    ws = Workspace()
+    t = Table("version", "kind", "status", "parent", "run", "train", "test", "created")
+    with ws.catalog.session() as s:
+        ws.catalog.dataset(s, dataset)
+        for v in s.scalars(select(Version).where(Version.dataset == dataset).order_by(Version.created_at)):
+            t.add_row(
+                v.id,
+                v.kind,
+                v.status,
+                v.parent_id or "",
+                v.run_id or "",
+                str(v.n_train),
+                str(v.n_test),
+                f"{v.created_at:%Y-%m-%d %H:%M}",
+            )
+    console.print(t)
+
+
+@app.command()
+def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset's runs.")] = None) -> None:
+    """List cleaning runs."""
+    from sqlalchemy import select
+
+    from sanitize.catalog import Run
+
+    ws = Workspace()
+    t = Table("run", "dataset", "version", "status", "quarantined", "clean version", "started")
+    with ws.catalog.session() as s:
+        q = select(Run).order_by(Run.started_at)
+        if dataset:
+            q = q.where(Run.dataset == dataset)
+        for r in s.scalars(q):
+            t.add_row(
+                r.id,
+                r.dataset,
+                r.version_id or "",
+                r.status + (f": {r.error[:60]}" if r.error else ""),
+                str((r.summary or {}).get("quarantined", "")),
+                r.clean_version_id or "",
+                f"{r.started_at:%Y-%m-%d %H:%M}",
+            )
+    console.print(t)
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = "latest") -> None:
+    """Show a run's summary."""
+    from sanitize.quarantine import resolve_run
+
+    ws = Workspace()
+    rid = resolve_run(ws, run_id)
+    with ws.catalog.session() as s:
+        summary = ws.catalog.run(s, rid).summary
+    if not summary:
+        raise SanitizeError(f"run {rid} has no summary (it did not complete)")
+    print_summary(summary)
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    run_id: Annotated[str, typer.Option("--run", help="Run id, or 'latest'.")] = "latest",
+    dataset: Annotated[str | None, typer.Option(help="With --run latest: the latest run of this dataset.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, confirmed, released or relabelled.")] = None,
+    label: Annotated[int | None, typer.Option(help="Only this class.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows (table format: 50 by default).")] = None,
+    format: Annotated[OutFormat, typer.Option(help="table, csv or json.")] = OutFormat.table,
+) -> None:
+    """List quarantined samples, most suspicious first, with provenance and reasons."""
+    from sanitize.quarantine import list_quarantine, resolve_run, status_counts
+
+    ws = Workspace()
+    rid = resolve_run(ws, run_id, dataset)
+    if format is OutFormat.table and limit is None:
+        limit = 50
+    rows = list_quarantine(ws, rid, status=status, label=label, source=source, limit=limit)
+    if format is OutFormat.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if format is OutFormat.csv:
+        buf = io.StringIO()
+        fields = list(rows[0].as_dict()) if rows else ["run_id", "sample_id"]
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.as_dict())
+        sys.stdout.write(buf.getvalue())
+        return
+    counts = status_counts(ws, rid)
+    t = Table(
+        "sample",
+        "class",
+        "source",
+        "where",
+        "score",
+        "detectors",
+        "status",
+        "why",
+        title=f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+    )
+    for r in rows:
+        t.add_row(
+            r.sample_id,
+            str(r.label),
+            r.source,
+            r.locator,
+            f"{r.suspicion_score:.3g}",
+            r.detectors,
+            r.status,
+            r.reason.split(";")[0],
+        )
+    console.print(t)
+
+
+@app.command("export")
+def export_cmd(
+    version: Annotated[str, typer.Argument(help="A clean version id (c...).")],
+    out: Annotated[Path, typer.Option(help="Folder to write into.")],
+    format: Annotated[ExportFormat, typer.Option(help="parquet (with manifest) or npz.")] = ExportFormat.parquet,
+) -> None:
+    """Copy a clean version out for a training job: Parquet + manifest, or a NumPy .npz."""
+    from sanitize.export import copy_out
+
+    paths = copy_out(Workspace(), version, out, format.value)
+    for p in paths:
+        console.print(str(p))
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line and exit 2; nothing half-written stays behind."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except (SanitizeError, ValidationError, ValueError, FileNotFoundError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: red-team poisonings and the figures that measure detection and cleaning."""

@@ -1,0 +1,152 @@
+"""Clean dataset versions for training jobs: Parquet files plus a manifest with the lineage.
+
+A clean version holds the kept samples of a run (train split) and the version's test split. Its
+manifest names its own id, the parent version, the run, the run's configuration and every excluded
+sample id, so a training job can say exactly what it trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sanitize.catalog import Version
+from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_json
+from sanitize.workspace import Workspace
+
+
+def clean_version_id(parent: str, excluded: set[str]) -> str:
+    h = hashlib.sha256(parent.encode())
+    for sid in sorted(excluded):
+        h.update(b"\n" + sid.encode())
+    return "c" + h.hexdigest()[:15]
+
+
+def export_clean_version(
+    ws: Workspace, dataset: str, parent: str, run_id: str, excluded: set[str], config: dict[str, Any]
+) -> str:
+    """Write the clean version of ``parent`` without ``excluded``; return its id (idempotent)."""
+    store = ws.store
+    parent_manifest = store.manifest(dataset, parent)
+    vid = clean_version_id(parent, excluded)
+    out_dir = store.export_dir(dataset, vid)
+    files = []
+    counts = {}
+    for split in ("train", "test"):
+        writer = TableWriter(out_dir / f"{split}.parquet", SAMPLE_SCHEMA)
+        try:
+            for batch in store.iter_samples(
+                parent_manifest, split=split, exclude=excluded if split == "train" else None, batch_size=4096
+            ):
+                writer.write(batch)
+            counts[split] = writer.rows
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        files.append(str((out_dir / f"{split}.parquet").relative_to(store.home)))
+    manifest = Manifest(
+        version_id=vid,
+        dataset=dataset,
+        kind="clean",
+        files=tuple(files),
+        n_train=counts["train"],
+        n_test=counts["test"],
+        height=parent_manifest.height,
+        width=parent_manifest.width,
+        channels=parent_manifest.channels,
+        classes=parent_manifest.classes,
+        parent_id=parent,
+        extra={
+            "run_id": run_id,
+            "config": config,
+            "excluded_sample_ids": sorted(excluded),
+            "created_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    atomic_write_json(out_dir / "manifest.json", manifest.to_json())
+    store.write_manifest(manifest)
+    with ws.catalog.session() as s:
+        if s.get(Version, vid) is None:
+            s.add(
+                Version(
+                    id=vid,
+                    dataset=dataset,
+                    kind="clean",
+                    parent_id=parent,
+                    run_id=run_id,
+                    status="provisional",
+                    n_train=counts["train"],
+                    n_test=counts["test"],
+                    manifest=str(store.manifest_path(dataset, vid).relative_to(store.home)),
+                )
+            )
+        ws.catalog.audit(
+            s, "pipeline", "export", vid, dataset=dataset, parent=parent, run=run_id, excluded=len(excluded)
+        )
+    return vid
+
+
+def split_filter(table: pa.Table, split: str) -> pa.Table:
+    return table.filter(pc.equal(table.column("split"), split))
+
+
+def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
+    """Write a version to ``out`` as ``parquet`` (train/test files + manifest.json) or ``npz``
+    (``x_train``, ``y_train``, ``x_test``, ``y_test``, ``sample_ids_train``); each file via a temp path."""
+    import shutil
+
+    import numpy as np
+
+    from sanitize.errors import NotFoundError
+    from sanitize.store import atomic_write_bytes, decode_pixels
+
+    with ws.catalog.session() as s:
+        v = s.get(Version, version)
+        if v is None:
+            raise NotFoundError(f"unknown dataset version {version!r}")
+        dataset = v.dataset
+    manifest = ws.store.manifest(dataset, version)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if fmt == "parquet":
+        for split in ("train", "test"):
+            target = out / f"{split}.parquet"
+            writer = TableWriter(target, SAMPLE_SCHEMA)
+            try:
+                for batch in ws.store.iter_samples(manifest, split=split, batch_size=4096):
+                    writer.write(batch)
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            written.append(target)
+        atomic_write_json(out / "manifest.json", manifest.to_json())
+        written.append(out / "manifest.json")
+        return written
+    if fmt == "npz":
+        arrays: dict[str, np.ndarray] = {}
+        for split in ("train", "test"):
+            xs, ys, ids = [], [], []
+            for batch in ws.store.iter_samples(manifest, split=split, batch_size=4096):
+                xs.append(decode_pixels(batch))
+                ys.append(batch.column("label").to_numpy())
+                ids.extend(batch.column("sample_id").to_pylist())
+            if xs:
+                arrays[f"x_{split}"] = np.concatenate(xs)
+                arrays[f"y_{split}"] = np.concatenate(ys)
+                arrays[f"sample_ids_{split}"] = np.array(ids)
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        target = out / f"{dataset}-{version}.npz"
+        atomic_write_bytes(target, buf.getvalue())
+        shutil.copyfile(ws.store.manifest_path(dataset, version), out / "manifest.json")
+        return [target, out / "manifest.json"]
+    raise ValueError(f"unknown export format {fmt!r}; choose parquet or npz")

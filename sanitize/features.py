@@ -1,0 +1,181 @@
+"""Penultimate-layer features, extracted once per run in batches and stored keyed by ``sample_id``.
+
+The package's models are read through a forward hook on the feature layer. TorchScript models do
+not support hooks; for those the named layer must be a top-level child of a model whose forward
+is its children applied in order (checked on a batch), or an exported method of that name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from sanitize.errors import InputError
+from sanitize.models import pick_device, to_tensor
+from sanitize.store import Manifest, Store, TableWriter, decode_pixels
+
+
+def feature_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("label", pa.int64(), nullable=False),
+            pa.field("prediction", pa.int64(), nullable=False),
+            pa.field("features", pa.list_(pa.float32(), dim), nullable=False),
+        ],
+        metadata={"sanitize.table": "features"},
+    )
+
+
+def feature_function(model: nn.Module, layer: str) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """A function ``x -> (features (B, d), logits (B, classes))`` for ``model``'s layer ``layer``."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return _script_feature_function(model, layer)
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise InputError(f"model has no layer {layer!r}; layers: {', '.join(n for n in modules if n)[:400]}")
+    captured: list[torch.Tensor] = []
+    modules[layer].register_forward_hook(lambda _m, _i, out: captured.append(out))
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        captured.clear()
+        logits = model(x)
+        if not captured:
+            raise InputError(f"layer {layer!r} did not run in the model's forward pass")
+        return captured[-1].flatten(1), logits
+
+    return run
+
+
+def _script_feature_function(
+    model: torch.jit.ScriptModule, layer: str
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    if (
+        hasattr(model, layer)
+        and callable(getattr(model, layer))
+        and not isinstance(getattr(model, layer), torch.nn.Module)
+    ):
+        method = getattr(model, layer)
+        return lambda x: (method(x).flatten(1), model(x))
+    children = list(model.named_children())
+    names = [n for n, _ in children]
+    if layer not in names:
+        raise InputError(
+            f"TorchScript model: {layer!r} is not a top-level layer or exported method; top-level layers: {names}"
+        )
+    stop = names.index(layer)
+
+    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x
+        feat = x
+        for i, (_, child) in enumerate(children):
+            h = child(h)
+            if i == stop:
+                feat = h
+        return feat.flatten(1), h
+
+    checked: list[bool] = []
+
+    def checked_run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feat, chained = run(x)
+        if not checked:
+            if not torch.allclose(chained, model(x), atol=1e-4, rtol=1e-3):
+                raise InputError(
+                    f"TorchScript model: applying its top-level layers {names} in order does not "
+                    f"reproduce its output, so layer {layer!r} cannot be read; export a method "
+                    f"named {layer!r} that returns the features instead"
+                )
+            checked.append(True)
+        return feat, chained
+
+    return checked_run
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    layer: str,
+    store: Store,
+    manifest: Manifest,
+    out: Path,
+    *,
+    batch_size: int = 512,
+    device: str = "auto",
+    progress: bool = True,
+    batches: Iterator[pa.RecordBatch] | None = None,
+    total: int | None = None,
+) -> Path:
+    """Stream a version's samples through ``model`` and write ``out`` (features keyed by sample_id).
+
+    The features file has columns ``sample_id``, ``split``, ``label``, ``prediction`` and
+    ``features`` (fixed-size list of float32). Features that are NaN or infinite raise, naming the
+    first bad sample.
+    """
+    from tqdm.auto import tqdm
+
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    run = feature_function(model, layer)
+    cols = ["sample_id", "split", "label", "height", "width", "channels", "pixels"]
+    stream = batches if batches is not None else store.iter_samples(manifest, columns=cols, batch_size=batch_size)
+    writer: TableWriter | None = None
+    n_total = total if total is not None else manifest.n_train + manifest.n_test
+    try:
+        with tqdm(total=n_total, desc="features", unit="img", disable=not progress, leave=False) as bar:
+            for batch in stream:
+                feats, logits = run(to_tensor(decode_pixels(batch)).to(dev))
+                f = feats.float().cpu().numpy()
+                bad = ~np.isfinite(f).all(axis=1)
+                if bad.any():
+                    sid = batch.column("sample_id")[int(np.argmax(bad))].as_py()
+                    raise InputError(
+                        f"the model gave NaN or infinite features for sample {sid} ({int(bad.sum())} in its batch)"
+                    )
+                if writer is None:
+                    writer = TableWriter(out, feature_schema(f.shape[1]))
+                assert writer is not None
+                writer.write(
+                    pa.table(
+                        {
+                            "sample_id": batch.column("sample_id"),
+                            "split": batch.column("split"),
+                            "label": batch.column("label"),
+                            "prediction": pa.array(logits.argmax(1).cpu().numpy(), pa.int64()),
+                            "features": pa.FixedSizeListArray.from_arrays(
+                                pa.array(f.ravel(), pa.float32()), f.shape[1]
+                            ),
+                        },
+                        schema=feature_schema(f.shape[1]),
+                    )
+                )
+                bar.update(batch.num_rows)
+        if writer is None:
+            raise InputError(f"version {manifest.version_id} has no samples to extract features from")
+        return writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def load_features(path: Path, split: str | None = "train") -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Read a features file: (sample_ids, features (n, d) float32, labels (n,), predictions (n,))."""
+    table = pq.read_table(path)
+    if split is not None:
+        table = table.filter(pa.compute.equal(table.column("split"), split))
+    col = table.column("features").combine_chunks()
+    dim = col.type.list_size
+    feats = col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    return (
+        table.column("sample_id").to_pylist(),
+        feats,
+        table.column("label").to_numpy(),
+        table.column("prediction").to_numpy(),
+    )

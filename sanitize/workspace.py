@@ -1,0 +1,25 @@
+"""A workspace: the settings, catalog and store that every stage works against."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from sanitize.catalog import Catalog
+from sanitize.config import Settings
+from sanitize.store import Store
+
+
+class Workspace:
+    """The data folder and its catalog. Cheap to build; stages rebuild it from ``Settings``."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.settings.resolved_catalog_url)
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.settings.home)

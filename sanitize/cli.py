@@ -38,7 +38,11 @@ err = Console(stderr=True)
 
 class Attack(StrEnum):
     badnets = "badnets"
+    badnets_random = "badnets_random"
     blend = "blend"
+    sig = "sig"
+    wanet = "wanet"
+    adaptive_blend = "adaptive_blend"
 
 
 class OutFormat(StrEnum):

@@ -60,7 +60,7 @@ class RedTeamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    attack: Literal["badnets", "blend"] = "badnets"
+    attack: Literal["badnets", "badnets_random", "blend", "sig", "wanet", "adaptive_blend"] = "badnets"
     rate: float = Field(default=0.05, gt=0.0, lt=0.5)
     target: int = Field(default=0, ge=0)
     seed: int = 0

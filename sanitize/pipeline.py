@@ -31,7 +31,7 @@ from sanitize.config import DEFAULT_DATASET, RunConfig
 from sanitize.detect import combine, make_detector
 from sanitize.errors import InputError, InvariantError, SanitizeError
 from sanitize.evaluate.metrics import detection_figures
-from sanitize.evaluate.redteam import choose_victims, trigger_for
+from sanitize.evaluate.redteam import get_attack, trigger_for
 from sanitize.features import extract_features, load_features
 from sanitize.models import (
     FEATURE_LAYER,
@@ -43,6 +43,7 @@ from sanitize.models import (
     to_tensor,
     train,
 )
+from sanitize.provenance import source_verdicts
 from sanitize.store import (
     SAMPLE_SCHEMA,
     Manifest,
@@ -199,9 +200,12 @@ def poison_stage(ws: Workspace, ctx: RunContext) -> RunContext:
     with _Timer(ctx, "poison"):
         src = ws.store.manifest(ctx.dataset, ctx.ingested_version)
         labels = ws.store.read_column_table(src, ["label"], split="train").column("label").to_numpy()
-        victims = choose_victims(labels, rt.rate, rt.target, rt.seed)
+        attack = get_attack(rt.attack)
+        plan = attack.plan(labels, rt.rate, rt.target, rt.seed)
         is_victim = np.zeros(len(labels), dtype=bool)
-        is_victim[victims] = True
+        is_victim[plan.poisons] = True
+        is_stamped = is_victim.copy()
+        is_stamped[plan.regularization] = True
         out = ws.store.dataset_dir(ctx.dataset) / "ingests" / f"redteam-{ctx.run_id}.parquet"
         writer = TableWriter(out, SAMPLE_SCHEMA)
         truth_ids: list[str] = []
@@ -215,21 +219,23 @@ def poison_stage(ws: Workspace, ctx: RunContext) -> RunContext:
                 split = np.array(table.column("split").to_pylist())
                 train_rows = np.flatnonzero(split == "train")
                 poison_rows = train_rows[is_victim[pos : pos + len(train_rows)]]
+                stamp_rows = train_rows[is_stamped[pos : pos + len(train_rows)]]
                 pos += len(train_rows)
-                if len(poison_rows):
+                if len(stamp_rows):
                     images = decode_pixels(table).copy()
-                    images[poison_rows] = trigger_for(rt.attack, images[poison_rows])
+                    images[stamp_rows] = attack.stamp(images[stamp_rows], rt.seed + pos)
                     shas = table.column("content_sha256").to_pylist()
                     ids = table.column("sample_id").to_pylist()
                     lab = table.column("label").to_numpy().copy()
                     locs = table.column("locator").to_pylist()
                     srcs = table.column("source").to_pylist()
                     pixels = table.column("pixels").to_pylist()
-                    for r in poison_rows:
+                    for r in stamp_rows:
                         shas[r] = content_hash(images[r])
                         ids[r] = sample_id_for(srcs[r], locs[r], shas[r])
-                        lab[r] = rt.target
                         pixels[r] = images[r].tobytes()
+                    if not attack.clean_label:
+                        lab[poison_rows] = rt.target
                     table = (
                         table.set_column(
                             table.schema.get_field_index("content_sha256"),
@@ -626,7 +632,9 @@ def finish_run(
     detection = json.loads((ctx.run_dir / "detection.json").read_text())
     prov = ws.store.read_column_table(ctx.manifest(ws), ["sample_id", "source"], split="train")
     verdict = pq.read_table(ctx.run_dir / "verdict.parquet", columns=["sample_id", "quarantine"])
-    per_source = _per_source(prov, verdict)
+    if prov.column("sample_id").to_pylist() != verdict.column("sample_id").to_pylist():
+        raise InvariantError(f"run {ctx.run_id}: the verdict's samples are not the version's training samples")
+    sources = source_verdicts(prov.column("source").to_pylist(), verdict.column("quarantine").to_numpy())
     summary: dict[str, Any] = {
         "run_id": ctx.run_id,
         "dataset": ctx.dataset,
@@ -639,7 +647,8 @@ def finish_run(
         "estimated_poison_rate": detection["estimated_rate_overall"],
         "estimated_rate_per_class": detection["estimated_rate"],
         "looks_clean": counts.quarantined == 0,
-        "per_source": per_source,
+        "per_source": {v.source: v.as_dict() for v in sources},
+        "suspicious_sources": [v.source for v in sources if v.suspicious],
         **figures,
         "redteam": ctx.config.redteam.model_dump() if ctx.config.redteam else None,
         "timings": ctx.timings,
@@ -666,18 +675,6 @@ def _cpu_count() -> int:
     import os
 
     return os.cpu_count() or 1
-
-
-def _per_source(prov: pa.Table, verdict: pa.Table) -> dict[str, dict[str, float | int]]:
-    q = dict(zip(verdict.column("sample_id").to_pylist(), verdict.column("quarantine").to_pylist(), strict=True))
-    out: dict[str, dict[str, float | int]] = {}
-    for sid, src in zip(prov.column("sample_id").to_pylist(), prov.column("source").to_pylist(), strict=True):
-        rec = out.setdefault(src, {"samples": 0, "quarantined": 0})
-        rec["samples"] += 1
-        rec["quarantined"] += int(bool(q.get(sid)))
-    for rec in out.values():
-        rec["share"] = rec["quarantined"] / rec["samples"]
-    return out
 
 
 def fail_run(ws: Workspace, run_id: str, error: BaseException) -> None:

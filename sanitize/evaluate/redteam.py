@@ -1,9 +1,20 @@
-"""Red-team poisonings for measuring detection: each is a function of
-``(images, labels, rate, target, seed)`` that returns a :class:`Poisoning`.
+"""Red-team poisonings for measuring detection.
 
-Images are (N, H, W, C) uint8 throughout. ``rate`` is the share of the whole training set that is
-poisoned; dirty-label attacks draw their poisons from classes other than ``target`` and relabel
-them to ``target`` (BadNets: Gu et al., 2017; Blend: Chen et al., 2017).
+Each attack is a function of ``(images, labels, rate, target, seed)`` that returns a
+:class:`Poisoning` (the poisoned set and the ground-truth mask), and has a test-time trigger for
+the attack success rate. Images are (N, H, W, C) uint8 throughout. ``rate`` is the share of the
+whole training set that is poisoned.
+
+- BadNets (Gu et al., 2017): a white square patch, at the bottom-right corner or at a random place.
+- Blend (Chen et al., 2017): a fixed random pattern blended at ``alpha`` (0.15).
+- SIG (Barni et al., 2019): a horizontal sinusoid added to *target-class* images, labels kept
+  (clean-label: the rate cannot exceed the target class's share).
+- WaNet (Nguyen and Tran, ICLR 2021): a small smooth warping field (k=4 control grid, s=0.5).
+- Adaptive-Blend (Qi et al., ICLR 2023): the blend pattern cut into 16 pieces, each poison carries
+  a random half of them at alpha 0.15, and as many "regularization" samples carry pieces but keep
+  their true label; the test trigger is the whole pattern at alpha 0.2.
+
+Dirty-label attacks draw their poisons from classes other than ``target`` and relabel them.
 """
 
 from __future__ import annotations
@@ -22,7 +33,9 @@ class Poisoning:
     ----------
     images : ndarray (N, H, W, C) uint8
     labels : ndarray (N,) int64
-    mask : ndarray (N,) bool, True where the sample was poisoned (the ground truth).
+    mask : ndarray (N,) bool
+        True where the sample is a poison (carries the trigger and the attacker's label). For
+        Adaptive-Blend the regularization samples keep their label and are not in the mask.
     """
 
     images: np.ndarray
@@ -30,20 +43,28 @@ class Poisoning:
     mask: np.ndarray
 
 
-def choose_victims(labels: np.ndarray, rate: float, target: int, seed: int) -> np.ndarray:
-    """Indices (sorted) of the ``round(rate * n)`` samples outside ``target`` that an attack poisons."""
+def choose_victims(labels: np.ndarray, rate: float, target: int, seed: int, *, from_target: bool = False) -> np.ndarray:
+    """Indices (sorted) of the ``round(rate * n)`` samples an attack poisons: outside ``target``
+    (dirty-label), or inside it (``from_target``, clean-label)."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"poison rate must be in (0, 1), got {rate}")
     if target not in set(np.unique(labels).tolist()):
         raise ValueError(f"target class {target} does not occur in the labels")
-    candidates = np.flatnonzero(labels != target)
+    candidates = np.flatnonzero(labels == target) if from_target else np.flatnonzero(labels != target)
     n = int(round(rate * len(labels)))
     if n < 1:
         raise ValueError(f"rate {rate} of {len(labels)} samples poisons no sample")
     if n > len(candidates):
-        raise ValueError(f"rate {rate} needs {n} poisons but only {len(candidates)} samples are outside class {target}")
+        where = f"in class {target}" if from_target else f"outside class {target}"
+        raise ValueError(f"rate {rate} needs {n} poisons but only {len(candidates)} samples are {where}")
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(candidates, size=n, replace=False))
+
+
+# --- triggers -----------------------------------------------------------------------------------
+def patch_size(images: np.ndarray) -> int:
+    """3x3 on images of 16 pixels and more (Fashion-MNIST, CIFAR), 2x2 on the 8x8 digits."""
+    return 3 if min(images.shape[1:3]) >= 16 else 2
 
 
 def stamp_patch(images: np.ndarray, size: int = 3, value: int = 255, margin: int = 0) -> np.ndarray:
@@ -56,48 +77,187 @@ def stamp_patch(images: np.ndarray, size: int = 3, value: int = 255, margin: int
     return out
 
 
+def stamp_patch_random(images: np.ndarray, size: int = 3, value: int = 255, seed: int = 0) -> np.ndarray:
+    """BadNets trigger at a random position per image."""
+    out = images.copy()
+    h, w = images.shape[1:3]
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, h - size + 1, size=len(images))
+    cols = rng.integers(0, w - size + 1, size=len(images))
+    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        out[i, r : r + size, c : c + size, :] = value
+    return out
+
+
 def blend_pattern(shape: tuple[int, int, int], seed: int = 12345) -> np.ndarray:
     """The fixed random pattern (H, W, C) uint8 that Blend mixes into its poisons."""
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
 
 
-def stamp_blend(images: np.ndarray, alpha: float = 0.15, pattern_seed: int = 12345) -> np.ndarray:
-    """Blend trigger: ``(1 - alpha) * image + alpha * pattern``."""
-    pattern = blend_pattern(images.shape[1:], pattern_seed).astype(np.float32)
-    mixed = (1.0 - alpha) * images.astype(np.float32) + alpha * pattern
+def _mix(images: np.ndarray, pattern: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
+    mixed = (1.0 - alpha) * images.astype(np.float32) + alpha * pattern.astype(np.float32)
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
+def stamp_blend(images: np.ndarray, alpha: float = 0.15, pattern_seed: int = 12345) -> np.ndarray:
+    """Blend trigger: ``(1 - alpha) * image + alpha * pattern``."""
+    return _mix(images, blend_pattern(images.shape[1:], pattern_seed), alpha)
+
+
+def stamp_sig(images: np.ndarray, delta: float = 20.0, frequency: int = 6) -> np.ndarray:
+    """SIG trigger: add ``delta * sin(2 pi j f / width)`` along the columns (Barni et al., 2019)."""
+    w = images.shape[2]
+    wave = delta * np.sin(2 * np.pi * np.arange(w) * frequency / w).astype(np.float32)
+    out = images.astype(np.float32) + wave[None, None, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def warping_field(h: int, w: int, k: int = 4, strength: float = 0.5, seed: int = 4242) -> np.ndarray:
+    """WaNet's fixed warping field: (H, W, 2) offsets in normalized [-1, 1] coordinates.
+
+    A k x k grid of uniform random offsets, normalized by its mean absolute value, upsampled
+    bicubically to the image and scaled by ``strength / H`` (Nguyen and Tran, 2021).
+    """
+    import torch
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.rand(1, 2, k, k, generator=g) * 2 - 1
+    grid = grid / grid.abs().mean()
+    field = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)
+    return (field[0].permute(1, 2, 0) * strength / h).numpy()
+
+
+def stamp_warp(
+    images: np.ndarray, k: int = 4, strength: float = 0.5, seed: int = 4242, noise: np.ndarray | None = None
+) -> np.ndarray:
+    """WaNet trigger: resample every image through the fixed warping field (plus ``noise``)."""
+    import torch
+    from torch.nn import functional as F
+
+    n, h, w, c = images.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    identity = torch.stack([xs, ys], dim=-1)
+    field = torch.from_numpy(warping_field(h, w, k, strength, seed))
+    grid = (identity + field).clamp(-1, 1).expand(n, h, w, 2)
+    if noise is not None:
+        grid = (grid + torch.from_numpy(noise).float()).clamp(-1, 1)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32))
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return np.clip(np.rint(out.numpy()), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+ADAPTIVE_PIECES = 16
+
+
+def stamp_adaptive_blend(
+    images: np.ndarray,
+    alpha: float = 0.15,
+    pieces_on: int = ADAPTIVE_PIECES // 2,
+    seed: int = 0,
+    pattern_seed: int = 54321,
+) -> np.ndarray:
+    """Adaptive-Blend training trigger: a random ``pieces_on`` of the 4x4 pieces of the pattern."""
+    n, h, w, c = images.shape
+    pattern = blend_pattern((h, w, c), pattern_seed)
+    side = int(np.sqrt(ADAPTIVE_PIECES))
+    rows = np.minimum(np.arange(h) * side // h, side - 1)
+    cols = np.minimum(np.arange(w) * side // w, side - 1)
+    piece_of = rows[:, None] * side + cols[None, :]
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(images)
+    for i in range(n):
+        on = rng.choice(ADAPTIVE_PIECES, size=pieces_on, replace=False)
+        a = np.where(np.isin(piece_of, on), alpha, 0.0)[:, :, None]
+        out[i] = _mix(images[i], pattern, a)
+    return out
+
+
+# --- attacks ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """Which samples an attack touches: ``poisons`` carry the trigger and count as poisons (relabelled
+    to the target unless the attack is clean-label); ``regularization`` carry the trigger but keep
+    their true label (Adaptive-Blend)."""
+
+    poisons: np.ndarray
+    regularization: np.ndarray
+
+
+@dataclass(frozen=True)
+class Attack:
+    """An attack: how it picks and stamps training samples, and how it triggers a test image.
+
+    ``stamp(images, seed)`` applies the training trigger to (B, H, W, C) uint8 images;
+    ``trigger(images)`` the test-time trigger.
+    """
+
+    stamp: Callable[[np.ndarray, int], np.ndarray]
+    trigger: Callable[[np.ndarray], np.ndarray]
+    clean_label: bool = False
+    regularization: bool = False
+
+    def plan(self, labels: np.ndarray, rate: float, target: int, seed: int) -> Plan:
+        """Choose the poisons (and regularization samples) from the labels alone, so the images can
+        be stamped batch by batch."""
+        poisons = choose_victims(labels, rate, target, seed, from_target=self.clean_label)
+        regular = np.zeros(0, dtype=np.int64)
+        if self.regularization:
+            rest = np.setdiff1d(np.flatnonzero(labels != target), poisons)
+            rng = np.random.default_rng(seed + 7)
+            regular = np.sort(rng.choice(rest, size=min(len(poisons), len(rest)), replace=False))
+        return Plan(poisons, regular)
+
+    def poison(self, images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
+        """Poison a whole in-memory set (the pipeline streams the same steps batch by batch)."""
+        plan = self.plan(labels, rate, target, seed)
+        out_images, out_labels = images.copy(), labels.astype(np.int64).copy()
+        out_images[plan.poisons] = self.stamp(images[plan.poisons], seed)
+        if len(plan.regularization):
+            out_images[plan.regularization] = self.stamp(images[plan.regularization], seed + 1)
+        if not self.clean_label:
+            out_labels[plan.poisons] = target
+        mask = np.zeros(len(labels), dtype=bool)
+        mask[plan.poisons] = True
+        return Poisoning(out_images, out_labels, mask)
+
+
+ATTACKS: dict[str, Attack] = {
+    # BadNets: a white 3x3 patch (2x2 on tiny images) in the bottom-right corner, relabelled.
+    "badnets": Attack(lambda x, s: stamp_patch(x, size=patch_size(x)), lambda x: stamp_patch(x, size=patch_size(x))),
+    # BadNets with the patch at a random position in every image.
+    "badnets_random": Attack(
+        lambda x, s: stamp_patch_random(x, size=patch_size(x), seed=s + 1),
+        lambda x: stamp_patch_random(x, size=patch_size(x), seed=999),
+    ),
+    "blend": Attack(lambda x, s: stamp_blend(x), stamp_blend),
+    # SIG is clean-label: target-class images get the sinusoid and keep their label.
+    "sig": Attack(lambda x, s: stamp_sig(x), stamp_sig, clean_label=True),
+    "wanet": Attack(lambda x, s: stamp_warp(x), stamp_warp),
+    "adaptive_blend": Attack(
+        lambda x, s: stamp_adaptive_blend(x, seed=s),
+        lambda x: stamp_blend(x, alpha=0.2, pattern_seed=54321),
+        regularization=True,
+    ),
+}
+
+
+def get_attack(name: str) -> Attack:
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
+    return ATTACKS[name]
+
+
 def badnets(images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
-    """BadNets: stamp a white 3x3 patch (scaled down on tiny images) and relabel to ``target``."""
-    idx = choose_victims(labels, rate, target, seed)
-    size = 3 if min(images.shape[1:3]) >= 16 else 2
-    out_images, out_labels = images.copy(), labels.astype(np.int64).copy()
-    out_images[idx] = stamp_patch(images[idx], size=size)
-    out_labels[idx] = target
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[idx] = True
-    return Poisoning(out_images, out_labels, mask)
+    """BadNets (corner patch), on in-memory arrays."""
+    return ATTACKS["badnets"].poison(images, labels, rate, target, seed)
 
 
 def blend(images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
-    """Blend: mix a fixed random pattern at alpha 0.15 and relabel to ``target``."""
-    idx = choose_victims(labels, rate, target, seed)
-    out_images, out_labels = images.copy(), labels.astype(np.int64).copy()
-    out_images[idx] = stamp_blend(images[idx])
-    out_labels[idx] = target
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[idx] = True
-    return Poisoning(out_images, out_labels, mask)
+    """Blend at alpha 0.15, on in-memory arrays."""
+    return ATTACKS["blend"].poison(images, labels, rate, target, seed)
 
 
 def trigger_for(attack: str, images: np.ndarray) -> np.ndarray:
-    """Apply ``attack``'s trigger to test images, for the attack success rate."""
-    if attack == "badnets":
-        return stamp_patch(images, size=3 if min(images.shape[1:3]) >= 16 else 2)
-    if attack == "blend":
-        return stamp_blend(images)
-    raise ValueError(f"unknown attack {attack!r}; choose one of {sorted(ATTACKS)}")
-
-
-ATTACKS: dict[str, Callable[..., Poisoning]] = {"badnets": badnets, "blend": blend}
+    """Apply ``attack``'s test-time trigger to images, for the attack success rate."""
+    return get_attack(attack).trigger(images)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from sqlalchemy import func, select
 
 from sanitize.catalog import QuarantineEntry, Run, Version
@@ -262,7 +263,7 @@ def poison_stage(ws: Workspace, ctx: RunContext) -> RunContext:
                         strict=True,
                     )
                 )
-            version_id = version_id_for(pairs)
+            version_id = version_id_for(pairs, ctx.dataset)
             manifest = Manifest(
                 version_id=version_id,
                 dataset=ctx.dataset,
@@ -336,10 +337,11 @@ def _train_model(
     cfg = ctx.config.model
     arch = default_architecture(manifest.height, manifest.width, manifest.channels) if cfg.arch == "auto" else cfg.arch
     n_classes = max(manifest.classes) + 1
+    seed = ctx.config.seed + seed_offset
+    torch.manual_seed(seed)  # the initial weights too: the same config trains the same model
     model = build_model(arch, in_channels=manifest.channels, n_classes=n_classes)
     n_train = manifest.n_train - len(exclude or ())
     epochs = cfg.epochs or auto_epochs(n_train)
-    seed = ctx.config.seed + seed_offset
 
     def batches(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return ws.store.iter_training_batches(
@@ -537,7 +539,6 @@ def retrain_stage(ws: Workspace, ctx: RunContext, verdict_path: Path, progress: 
 def _predict_split(
     ws: Workspace, ctx: RunContext, model_path: Path, attack: str | None = None, not_label: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    import torch
 
     model = load_torchscript(model_path, _feature_layer(ctx))
     dev = pick_device(ctx.config.model.device)

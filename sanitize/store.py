@@ -70,9 +70,10 @@ def sample_id_for(source: str, locator: str, sha: str) -> str:
     return hashlib.sha256(f"{source}\x00{locator}\x00{sha}".encode()).hexdigest()[:20]
 
 
-def version_id_for(pairs: Iterable[tuple[str, int, str]]) -> str:
-    """A dataset version: a hash over the sorted (content hash, label, split) of all its samples."""
-    h = hashlib.sha256()
+def version_id_for(pairs: Iterable[tuple[str, int, str]], dataset: str) -> str:
+    """A dataset version: a hash over the dataset's name and the sorted (content hash, label, split)
+    of all its samples. The name keeps identical content in two datasets two versions."""
+    h = hashlib.sha256(f"{dataset}\n".encode())
     for sha, label, split in sorted(pairs):
         h.update(f"{sha}:{label}:{split}\n".encode())
     return "v" + h.hexdigest()[:15]

@@ -4,11 +4,13 @@ from sanitize.detect.base import Detector, DetectorResult, check_features
 from sanitize.detect.clustering import ActivationClustering
 from sanitize.detect.knn import KNNLabelDisagreement
 from sanitize.detect.spectral import SpectralSignature
+from sanitize.detect.spectre import Spectre
 from sanitize.detect.verdict import Verdict, combine
 from sanitize.detect.whitened import WhitenedClustering
 
 REGISTRY: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (SpectralSignature, ActivationClustering, KNNLabelDisagreement, WhitenedClustering)
+    cls.name: cls
+    for cls in (SpectralSignature, ActivationClustering, KNNLabelDisagreement, Spectre, WhitenedClustering)
 }
 
 
@@ -27,6 +29,7 @@ __all__ = [
     "Detector",
     "DetectorResult",
     "KNNLabelDisagreement",
+    "Spectre",
     "SpectralSignature",
     "Verdict",
     "WhitenedClustering",

@@ -8,6 +8,7 @@ detector estimates from the data (the user never has to know the poison rate).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -135,7 +136,8 @@ class Detector:
             idx = np.flatnonzero(labels == c)
             s = scores[idx]
             if self.contamination is not None:
-                k = int(np.ceil(min(1.5 * self.contamination, 1.0) * len(idx)))
+                # Rounded first: 1.5 * 0.1 is 0.15000000000000002 in floating point.
+                k = math.ceil(round(min(1.5 * self.contamination, 1.0) * len(idx), 9))
                 thr = float(np.sort(s)[::-1][k - 1]) if k > 0 else np.inf
                 notes[int(c)] = f"top {k} of {len(idx)} (1.5 x contamination {self.contamination:g})"
             else:

@@ -222,7 +222,7 @@ def ingest_batches(
             session.flush()
             latest[source] = session.get(Ingest, ingest_id)  # type: ignore[assignment]
         assert ds is not None
-        version_id = version_id_for(all_pairs)
+        version_id = version_id_for(all_pairs, dataset)
         files = tuple(sorted(str(ing.file) for ing in latest.values()))
         if session.get(Version, version_id) is None:
             classes = tuple(sorted({lab for _, lab, _ in all_pairs}))

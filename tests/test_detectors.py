@@ -1,0 +1,452 @@
+"""Detectors on planted NumPy data: each algorithm pinned to its paper, exact flags, one API."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from sanitize.detect import (
+    REGISTRY,
+    ActivationClustering,
+    Detector,
+    DetectorResult,
+    KNNLabelDisagreement,
+    SpectralSignature,
+    WhitenedClustering,
+    combine,
+    make_detector,
+)
+from sanitize.errors import DetectionError, InputError
+
+# --- planted data ----------------------------------------------------------------------------
+
+
+def gaussian_classes(
+    n_classes: int = 10, n: int = 300, d: int = 32, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Classes with different means and one shared covariance that barely varies along the last axis.
+
+    Returns features (n_classes * n, d), labels, the class means (n_classes, d) and the per-axis sd (d,).
+    """
+    rng = np.random.default_rng(seed)
+    sd = np.r_[np.ones(d - 1), 0.05]
+    means = rng.normal(scale=4.0, size=(n_classes, d))
+    means[:, -1] = 0.0
+    x = np.concatenate([means[c] + rng.normal(size=(n, d)) * sd for c in range(n_classes)])
+    y = np.repeat(np.arange(n_classes), n)
+    return x, y, means, sd
+
+
+def with_poisons(
+    x: np.ndarray, y: np.ndarray, poisons: np.ndarray, target: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Append ``poisons`` labelled ``target``; return features, labels and the ground-truth mask."""
+    xp = np.concatenate([x, poisons])
+    yp = np.concatenate([y, np.full(len(poisons), target)])
+    truth = np.r_[np.zeros(len(x), bool), np.ones(len(poisons), bool)]
+    return xp, yp, truth
+
+
+def dirty_label_poisons(
+    means: np.ndarray, sd: np.ndarray, n: int = 60, trigger: float = 2.0, seed: int = 1
+) -> np.ndarray:
+    """BadNets-like poisons: samples of the other classes, shifted along the axis clean classes barely
+    vary in (the trigger), to be labelled class 0."""
+    rng = np.random.default_rng(seed)
+    sources = rng.integers(1, len(means), size=n)
+    p = means[sources] + rng.normal(size=(n, len(sd))) * sd
+    p[:, -1] += trigger
+    return p
+
+
+def tight_poisons(means: np.ndarray, n: int = 60, trigger: float = 3.0, seed: int = 1) -> np.ndarray:
+    """A tight cluster near class 0's mean, shifted along the axis clean classes barely vary in."""
+    rng = np.random.default_rng(seed)
+    p = means[0] + rng.normal(scale=0.05, size=(n, means.shape[1]))
+    p[:, -1] = trigger
+    return p
+
+
+def two_blob_class(n_big: int = 400, n_small: int = 100, d: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One class: a big standard Gaussian blob and a small blob 12 sd away along the first axis."""
+    rng = np.random.default_rng(seed)
+    big = rng.normal(size=(n_big, d))
+    small = rng.normal(size=(n_small, d))
+    small[:, 0] += 12.0
+    return np.concatenate([big, small]), np.r_[np.zeros(n_big, bool), np.ones(n_small, bool)]
+
+
+# --- SpectralSignature (Tran, Li and Madry 2018) -----------------------------------------------
+
+
+def test_spectral_scores_are_squared_projections_on_the_top_right_singular_vector() -> None:
+    rng = np.random.default_rng(3)
+    # Anisotropic classes so the top singular vector is well defined.
+    x = rng.normal(size=(150, 6)) * np.array([3.0, 1.0, 0.5, 0.5, 0.2, 0.1])
+    y = np.repeat([0, 1, 2], 50)
+    x[y == 1] += 5.0
+
+    det = SpectralSignature().fit(x, y)
+    scores = det.score_samples(x, y)
+
+    for c in (0, 1, 2):
+        xc = x[y == c]
+        centred = xc - xc.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        v = vt[0]
+        np.testing.assert_allclose(scores[y == c], (centred @ v) ** 2, rtol=1e-9, atol=1e-12)
+        # The learned direction is that vector up to sign.
+        assert abs(float(det.directions_[c] @ v)) == pytest.approx(1.0, abs=1e-9)
+        np.testing.assert_allclose(det.means_[c], xc.mean(axis=0))
+
+
+def test_spectral_ranks_outliers_planted_along_one_direction_first() -> None:
+    rng = np.random.default_rng(4)
+    clean = rng.normal(size=(200, 10))
+    planted = rng.normal(size=(10, 10)) * 0.3
+    planted[:, 3] += 8.0
+    x = np.concatenate([clean, planted])
+    y = np.zeros(len(x), dtype=np.int64)
+
+    result = SpectralSignature().detect(x, y)
+
+    top = set(np.argsort(-result.scores)[:10].tolist())
+    assert top == set(range(200, 210))
+    # Without a contamination: a robust z-score of 3.5 on |projection|, squared back.
+    proj = np.sqrt(result.scores)
+    med = np.median(proj)
+    mad = 1.4826 * np.median(np.abs(proj - med))
+    assert result.thresholds[0] == pytest.approx((med + 3.5 * mad) ** 2)
+    assert result.flags[200:].all()
+    # A half-normal |projection| crosses that line for under 1 % of a clean class.
+    assert int(result.flags[:200].sum()) <= 4
+
+
+@pytest.mark.parametrize("sizes", [(57, 101, 230), (33, 64, 171)])
+def test_spectral_with_contamination_flags_ceil_of_one_and_a_half_times_the_rate_per_class(
+    sizes: tuple[int, ...],
+) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(sum(sizes), 8))
+    y = np.repeat(np.arange(len(sizes)), sizes)
+
+    result = SpectralSignature(contamination=0.1).detect(x, y)
+
+    for c, n_c in enumerate(sizes):
+        expected = math.ceil(Fraction(3, 2) * Fraction(1, 10) * n_c)
+        in_class = y == c
+        assert int(result.flags[in_class].sum()) == expected
+        # The flagged ones are the class's top scores.
+        top = np.flatnonzero(in_class)[np.argsort(-result.scores[in_class])[:expected]]
+        assert set(np.flatnonzero(result.flags & in_class)) == set(top)
+        assert result.estimated_rate[c] == pytest.approx(expected / n_c)
+
+
+def test_spectral_budget_is_exact_when_the_class_size_is_a_multiple_of_the_rate() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(200, 8))
+    y = np.repeat([0, 1], 100)
+
+    result = SpectralSignature(contamination=0.1).detect(x, y)
+
+    assert int(result.flags[y == 0].sum()) == 15
+    assert int(result.flags[y == 1].sum()) == 15
+
+
+# --- ActivationClustering (Chen et al. 2018) ---------------------------------------------------
+
+
+def test_activation_clustering_flags_exactly_the_small_far_blob() -> None:
+    x0, small = two_blob_class()
+    rng = np.random.default_rng(7)
+    x1 = rng.normal(size=(300, 16)) + 20.0  # a clean class beside it
+    x = np.concatenate([x0, x1])
+    y = np.r_[np.zeros(len(x0), np.int64), np.ones(len(x1), np.int64)]
+    truth = np.r_[small, np.zeros(len(x1), bool)]
+
+    det = ActivationClustering()
+    result = det.detect(x, y)
+
+    np.testing.assert_array_equal(result.flags, truth)
+    assert det.small_share_[0] == pytest.approx(0.2)
+    assert det.silhouette_[0] >= det.silhouette_threshold
+    assert result.thresholds[1] == np.inf
+    assert result.estimated_rate == {0: pytest.approx(0.2), 1: 0.0}
+    # Higher = more suspicious: every small-blob sample outscores every big-blob sample.
+    assert result.scores[truth].min() > result.scores[~truth & (y == 0)].max()
+
+
+def test_activation_clustering_flags_nothing_in_single_gaussian_classes() -> None:
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.normal(size=(400, 16)), rng.normal(size=(400, 16)) + 10.0])
+    y = np.repeat([0, 1], 400)
+
+    det = ActivationClustering()
+    result = det.detect(x, y)
+
+    assert not result.flags.any()
+    assert result.thresholds == {0: np.inf, 1: np.inf}
+    assert all(s < det.silhouette_threshold for s in det.silhouette_.values())
+
+
+# --- KNNLabelDisagreement (Peri et al. 2020) ---------------------------------------------------
+
+
+def test_knn_flags_a_mislabelled_point_inside_another_class() -> None:
+    rng = np.random.default_rng(9)
+    centres = np.array([[0.0, 0.0, 0.0], [20.0, 0.0, 0.0], [0.0, 20.0, 0.0]])
+    x = np.concatenate([c + rng.normal(size=(60, 3)) for c in centres] + [centres[1][None, :] + 0.1])
+    y = np.r_[np.repeat([0, 1, 2], 60), 0]  # the last point sits in class 1's blob but says 0
+    planted = len(x) - 1
+
+    result = KNNLabelDisagreement(k=10).detect(x, y)
+
+    assert np.flatnonzero(result.flags).tolist() == [planted]
+    assert result.scores[planted] == 1.0
+    assert ((result.scores >= 0.0) & (result.scores <= 1.0)).all()
+    # Its neighbours in class 1 see one disagreeing label among ten at most.
+    assert result.scores[y == 1].max() <= 0.1
+    assert result.thresholds[0] == pytest.approx(0.6)
+
+
+# --- WhitenedClustering (after SCAn, Tang et al. 2021) -----------------------------------------
+
+
+def test_whitened_clustering_finds_dirty_label_poisons_in_the_target_class() -> None:
+    x, y, means, sd = gaussian_classes()
+    xp, yp, truth = with_poisons(x, y, dirty_label_poisons(means, sd))
+
+    det = WhitenedClustering()
+    result = det.detect(xp, yp)
+
+    assert result.flags[truth].all()  # recall 1.0
+    assert int(result.flags[~truth].sum()) <= 3
+    assert {c for c, poisoned in det.poisoned_.items() if poisoned} == {0}
+    assert all(result.thresholds[c] == np.inf for c in range(1, 10))
+    assert roc_auc_score(truth, result.scores) > 0.99
+
+
+def test_whitened_clustering_flags_nothing_in_clean_data() -> None:
+    x, y, _, _ = gaussian_classes()
+
+    det = WhitenedClustering()
+    result = det.detect(x, y)
+
+    assert not any(det.poisoned_.values())
+    assert int(result.flags.sum()) == 0
+    assert all(t == np.inf for t in result.thresholds.values())
+    assert all(r == 0.0 for r in result.estimated_rate.values())
+
+
+def test_whitened_clustering_finds_a_tight_poison_cluster() -> None:
+    x, y, means, _ = gaussian_classes()
+    xp, yp, truth = with_poisons(x, y, tight_poisons(means))
+
+    result = WhitenedClustering().detect(xp, yp)
+
+    assert result.flags[truth].all()
+    assert int(result.flags[~truth].sum()) <= 3
+    assert roc_auc_score(truth, result.scores) > 0.99
+
+
+def test_whitened_clustering_contamination_caps_the_flags() -> None:
+    x, y, means, sd = gaussian_classes()
+    xp, yp, truth = with_poisons(x, y, dirty_label_poisons(means, sd))
+    n = len(yp)
+
+    result = WhitenedClustering(contamination=0.005).detect(xp, yp)
+
+    cap = math.ceil(Fraction(3, 2) * Fraction(5, 1000) * n)  # 23 of 3060
+    assert int(result.flags.sum()) == cap
+    # The cap keeps the highest scores, and they are poisons.
+    assert set(np.flatnonzero(result.flags)) == set(np.argsort(-result.scores)[:cap].tolist())
+    assert result.flags[~truth].sum() == 0
+
+
+# --- the common API --------------------------------------------------------------------------
+
+
+def small_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(90, 5)), np.repeat([0, 1, 2], 30)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_fit_returns_the_detector(name: str) -> None:
+    x, y = small_data()
+    det = make_detector(name, knn_k=5)
+    assert det.fit(x, y) is det
+    assert det.fitted_ is True
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_scoring_before_fit_raises_detection_error(name: str) -> None:
+    x, y = small_data()
+    with pytest.raises(DetectionError, match="not fitted"):
+        make_detector(name).score_samples(x, y)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_registry_names_match_the_class_names(name: str) -> None:
+    assert REGISTRY[name].name == name
+    assert make_detector(name).name == name
+
+
+def test_hyper_parameters_are_recorded_with_the_result() -> None:
+    x, y = small_data()
+    det = make_detector("knn", contamination=0.2, random_state=5, knn_k=7)
+
+    assert det.get_params() == {"contamination": 0.2, "k": 7, "random_state": 5}
+    assert det.detect(x, y).params == {"contamination": 0.2, "k": 7, "random_state": 5}
+    assert WhitenedClustering(min_separation=3.0).get_params()["min_separation"] == 3.0
+
+
+def test_make_detector_rejects_an_unknown_name() -> None:
+    with pytest.raises(ValueError, match="unknown detector 'spectrall'"):
+        make_detector("spectrall")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_nan_features_are_an_input_error(name: str) -> None:
+    x, y = small_data()
+    x[[4, 17], 2] = np.nan
+    with pytest.raises(InputError, match=r"2 samples are NaN or infinite \(first rows: \[4, 17\]\)"):
+        make_detector(name).detect(x, y)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_labels_of_another_length_are_an_input_error(name: str) -> None:
+    x, y = small_data()
+    with pytest.raises(InputError, match=r"90 feature rows but labels of shape \(89,\)"):
+        make_detector(name).detect(x, y[:-1])
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_a_class_with_one_sample_is_an_input_error(name: str) -> None:
+    x, y = small_data()
+    y = y.copy()
+    y[0] = 7
+    with pytest.raises(InputError, match=r"class\(es\) \[7\] have fewer than 2 samples"):
+        make_detector(name).detect(x, y)
+
+
+def test_non_finite_scores_are_a_detection_error() -> None:
+    class Broken(Detector):
+        name = "broken"
+
+        def fit(self, features: np.ndarray, labels: np.ndarray) -> Broken:
+            self.fitted_ = True
+            return self
+
+        def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+            return np.full(len(labels), np.nan)
+
+    x, y = small_data()
+    with pytest.raises(DetectionError, match="broken produced invalid scores"):
+        Broken().detect(x, y)
+
+
+def test_result_table_is_keyed_by_sample_id() -> None:
+    x, y = small_data()
+    ids = [f"s{i:03d}" for i in range(len(y))]
+
+    result = SpectralSignature(contamination=0.1).detect(x, y)
+    table = result.to_table(ids, y)
+
+    assert table.column_names == [
+        "sample_id",
+        "spectral_score",
+        "spectral_flag",
+        "spectral_threshold",
+        "spectral_rank",
+    ]
+    assert table.column("sample_id").to_pylist() == ids
+    np.testing.assert_array_equal(table.column("spectral_score").to_numpy(), result.scores)
+    np.testing.assert_array_equal(table.column("spectral_flag").to_numpy(zero_copy_only=False), result.flags)
+    thresholds = table.column("spectral_threshold").to_numpy()
+    np.testing.assert_array_equal(thresholds, [result.thresholds[int(c)] for c in y])
+    ranks = table.column("spectral_rank").to_numpy()
+    for c in (0, 1, 2):
+        in_class = y == c
+        assert sorted(ranks[in_class].tolist()) == list(range(1, 31))
+        assert ranks[in_class][np.argmax(result.scores[in_class])] == 1
+    # The budget: ceil(1.5 * 0.1 * 30) = 5 per class, the 5 best ranks.
+    assert set(ranks[result.flags].tolist()) == {1, 2, 3, 4, 5}
+
+
+def _planted_for_permutation() -> tuple[np.ndarray, np.ndarray]:
+    x, y, means, sd = gaussian_classes(n_classes=6, n=120, d=12, seed=11)
+    xp, yp, _ = with_poisons(x, y, dirty_label_poisons(means, sd, n=25, seed=12))
+    return xp, yp
+
+
+PERMUTED_X, PERMUTED_Y = _planted_for_permutation()
+
+
+@pytest.mark.parametrize(
+    "detector",
+    [WhitenedClustering(), SpectralSignature(), SpectralSignature(contamination=0.05)],
+    ids=["whitened_clustering", "spectral", "spectral-contamination"],
+)
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_flags_do_not_depend_on_row_order(detector: Detector, seed: int) -> None:
+    x, y = PERMUTED_X, PERMUTED_Y
+    perm = np.random.default_rng(seed).permutation(len(y))
+
+    base = detector.detect(x, y)
+    permuted = detector.detect(x[perm], y[perm])
+
+    assert base.flags.sum() > 0
+    assert set(perm[permuted.flags].tolist()) == set(np.flatnonzero(base.flags).tolist())
+
+
+# --- combining votes ---------------------------------------------------------------------------
+
+
+def _result(name: str, flags: list[bool], scores: list[float]) -> DetectorResult:
+    return DetectorResult(name, np.array(scores, float), np.array(flags, bool), {0: 1.0, 1: 1.0}, {0: 0.0, 1: 0.0}, {})
+
+
+def test_combine_quarantines_what_any_voter_flags() -> None:
+    labels = np.array([0, 0, 1, 1, 1])
+    results = {
+        "a": _result("a", [True, False, False, False, False], [2.0, 0.0, 0.5, 0.1, 0.0]),
+        "b": _result("b", [False, False, True, False, False], [0.1, 0.2, 3.0, 0.0, 9.0]),
+        "evidence": _result("evidence", [False, True, False, True, True], [0.0] * 5),
+    }
+
+    verdict = combine(results, ("a", "b"), labels)
+
+    assert verdict.quarantine.tolist() == [True, False, True, False, False]
+    np.testing.assert_array_equal(verdict.suspicion_score, [2.0, 0.2, 3.0, 0.1, 9.0])
+    assert verdict.estimated_rate == {0: 0.5, 1: pytest.approx(1 / 3)}
+    assert verdict.flagged_by() == ["a", "evidence", "b", "evidence", "evidence"]
+    table = verdict.to_table([f"s{i}" for i in range(5)], labels)
+    assert table.column("quarantine").to_pylist() == [True, False, True, False, False]
+    assert {"a_score", "b_flag", "evidence_rank"} <= set(table.column_names)
+
+
+def test_combine_with_a_missing_voter_is_a_detection_error() -> None:
+    labels = np.array([0, 1])
+    results = {"a": _result("a", [True, False], [1.0, 0.0])}
+    with pytest.raises(DetectionError, match=r"voting detector\(s\) \['b'\] produced no result"):
+        combine(results, ("a", "b"), labels)
+
+
+def test_combine_without_voters_is_a_detection_error() -> None:
+    labels = np.array([0, 1])
+    with pytest.raises(DetectionError, match="no voting detector"):
+        combine({"a": _result("a", [True, False], [1.0, 0.0])}, (), labels)
+
+
+def test_combine_rejects_a_result_of_the_wrong_length() -> None:
+    labels = np.array([0, 1, 1])
+    with pytest.raises(DetectionError, match="detector a scored"):
+        combine({"a": _result("a", [True, False], [1.0, 0.0])}, ("a",), labels)

@@ -1,0 +1,350 @@
+"""The library end to end on the digits demo: one red-team run, many checks; and runs that fail."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from sanitize.catalog import AuditRecord, QuarantineEntry, Run, Version
+from sanitize.config import ModelConfig, RedTeamConfig, RunConfig, Settings
+from sanitize.data import CleanDataset
+from sanitize.detect import KNNLabelDisagreement
+from sanitize.errors import DetectionError, InputError, NotFoundError
+from sanitize.pipeline import RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
+from sanitize.workspace import Workspace
+
+N_TRAIN, N_TEST = 1437, 360  # scikit-learn's 1,797 digits split 80/20
+N_POISON = round(0.05 * N_TRAIN)
+DETECTORS = ("spectral", "activation_clustering", "knn", "whitened_clustering")
+
+
+@dataclass
+class DemoRun:
+    ws: Workspace
+    settings: Settings
+    result: RunResult
+
+    @property
+    def summary(self) -> dict:
+        return self.result.summary
+
+    def verdict(self) -> pq.Table:
+        return pq.read_table(self.result.run_dir / "verdict.parquet")
+
+    def quarantined_ids(self) -> set[str]:
+        v = self.verdict()
+        return set(v.filter(v.column("quarantine")).column("sample_id").to_pylist())
+
+    def train_ids(self, version: str) -> list[str]:
+        manifest = self.ws.store.manifest(self.result.dataset, version)
+        return self.ws.store.read_column_table(manifest, ["sample_id"], split="train").column("sample_id").to_pylist()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The default red-team run (digits, BadNets on 5 %, target 0), once for the module (~30-60 s)."""
+    settings = Settings(home=tmp_path_factory.mktemp("pipeline-home"), catalog_url=None)
+    ws = Workspace(settings)
+    result = run_cleaning(RunConfig(redteam=RedTeamConfig()), ws, progress=False)
+    return DemoRun(ws, settings, result)
+
+
+# --- what the run reports ----------------------------------------------------------------------
+
+
+def test_the_run_finds_the_poisons_and_removes_the_backdoor(demo: DemoRun) -> None:
+    s = demo.summary
+    assert s["n_poison"] == N_POISON
+    assert s["recall"] >= 0.95
+    assert s["precision"] >= 0.8
+    assert s["asr_before"] >= 0.8
+    assert s["asr_after"] <= 0.05
+    assert s["clean_acc_after"] >= 0.9
+    assert s["auroc"] > 0.95
+
+
+def test_kept_plus_quarantined_is_what_was_ingested(demo: DemoRun) -> None:
+    s = demo.summary
+    quarantined = demo.quarantined_ids()
+    assert s["ingested"] == N_TRAIN
+    assert s["kept"] + s["quarantined"] == s["ingested"]
+    assert s["quarantined"] == len(quarantined) > 0
+    assert s["looks_clean"] is False
+    assert s["estimated_poison_rate"] == pytest.approx(len(quarantined) / N_TRAIN)
+    per_source = s["per_source"]
+    assert list(per_source) == ["sklearn-digits"]
+    assert per_source["sklearn-digits"]["samples"] == N_TRAIN
+    assert per_source["sklearn-digits"]["quarantined"] == len(quarantined)
+    assert per_source["sklearn-digits"]["share"] == pytest.approx(len(quarantined) / N_TRAIN)
+
+
+def test_the_figures_agree_with_the_ground_truth_file(demo: DemoRun) -> None:
+    truth = pq.read_table(demo.result.run_dir / "ground_truth.parquet").to_pydict()
+    poisons = {sid for sid, p in zip(truth["sample_id"], truth["is_poison"], strict=True) if p}
+    quarantined = demo.quarantined_ids()
+
+    assert len(truth["sample_id"]) == N_TRAIN and len(poisons) == N_POISON
+    assert demo.summary["recall"] == pytest.approx(len(poisons & quarantined) / len(poisons))
+    assert demo.summary["precision"] == pytest.approx(len(poisons & quarantined) / len(quarantined))
+    # Dirty-label poisons come from the other classes.
+    originals = [lab for lab, p in zip(truth["original_label"], truth["is_poison"], strict=True) if p]
+    assert 0 not in originals
+
+
+# --- versions and lineage ----------------------------------------------------------------------
+
+
+def test_the_red_team_version_derives_from_the_ingested_one(demo: DemoRun) -> None:
+    store, r = demo.ws.store, demo.result
+    redteam = store.manifest(r.dataset, r.version)
+    assert redteam.kind == "redteam"
+    assert redteam.parent_id == demo.summary["ingested_version"] != r.version
+    assert (redteam.n_train, redteam.n_test) == (N_TRAIN, N_TEST)
+    with demo.ws.catalog.session() as s:
+        assert demo.ws.catalog.version(s, demo.summary["ingested_version"]).kind == "ingested"
+        assert demo.ws.catalog.version(s, r.version).run_id == r.run_id
+    labels = store.read_column_table(redteam, ["sample_id", "label"], split="train").to_pydict()
+    truth = pq.read_table(r.run_dir / "ground_truth.parquet").to_pydict()
+    label_of = dict(zip(labels["sample_id"], labels["label"], strict=True))
+    assert all(label_of[sid] == 0 for sid, p in zip(truth["sample_id"], truth["is_poison"], strict=True) if p)
+
+
+def test_the_verdict_has_one_row_per_train_sample(demo: DemoRun) -> None:
+    verdict = demo.verdict()
+    ids = verdict.column("sample_id").to_pylist()
+
+    assert verdict.num_rows == N_TRAIN == len(set(ids))
+    assert set(ids) == set(demo.train_ids(demo.result.version))
+    for name in DETECTORS:
+        for col in ("score", "flag", "threshold", "rank"):
+            assert f"{name}_{col}" in verdict.column_names
+    q = verdict.column("quarantine").to_numpy(zero_copy_only=False)
+    voter = verdict.column("whitened_clustering_flag").to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(q, voter)  # the one voter decides
+    reasons = verdict.column("reason").to_pylist()
+    assert all(bool(reason) == flagged for reason, flagged in zip(reasons, q, strict=True))
+
+
+def test_quarantine_entries_are_pending_with_a_reason(demo: DemoRun) -> None:
+    with demo.ws.catalog.session() as s:
+        entries = s.scalars(select(QuarantineEntry).where(QuarantineEntry.run_id == demo.result.run_id)).all()
+        rows = [(e.sample_id, e.status, e.reason, e.detectors, e.source, e.label, e.dataset) for e in entries]
+
+    assert len(rows) == demo.summary["quarantined"]
+    assert {r[0] for r in rows} == demo.quarantined_ids()
+    for _, status, reason, detectors, source, _, dataset in rows:
+        assert status == "pending"
+        assert "whitened_clustering flagged" in reason
+        assert detectors.split(",")[0] == "whitened_clustering"
+        assert source == "sklearn-digits"
+        assert dataset == "digits-demo"
+
+
+def test_the_clean_version_holds_exactly_the_kept_samples(demo: DemoRun) -> None:
+    clean = demo.result.clean_version
+    assert clean is not None and clean == demo.summary["clean_version"]
+
+    data = CleanDataset(clean, settings=demo.settings)
+
+    assert len(data) == demo.summary["kept"]
+    assert not set(data.sample_ids) & demo.quarantined_ids()
+    assert set(data.sample_ids) == set(demo.train_ids(demo.result.version)) - demo.quarantined_ids()
+    for i in (0, len(data) // 2, -1):
+        x, y = data[i]
+        assert isinstance(x, torch.Tensor) and x.dtype == torch.float32
+        assert tuple(x.shape) == (1, 8, 8)
+        assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+        assert type(y) is int and 0 <= y <= 9
+    assert len(CleanDataset(clean, split="test", settings=demo.settings)) == N_TEST
+    with pytest.raises(IndexError):
+        data[len(data)]
+
+
+def test_the_clean_version_reads_the_same_from_disk_and_memory(demo: DemoRun) -> None:
+    clean = demo.result.clean_version
+    assert clean is not None
+    in_memory = CleanDataset(clean, settings=demo.settings, in_memory=True)
+    streamed = CleanDataset(clean, settings=demo.settings, in_memory=False, cache_groups=1)
+
+    for i in (0, 7, len(in_memory) - 1, 3):
+        a, b = in_memory[i], streamed[i]
+        assert torch.equal(a[0], b[0]) and a[1] == b[1]
+
+
+def test_the_clean_manifest_records_its_lineage(demo: DemoRun) -> None:
+    clean = demo.result.clean_version
+    assert clean is not None
+    manifest = demo.ws.store.manifest("digits-demo", clean)
+
+    assert manifest.kind == "clean"
+    assert manifest.parent_id == demo.result.version
+    assert (manifest.n_train, manifest.n_test) == (demo.summary["kept"], N_TEST)
+    assert manifest.extra is not None
+    assert manifest.extra["excluded_sample_ids"] == sorted(demo.quarantined_ids())
+    assert manifest.extra["run_id"] == demo.result.run_id
+    assert manifest.extra["config"]["redteam"]["attack"] == "badnets"
+    export_manifest = demo.ws.store.export_dir("digits-demo", clean) / "manifest.json"
+    assert json.loads(export_manifest.read_text()) == manifest.to_json()
+    with demo.ws.catalog.session() as s:
+        v = demo.ws.catalog.version(s, clean)
+        assert (v.kind, v.status, v.parent_id, v.run_id) == (
+            "clean",
+            "provisional",
+            demo.result.version,
+            demo.result.run_id,
+        )
+
+
+def test_the_run_is_recorded_as_completed(demo: DemoRun) -> None:
+    r = demo.result
+    with demo.ws.catalog.session() as s:
+        run = demo.ws.catalog.run(s, r.run_id)
+        assert (run.status, run.error, run.clean_version_id, run.version_id) == (
+            "completed",
+            None,
+            r.clean_version,
+            r.version,
+        )
+        assert run.finished_at is not None
+        assert run.summary == json.loads(json.dumps(demo.summary, default=str))
+        assert run.config == RunConfig(redteam=RedTeamConfig()).model_dump(mode="json")
+        actions = s.scalars(select(AuditRecord.action).order_by(AuditRecord.id)).all()
+    assert [a for a in actions if a.startswith("run.") or a == "export"] == [
+        "run.start",
+        "run.poison",
+        "run.quarantine",
+        "export",
+        "run.complete",
+    ]
+    assert json.loads((r.run_dir / "summary.json").read_text())["run_id"] == r.run_id
+
+
+# --- runs that fail ----------------------------------------------------------------------------
+
+
+def test_an_unknown_dataset_is_not_found(workspace: Workspace) -> None:
+    with pytest.raises(NotFoundError, match="unknown dataset 'nosuch'"):
+        run_cleaning(RunConfig(dataset="nosuch"), workspace, progress=False)
+    with workspace.catalog.session() as s:
+        assert s.scalars(select(Run)).all() == []
+
+
+def test_a_crashing_detector_fails_the_run_and_exports_nothing(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(self: KNNLabelDisagreement, features: np.ndarray, labels: np.ndarray) -> None:
+        raise RuntimeError("faiss fell over")
+
+    # Not even a voter: any crashed detector must stop the data from passing as clean.
+    monkeypatch.setattr(KNNLabelDisagreement, "detect", crash)
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=1))
+
+    with pytest.raises(DetectionError, match="detector knn failed: faiss fell over"):
+        run_cleaning(config, workspace, progress=False)
+
+    with workspace.catalog.session() as s:
+        run = s.scalars(select(Run)).one()
+        assert run.status == "failed"
+        assert run.error == "DetectionError: detector knn failed: faiss fell over"
+        assert run.finished_at is not None
+        assert run.clean_version_id is None and run.summary is None
+        assert s.scalars(select(Version).where(Version.kind == "clean")).all() == []
+        assert s.scalars(select(QuarantineEntry)).all() == []
+        fail = s.scalars(select(AuditRecord).where(AuditRecord.action == "run.fail")).one()
+        assert fail.detail is not None and "RuntimeError: faiss fell over" in fail.detail["traceback"]
+    assert not (workspace.store.home / "exports").exists()
+    assert not (workspace.store.run_dir(run.id) / "verdict.parquet").exists()
+
+
+def _ingest_small(workspace: Workspace, labels: list[int]) -> None:
+    from sanitize.ingest.core import arrays_to_batches, ingest_batches
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(len(labels), 8, 8), dtype=np.uint8)
+    ingest_batches(
+        workspace.catalog,
+        workspace.store,
+        dataset="small",
+        batches=arrays_to_batches(x, np.array(labels), "train"),
+        source="s",
+        uri="mem://small",
+        fmt="arrays",
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "redteam", "message"),
+    [
+        ([3] * 6, None, "the train split has 1 class; cleaning needs at least 2"),
+        ([0, 0, 0, 1], None, r"class\(es\) \[1\] have fewer than 2 training samples"),
+        (
+            [0, 0, 1, 1],
+            RedTeamConfig(target=7),
+            r"red-team target class 7 is not a class of 'small' \(classes: \[0, 1\]\)",
+        ),
+    ],
+    ids=["one class", "singleton class", "absent target"],
+)
+def test_a_dataset_that_cannot_be_cleaned_is_refused_before_the_run_starts(
+    workspace: Workspace, labels: list[int], redteam: RedTeamConfig | None, message: str
+) -> None:
+    _ingest_small(workspace, labels)
+
+    with pytest.raises(InputError, match=message):
+        run_cleaning(RunConfig(dataset="small", redteam=redteam), workspace, progress=False)
+
+    with workspace.catalog.session() as s:
+        assert s.scalars(select(Run)).all() == []
+    assert not (workspace.store.home / "runs").exists()
+
+
+def test_a_version_of_another_dataset_is_refused(workspace: Workspace) -> None:
+    _ingest_small(workspace, [0, 0, 1, 1])
+    with workspace.catalog.session() as s:
+        version = workspace.catalog.dataset(s, "small").current_version
+
+    with pytest.raises(InputError, match=f"version {version} belongs to dataset 'small', not 'digits-demo'"):
+        run_cleaning(RunConfig(version=version), workspace, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"detect": {"voters": ("knn",), "detectors": ("spectral",)}}, r"voters \['knn'\] are not among the detectors"),
+        ({"modle": {"epochs": 3}}, "Extra inputs are not permitted"),
+        ({"redteam": {"rate": 0.6}}, "less than 0.5"),
+        ({"model": {"torchscript": "m.pt"}}, "a TorchScript model needs feature_layer"),
+        ({"dataset": "../etc"}, "String should match pattern"),
+    ],
+    ids=["voter not run", "misspelled option", "rate out of range", "torchscript without layer", "bad dataset name"],
+)
+def test_a_wrong_run_config_is_rejected(options: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        RunConfig.model_validate(options)
+
+
+def test_the_config_fingerprint_ignores_only_the_version() -> None:
+    base = RunConfig(redteam=RedTeamConfig())
+    assert base.fingerprint() == RunConfig(redteam=RedTeamConfig(), version="v123").fingerprint()
+    assert base.fingerprint() != RunConfig(redteam=RedTeamConfig(seed=1)).fingerprint()
+
+
+def test_runs_of_one_config_train_the_same_reference_model(workspace: Workspace) -> None:
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=1))
+    weights = []
+    for process_seed in (0, 1):  # what two fresh processes' unseeded torch generators look like
+        torch.manual_seed(process_seed)
+        ctx = poison_stage(workspace, start_run(workspace, config))
+        model = torch.jit.load(train_reference_stage(workspace, ctx, progress=False))
+        weights.append(model.state_dict())
+
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name

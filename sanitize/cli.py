@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -345,6 +346,64 @@ def quarantine_list(
             r.reason.split(";")[0],
         )
     console.print(t)
+
+
+def _decide(
+    action: str, sample_ids: list[str], run_id: str, reviewer: str | None, note: str | None, label: int | None = None
+) -> None:
+    import getpass
+
+    from sanitize.quarantine import resolve_run
+    from sanitize.review import decide
+
+    ws = Workspace()
+    rid = resolve_run(ws, run_id)
+    who = reviewer or os.environ.get("SANITIZE_REVIEWER") or getpass.getuser()
+    results = decide(ws, rid, sample_ids, action, reviewer=who, note=note, new_label=label)
+    for r in results:
+        console.print(f"{r.sample_id}: {r.status}" + ("" if r.changed else " (already; nothing changed)"))
+    with ws.catalog.session() as s:
+        from sqlalchemy import select
+
+        from sanitize.catalog import Version
+
+        approved = s.scalars(select(Version).where(Version.run_id == rid, Version.status == "approved")).all()
+    for v in approved:
+        console.print(f"run {rid} is fully reviewed: approved clean version [bold]{v.id}[/bold]")
+
+
+ReviewIds = Annotated[list[str], typer.Argument(help="Sample ids from the quarantine.")]
+ReviewRun = Annotated[str, typer.Option("--run", help="Run id, or 'latest'.")]
+Reviewer = Annotated[str | None, typer.Option(help="Who decides (default: $SANITIZE_REVIEWER or the login).")]
+Note = Annotated[str | None, typer.Option(help="A note kept with the decision.")]
+
+
+@quarantine_app.command("confirm")
+def quarantine_confirm(
+    sample_ids: ReviewIds, run_id: ReviewRun = "latest", reviewer: Reviewer = None, note: Note = None
+) -> None:
+    """Confirm samples as poison: they stay out of every clean version."""
+    _decide("confirm", sample_ids, run_id, reviewer, note)
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    sample_ids: ReviewIds, run_id: ReviewRun = "latest", reviewer: Reviewer = None, note: Note = None
+) -> None:
+    """Release samples back into training."""
+    _decide("release", sample_ids, run_id, reviewer, note)
+
+
+@quarantine_app.command("relabel")
+def quarantine_relabel(
+    sample_ids: ReviewIds,
+    label: Annotated[int, typer.Option(help="The corrected class.")],
+    run_id: ReviewRun = "latest",
+    reviewer: Reviewer = None,
+    note: Note = None,
+) -> None:
+    """Release samples back into training under a corrected label."""
+    _decide("relabel", sample_ids, run_id, reviewer, note, label)
 
 
 @app.command("export")

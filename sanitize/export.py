@@ -20,20 +20,40 @@ from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_js
 from sanitize.workspace import Workspace
 
 
-def clean_version_id(parent: str, excluded: set[str]) -> str:
+def clean_version_id(parent: str, excluded: set[str], relabel: dict[str, int] | None = None) -> str:
+    """A clean version's id: a hash of its parent, the excluded ids and any relabelling."""
     h = hashlib.sha256(parent.encode())
     for sid in sorted(excluded):
         h.update(b"\n" + sid.encode())
+    for sid, label in sorted((relabel or {}).items()):
+        h.update(f"\n{sid}={label}".encode())
     return "c" + h.hexdigest()[:15]
 
 
+def _relabelled(batch: pa.RecordBatch, relabel: dict[str, int]) -> pa.RecordBatch:
+    ids = batch.column("sample_id").to_pylist()
+    labels = batch.column("label").to_pylist()
+    new = pa.array([relabel.get(sid, lab) for sid, lab in zip(ids, labels, strict=True)], pa.int64())
+    return batch.set_column(batch.schema.get_field_index("label"), "label", new)
+
+
 def export_clean_version(
-    ws: Workspace, dataset: str, parent: str, run_id: str, excluded: set[str], config: dict[str, Any]
+    ws: Workspace,
+    dataset: str,
+    parent: str,
+    run_id: str,
+    excluded: set[str],
+    config: dict[str, Any],
+    *,
+    relabel: dict[str, int] | None = None,
+    status: str = "provisional",
 ) -> str:
-    """Write the clean version of ``parent`` without ``excluded``; return its id (idempotent)."""
+    """Write the clean version of ``parent`` without ``excluded`` (and with ``relabel``'s labels);
+    return its id. Idempotent: the same inputs give the same id and files."""
     store = ws.store
     parent_manifest = store.manifest(dataset, parent)
-    vid = clean_version_id(parent, excluded)
+    relabel = relabel or {}
+    vid = clean_version_id(parent, excluded, relabel)
     out_dir = store.export_dir(dataset, vid)
     files = []
     counts = {}
@@ -43,7 +63,7 @@ def export_clean_version(
             for batch in store.iter_samples(
                 parent_manifest, split=split, exclude=excluded if split == "train" else None, batch_size=4096
             ):
-                writer.write(batch)
+                writer.write(_relabelled(batch, relabel) if relabel and split == "train" else batch)
             counts[split] = writer.rows
             writer.commit()
         except BaseException:
@@ -66,6 +86,7 @@ def export_clean_version(
             "run_id": run_id,
             "config": config,
             "excluded_sample_ids": sorted(excluded),
+            "relabelled": dict(sorted(relabel.items())),
             "created_at": datetime.now(UTC).isoformat(),
         },
     )
@@ -80,7 +101,7 @@ def export_clean_version(
                     kind="clean",
                     parent_id=parent,
                     run_id=run_id,
-                    status="provisional",
+                    status=status,
                     n_train=counts["train"],
                     n_test=counts["test"],
                     manifest=str(store.manifest_path(dataset, vid).relative_to(store.home)),

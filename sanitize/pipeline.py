@@ -50,6 +50,7 @@ from sanitize.store import (
     Manifest,
     TableWriter,
     atomic_write_json,
+    atomic_write_table,
     content_hash,
     decode_pixels,
     sample_id_for,
@@ -282,9 +283,9 @@ def poison_stage(ws: Workspace, ctx: RunContext) -> RunContext:
         except BaseException:
             writer.abort()
             raise
-        pq.write_table(
-            pa.table({"sample_id": truth_ids, "is_poison": truth_flag, "original_label": truth_label}),
+        atomic_write_table(
             ctx.run_dir / "ground_truth.parquet",
+            pa.table({"sample_id": truth_ids, "is_poison": truth_flag, "original_label": truth_label}),
         )
         ws.store.write_manifest(manifest)
         with ws.catalog.session() as s:
@@ -433,8 +434,6 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
         reasons[verdict.quarantine] = verdict.reasons(labels, verdict.quarantine)
         table = table.append_column("reason", pa.array(reasons.tolist(), pa.string()))
         out = ctx.run_dir / "verdict.parquet"
-        from sanitize.store import atomic_write_table
-
         atomic_write_table(out, table)
         atomic_write_json(
             ctx.run_dir / "detection.json",

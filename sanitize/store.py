@@ -117,11 +117,14 @@ class TableWriter:
         os.close(fd)
         self.tmp = Path(tmp)
         self.rows = 0
+        self.schema = schema
         self._writer = pq.ParquetWriter(self.tmp, schema)
 
     def write(self, table: pa.Table | pa.RecordBatch) -> None:
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
+        if table.schema != self.schema:
+            table = table.cast(self.schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP)
         self.rows += table.num_rows
 

@@ -1,0 +1,120 @@
+"""Review decisions on quarantined samples: confirm as poison, release, or relabel.
+
+A decision moves an entry out of ``pending`` once: repeating the same decision is a no-op, and a
+different decision on an entry that is no longer pending is refused (never silently overwritten),
+also when two reviewers decide at the same moment (the update only matches a pending row). Every
+decision is stored with reviewer, time and note, and appended to the audit log. When a run's
+quarantine has no pending entry left, its clean version is re-exported with the released samples
+back in (relabelled ones under their new label) and marked ``approved``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+
+from sanitize.catalog import Decision, QuarantineEntry, Run, Version
+from sanitize.errors import NotFoundError, SanitizeError
+from sanitize.workspace import Workspace
+
+ACTIONS = {"confirm": "confirmed", "release": "released", "relabel": "relabelled"}
+
+
+class ConflictError(SanitizeError):
+    """Another decision already settled the sample."""
+
+
+@dataclass(frozen=True)
+class DecisionResult:
+    sample_id: str
+    status: str
+    changed: bool
+
+
+def decide(
+    ws: Workspace,
+    run_id: str,
+    sample_ids: list[str],
+    action: str,
+    *,
+    reviewer: str,
+    note: str | None = None,
+    new_label: int | None = None,
+) -> list[DecisionResult]:
+    """Apply one decision to ``sample_ids`` of ``run_id``'s quarantine, all or nothing."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown decision {action!r}; choose one of {sorted(ACTIONS)}")
+    if action == "relabel" and new_label is None:
+        raise ValueError("relabel needs the new label")
+    if action != "relabel" and new_label is not None:
+        raise ValueError(f"{action} takes no label; use relabel")
+    if not reviewer.strip():
+        raise ValueError("a decision needs a reviewer name")
+    status = ACTIONS[action]
+    results = []
+    with ws.catalog.session() as s:
+        ws.catalog.run(s, run_id)
+        for sid in sample_ids:
+            entry = s.scalars(
+                select(QuarantineEntry).where(QuarantineEntry.run_id == run_id, QuarantineEntry.sample_id == sid)
+            ).first()
+            if entry is None:
+                raise NotFoundError(f"sample {sid} is not in the quarantine of run {run_id}")
+            if entry.status == status and entry.new_label == new_label:
+                results.append(DecisionResult(sid, status, False))
+                continue
+            # Compare-and-set: only a pending row changes, so a concurrent decision cannot be overwritten.
+            done = s.execute(
+                update(QuarantineEntry)
+                .where(QuarantineEntry.id == entry.id, QuarantineEntry.status == "pending")
+                .values(status=status, new_label=new_label, updated_at=datetime.now(UTC))
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                s.refresh(entry)
+                raise ConflictError(
+                    f"sample {sid} was already {entry.status}"
+                    f"{f' (label {entry.new_label})' if entry.new_label is not None else ''}; "
+                    f"refusing to {action} it"
+                )
+            s.add(Decision(quarantine_id=entry.id, action=action, new_label=new_label, reviewer=reviewer, note=note))
+            ws.catalog.audit(s, reviewer, f"quarantine.{action}", f"{run_id}/{sid}", note=note, new_label=new_label)
+            results.append(DecisionResult(sid, status, True))
+    if any(r.changed for r in results):
+        maybe_approve(ws, run_id)
+    return results
+
+
+def maybe_approve(ws: Workspace, run_id: str) -> str | None:
+    """When no entry of the run is pending, export and approve its reviewed clean version."""
+    from sanitize.export import export_clean_version
+
+    with ws.catalog.session() as s:
+        run = ws.catalog.run(s, run_id)
+        pending = (
+            s.scalar(
+                select(func.count())
+                .select_from(QuarantineEntry)
+                .where(QuarantineEntry.run_id == run_id, QuarantineEntry.status == "pending")
+            )
+            or 0
+        )
+        if pending or run.status != "completed" or run.version_id is None:
+            return None
+        rows = s.scalars(select(QuarantineEntry).where(QuarantineEntry.run_id == run_id)).all()
+        excluded = {e.sample_id for e in rows if e.status == "confirmed"}
+        relabel = {e.sample_id: int(e.new_label) for e in rows if e.status == "relabelled" and e.new_label is not None}
+        dataset, version, config = run.dataset, run.version_id, run.config
+    vid = export_clean_version(ws, dataset, version, run_id, excluded, config, relabel=relabel, status="approved")
+    with ws.catalog.session() as s:
+        v = s.get(Version, vid)
+        if v is None:
+            raise NotFoundError(f"approved version {vid} was not recorded")
+        v.status = "approved"
+        r = s.get(Run, run_id)
+        assert r is not None
+        ws.catalog.audit(
+            s, "review", "version.approve", vid, run=run_id, confirmed=len(excluded), relabelled=len(relabel)
+        )
+    return vid

@@ -61,11 +61,9 @@ def run_art(name: str, feats: np.ndarray, labels: np.ndarray, rate: float) -> tu
         share = rate * len(labels) / max(np.bincount(labels).max(), 1)
         _, clean = SpectralSignatureDefense(clf, x, onehot, expected_pp_poison=share).detect_poison()
     elif name == "art_ac_default":
-        _, clean = ActivationDefence(clf, x, onehot).detect_poison(nb_clusters=2, nb_dims=10, reduce="PCA")
+        _, clean = ActivationDefence(clf, x, onehot).detect_poison()  # 2 clusters, FastICA to 10 dims
     elif name == "art_ac_relative_size":
-        _, clean = ActivationDefence(clf, x, onehot).detect_poison(
-            nb_clusters=2, nb_dims=10, reduce="PCA", cluster_analysis="relative-size"
-        )
+        _, clean = ActivationDefence(clf, x, onehot).detect_poison(cluster_analysis="relative-size")
     else:
         raise ValueError(name)
     return np.asarray(clean) == 0, time.perf_counter() - start

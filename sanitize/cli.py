@@ -323,17 +323,11 @@ def quarantine_list(
         sys.stdout.write(buf.getvalue())
         return
     counts = status_counts(ws, rid)
-    t = Table(
-        "sample",
-        "class",
-        "source",
-        "where",
-        "score",
-        "detectors",
-        "status",
-        "why",
-        title=f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-    )
+    t = Table(title=f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    t.add_column("sample", no_wrap=True, min_width=20)
+    for name in ("class", "source", "where", "score", "detectors", "status"):
+        t.add_column(name, overflow="ellipsis", no_wrap=True)
+    t.add_column("why (voter)", overflow="fold", ratio=1)
     for r in rows:
         t.add_row(
             r.sample_id,

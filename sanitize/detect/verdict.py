@@ -50,11 +50,13 @@ class Verdict:
         idx = np.arange(len(labels)) if only is None else np.flatnonzero(only)
         class_sizes = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True), strict=True)}
         ranks = {name: r.ranks(labels) for name, r in self.results.items()}
+        order = list(self.voters) + [n for n in self.results if n not in self.voters]
         out = []
         for i in idx:
             c = int(labels[i])
             parts = []
-            for name, r in self.results.items():
+            for name in order:
+                r = self.results[name]
                 if not r.flags[i] and name not in self.voters:
                     continue
                 verb = "flagged" if r.flags[i] else "not flagged"

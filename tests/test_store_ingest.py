@@ -278,11 +278,6 @@ BAD_INPUTS = {
     ),
     "mixed shapes in the source": ("b", _mixed_shapes, r"late:0 has shape \(5, 5, 1\)"),
     "corrupt sample after a good batch": ("b", _corrupt_later, "pixel value 300"),
-    "only test samples": (
-        "b",
-        lambda: arrays_to_batches(coded_images(range(3)), np.zeros(3, np.int64), "test"),
-        "no sample in the train split",
-    ),
     "invalid source name": (
         "bad name!",
         lambda: arrays_to_batches(coded_images(range(3)), np.zeros(3), "train"),
@@ -449,3 +444,30 @@ def test_identical_content_in_two_datasets_gives_each_a_readable_version(workspa
         assert workspace.catalog.version(s, two.version_id).dataset == "two"
         assert workspace.catalog.version(s, one.version_id).dataset == "one"
     assert workspace.store.manifest("two", two.version_id).dataset == "two"
+
+
+def test_a_test_only_source_joins_a_dataset_but_cannot_make_one(workspace: Workspace) -> None:
+    ingest(workspace, "shop", "a", coded_images(range(8)), np.arange(8) % 2)
+    holdout = ingest_batches(
+        workspace.catalog,
+        workspace.store,
+        dataset="shop",
+        source="holdout",
+        uri="mem",
+        fmt="test",
+        batches=arrays_to_batches(coded_images(range(8, 12)), np.arange(4) % 2, "test"),
+    )
+    assert (holdout.n_train, holdout.n_test) == (0, 4)
+    assert workspace.store.manifest("shop", holdout.version_id).n_test == 4
+
+    with pytest.raises(InputError, match="would have no training sample"):
+        ingest_batches(
+            workspace.catalog,
+            workspace.store,
+            dataset="only-test",
+            source="holdout",
+            uri="mem",
+            fmt="test",
+            batches=arrays_to_batches(coded_images(range(3)), np.zeros(3, np.int64), "test"),
+        )
+    assert not list(workspace.store.dataset_dir("only-test").glob("ingests/*"))

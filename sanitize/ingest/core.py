@@ -165,9 +165,6 @@ def ingest_batches(
     ingest_digest = digest.hexdigest()
     n_train = sum(v for (s, _), v in counts.items() if s == "train")
     n_test = sum(v for (s, _), v in counts.items() if s == "test")
-    if n_train == 0:
-        writer.abort()
-        raise InputError(f"{uri}: no sample in the train split (found {n_test} test samples)")
 
     with catalog.session() as session:
         ds = session.get(Dataset, dataset)
@@ -192,6 +189,12 @@ def ingest_batches(
                 if sha in own_labels:
                     dup_across += 1
                     conflicts += own_labels[sha] != lab
+        if not any(split == "train" for _, _, split in all_pairs):
+            writer.abort()
+            raise InputError(
+                f"{uri}: dataset {dataset!r} would have no training sample (this source holds "
+                f"{n_test} test samples only)"
+            )
         same = latest.get(source)
         if same is not None and same.digest == ingest_digest:
             # Identical to what this source already holds: store nothing twice.

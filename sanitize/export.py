@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sanitize.catalog import Version
 from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_json
@@ -37,6 +36,28 @@ def _relabelled(batch: pa.RecordBatch, relabel: dict[str, int]) -> pa.RecordBatc
     return batch.set_column(batch.schema.get_field_index("label"), "label", new)
 
 
+def write_split(
+    ws: Workspace,
+    manifest: Manifest,
+    split: str,
+    target: Path,
+    *,
+    exclude: set[str] | None = None,
+    relabel: dict[str, int] | None = None,
+) -> int:
+    """Stream one split of a version into ``target`` (via a temp file), minus ``exclude``, with
+    ``relabel``'s labels; return the rows written."""
+    writer = TableWriter(target, SAMPLE_SCHEMA)
+    try:
+        for batch in ws.store.iter_samples(manifest, split=split, exclude=exclude, batch_size=4096):
+            writer.write(_relabelled(batch, relabel) if relabel else batch)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.rows
+
+
 def export_clean_version(
     ws: Workspace,
     dataset: str,
@@ -58,17 +79,15 @@ def export_clean_version(
     files = []
     counts = {}
     for split in ("train", "test"):
-        writer = TableWriter(out_dir / f"{split}.parquet", SAMPLE_SCHEMA)
-        try:
-            for batch in store.iter_samples(
-                parent_manifest, split=split, exclude=excluded if split == "train" else None, batch_size=4096
-            ):
-                writer.write(_relabelled(batch, relabel) if relabel and split == "train" else batch)
-            counts[split] = writer.rows
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        train = split == "train"
+        counts[split] = write_split(
+            ws,
+            parent_manifest,
+            split,
+            out_dir / f"{split}.parquet",
+            exclude=excluded if train else None,
+            relabel=relabel if train else None,
+        )
         files.append(str((out_dir / f"{split}.parquet").relative_to(store.home)))
     manifest = Manifest(
         version_id=vid,
@@ -113,10 +132,6 @@ def export_clean_version(
     return vid
 
 
-def split_filter(table: pa.Table, split: str) -> pa.Table:
-    return table.filter(pc.equal(table.column("split"), split))
-
-
 def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
     """Write a version to ``out`` as ``parquet`` (train/test files + manifest.json) or ``npz``
     (``x_train``, ``y_train``, ``x_test``, ``y_test``, ``sample_ids_train``); each file via a temp path."""
@@ -138,14 +153,7 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
     if fmt == "parquet":
         for split in ("train", "test"):
             target = out / f"{split}.parquet"
-            writer = TableWriter(target, SAMPLE_SCHEMA)
-            try:
-                for batch in ws.store.iter_samples(manifest, split=split, batch_size=4096):
-                    writer.write(batch)
-                writer.commit()
-            except BaseException:
-                writer.abort()
-                raise
+            write_split(ws, manifest, split, target)
             written.append(target)
         atomic_write_json(out / "manifest.json", manifest.to_json())
         written.append(out / "manifest.json")

@@ -9,6 +9,7 @@ detector estimates from the data (the user never has to know the poison rate).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -96,7 +97,7 @@ def check_features(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     return features.astype(np.float64, copy=False), labels.astype(np.int64, copy=False)
 
 
-class Detector:
+class Detector(ABC):
     """Base class. Subclasses set ``name`` and implement ``fit`` and ``score_samples``.
 
     Hyper-parameters are keyword-only ``__init__`` arguments stored unchanged; what ``fit`` learns
@@ -115,12 +116,13 @@ class Detector:
         sig = inspect.signature(type(self).__init__)
         return {p: getattr(self, p) for p in sig.parameters if p != "self"}
 
+    @abstractmethod
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
-        raise NotImplementedError
+        """Learn what scoring needs from (n, d) features and (n,) labels; return ``self``."""
 
+    @abstractmethod
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Suspicion score (n,) float64, higher = more suspicious."""
-        raise NotImplementedError
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

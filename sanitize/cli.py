@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sanitize.config import DEFAULT_DATASET, DetectConfig, ModelConfig, RedTeamConfig, RunConfig
@@ -398,6 +399,23 @@ def quarantine_relabel(
 ) -> None:
     """Release samples back into training under a corrected label."""
     _decide("relabel", sample_ids, run_id, reviewer, note, label)
+
+
+@app.command("lineage")
+def lineage_cmd(version: Annotated[str, typer.Argument(help="A version id.")]) -> None:
+    """Print a version's chain back to the sources it came from."""
+    from sanitize.lineage import lineage
+
+    for depth, step in enumerate(lineage(Workspace(), version)):
+        pad = "  " * depth
+        made = f" by run {step.run_id}" if step.run_id else ""
+        out = f", {step.excluded} samples excluded" if step.excluded is not None else ""
+        console.print(escape(f"{pad}{step.version} [{step.kind}, {step.status}]{made}{out}, {step.created_at[:19]}"))
+        for src in step.sources:
+            console.print(
+                f"{pad}  <- source {src['source']}: {src['samples']} samples from {src['uri']} "
+                f"({src['format']}, ingest {src['ingest_id']}, {src['ingested_at'][:19]})"
+            )
 
 
 @app.command("export")

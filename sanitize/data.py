@@ -20,16 +20,45 @@ from sanitize.store import Manifest, decode_pixels
 from sanitize.workspace import Workspace
 
 
+def resolve_version(ws: Workspace, name_or_version: str, version: str | None) -> str:
+    """The version id that ``CleanDataset(name_or_version, version)`` names."""
+    from sqlalchemy import select
+
+    if version is None:
+        return name_or_version
+    with ws.catalog.session() as s:
+        ws.catalog.dataset(s, name_or_version)
+        query = select(Version).where(Version.dataset == name_or_version, Version.kind == "clean")
+        if version == "approved":
+            query = query.where(Version.status == "approved")
+        elif version != "latest":
+            v = s.get(Version, version)
+            if v is None or v.dataset != name_or_version:
+                raise NotFoundError(f"dataset {name_or_version!r} has no version {version!r}")
+            return v.id
+        found = s.scalars(query.order_by(Version.created_at.desc()).limit(1)).first()
+        if found is None:
+            what = "approved clean version (review its quarantine first)" if version == "approved" else "clean version"
+            raise NotFoundError(f"dataset {name_or_version!r} has no {what}")
+        return found.id
+
+
 class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
     """A clean (or any) dataset version as a map-style :class:`torch.utils.data.Dataset`.
 
     Items are ``(image, label)``: ``image`` a (C, H, W) float32 tensor in [0, 1] (or whatever
     ``transform`` makes of the (H, W, C) uint8 array), ``label`` an int.
 
+    ``CleanDataset("c0ca3016d9ebcfed")`` reads a version by id; ``CleanDataset("pets",
+    version="approved")`` the dataset's latest approved clean version, ``version="latest"`` its
+    latest clean version (approved or provisional), or ``version=ID`` a version of that dataset.
+
     Parameters
     ----------
-    version : str
-        A version id (``c...`` for clean versions).
+    name_or_version : str
+        A version id, or (with ``version``) a dataset name.
+    version : str, optional
+        ``approved``, ``latest`` or a version id of the dataset ``name_or_version``.
     split : {"train", "test"}
     transform : callable, optional
         Applied to the (H, W, C) uint8 array instead of the default conversion.
@@ -42,7 +71,8 @@ class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __init__(
         self,
-        version: str,
+        name_or_version: str,
+        version: str | None = None,
         *,
         split: str = "train",
         transform: Callable[[np.ndarray], Any] | None = None,
@@ -53,6 +83,7 @@ class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         ws = Workspace(settings)
+        version = resolve_version(ws, name_or_version, version)
         with ws.catalog.session() as s:
             v = s.get(Version, version)
             if v is None:

@@ -150,3 +150,26 @@ def test_cli_decisions(reviewed_run: tuple[Workspace, RunResult, list[str]]) -> 
     assert refused.exit_code != 0
     assert isinstance(refused.exception, ConflictError)
     assert statuses(ws, result.run_id)[ids[0]] == "confirmed"
+
+
+def test_clean_dataset_by_name_and_lineage(reviewed_run: tuple[Workspace, RunResult, list[str]]) -> None:
+    from sanitize.lineage import lineage
+
+    ws, result, ids = reviewed_run
+    with pytest.raises(NotFoundError, match="no approved clean version"):
+        CleanDataset(result.dataset, version="approved", settings=ws.settings)
+    assert CleanDataset(result.dataset, version="latest", settings=ws.settings).version == result.clean_version
+    decide(ws, result.run_id, ids, "confirm", reviewer="ana")
+    approved = CleanDataset(result.dataset, version="approved", settings=ws.settings)
+    # Every flag confirmed: the reviewed version holds what the provisional one held, now approved.
+    assert approved.version == result.clean_version
+    assert not set(approved.sample_ids) & set(ids)
+
+    steps = lineage(ws, approved.version)
+    assert [s.kind for s in steps] == ["clean", "redteam", "ingested"]
+    assert steps[0].status == "approved" and steps[0].excluded == len(ids)
+    assert steps[0].run_id == result.run_id and steps[0].run_config is not None
+    assert [src["source"] for src in steps[-1].sources] == ["sklearn-digits"]
+    out = CliRunner().invoke(cli.app, ["lineage", approved.version])
+    assert out.exit_code == 0, out.output
+    assert "[clean, approved]" in out.output and "source sklearn-digits" in out.output

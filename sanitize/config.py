@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_DATASET = "digits-demo"
+DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class Settings(BaseModel):
@@ -87,7 +88,7 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = Field(default=DEFAULT_DATASET, min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    dataset: str = Field(default=DEFAULT_DATASET, min_length=1, pattern=DATASET_PATTERN)
     version: str | None = None
     model: ModelConfig = ModelConfig()
     detect: DetectConfig = DetectConfig()

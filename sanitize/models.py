@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,15 +195,6 @@ def train(
     return TrainReport(epochs, mean_loss, time.perf_counter() - started, str(dev))
 
 
-@torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[np.ndarray], *, device: str = "auto") -> np.ndarray:
-    """Predicted class (N,) int64 for images given as batches of (B, H, W, C) uint8."""
-    dev = pick_device(device)
-    model.to(dev).eval()
-    out = [model(to_tensor(b).to(dev)).argmax(1).cpu().numpy() for b in batches]
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
 def save_torchscript(model: nn.Module, path: Path, example: np.ndarray) -> Path:
     """Save ``model`` as TorchScript (traced on ``example``, (B,H,W,C) uint8) via a temp file."""
     model = model.cpu().eval()
@@ -229,9 +220,3 @@ def load_torchscript(path: Path | str, feature_layer: str) -> nn.Module:
             f"{path} has no layer {feature_layer!r}; its layers are: {', '.join(n for n in names if n)[:500]}"
         )
     return model
-
-
-def iter_chunks(array: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """Consecutive slices of ``array`` of at most ``size`` rows."""
-    for start in range(0, len(array), size):
-        yield array[start : start + size]

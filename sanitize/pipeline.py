@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from sanitize.catalog import QuarantineEntry, Run, Version
 from sanitize.config import DEFAULT_DATASET, RunConfig
 from sanitize.detect import combine, make_detector
-from sanitize.errors import InputError, InvariantError, SanitizeError
+from sanitize.errors import DetectionError, InputError, InvariantError, SanitizeError
 from sanitize.evaluate.metrics import detection_figures
 from sanitize.evaluate.redteam import get_attack, trigger_for
 from sanitize.features import extract_features, load_features
@@ -424,8 +424,6 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
             except SanitizeError:
                 raise
             except Exception as exc:  # a crashed detector must never let the data through as clean
-                from sanitize.errors import DetectionError
-
                 raise DetectionError(f"detector {name} failed: {exc}") from exc
             seconds[name] = round(time.perf_counter() - start, 3)
         verdict = combine(results, cfg.voters, labels)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, update
 
-from sanitize.catalog import Decision, QuarantineEntry, Run, Version
+from sanitize.catalog import Decision, QuarantineEntry, Version
 from sanitize.errors import NotFoundError, SanitizeError
 from sanitize.workspace import Workspace
 
@@ -112,8 +112,6 @@ def maybe_approve(ws: Workspace, run_id: str) -> str | None:
         if v is None:
             raise NotFoundError(f"approved version {vid} was not recorded")
         v.status = "approved"
-        r = s.get(Run, run_id)
-        assert r is not None
         ws.catalog.audit(
             s, "review", "version.approve", vid, run=run_id, confirmed=len(excluded), relabelled=len(relabel)
         )

@@ -1,8 +1,8 @@
 """Red-team poisonings for measuring detection.
 
-Each attack is a function of ``(images, labels, rate, target, seed)`` that returns a
-:class:`Poisoning` (the poisoned set and the ground-truth mask), and has a test-time trigger for
-the attack success rate. Images are (N, H, W, C) uint8 throughout. ``rate`` is the share of the
+Each attack in :data:`ATTACKS` poisons ``(images, labels, rate, target, seed)`` into a
+:class:`Poisoning` (the poisoned set and the ground-truth mask) with ``Attack.poison``, and has a
+test-time trigger for the attack success rate. Images are (N, H, W, C) uint8 throughout. ``rate`` is the share of the
 whole training set that is poisoned.
 
 - BadNets (Gu et al., 2017): a white 3x3 patch, at the bottom-right corner or at a random place.
@@ -248,16 +248,6 @@ def get_attack(name: str) -> Attack:
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
     return ATTACKS[name]
-
-
-def badnets(images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
-    """BadNets (corner patch), on in-memory arrays."""
-    return ATTACKS["badnets"].poison(images, labels, rate, target, seed)
-
-
-def blend(images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
-    """Blend at alpha 0.15, on in-memory arrays."""
-    return ATTACKS["blend"].poison(images, labels, rate, target, seed)
 
 
 def trigger_for(attack: str, images: np.ndarray) -> np.ndarray:

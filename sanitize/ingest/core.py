@@ -7,6 +7,7 @@ a source already holds stores nothing and gives the same version.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sanitize.catalog import Catalog, Dataset, Ingest, Version
+from sanitize.config import DATASET_PATTERN
 from sanitize.errors import InputError
 from sanitize.ingest.readers import RawBatch, detect_format, read_source
 from sanitize.store import SAMPLE_SCHEMA, Manifest, Store, TableWriter, content_hash, sample_id_for, version_id_for
@@ -104,9 +106,7 @@ def ingest_batches(
     actor: str = "cli",
 ) -> IngestReport:
     """Hash, record and store ``batches`` as the new content of ``source``; return what changed."""
-    import re
-
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", dataset):
+    if not re.match(DATASET_PATTERN, dataset):
         raise InputError(f"dataset name {dataset!r} must be letters, digits, '.', '_' or '-'")
     if not re.match(SOURCE_PATTERN, source):
         raise InputError(f"source name {source!r} must be letters, digits, '.', '_', ':' or '-'")

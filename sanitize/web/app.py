@@ -97,6 +97,11 @@ def _int_param(value: str | None, name: str) -> int | None:
         raise ValueError(f"{name} must be a whole number, not {value[:40]!r}") from None
 
 
+def _int_or(value: str | None, name: str, default: int) -> int:
+    given = _int_param(value, name)
+    return default if given is None else given
+
+
 def create_app(ws: Workspace | None = None) -> FastAPI:
     """The review app over ``ws`` (default: the workspace of ``SANITIZE_HOME``)."""
     ws = ws or Workspace()
@@ -200,8 +205,8 @@ def create_app(ws: Workspace | None = None) -> FastAPI:
             detector=detector or None,
             sort=sort,
             group=group,
-            page=_int_param(page, "page") or 1,
-            per_page=_int_param(per_page, "per_page") or QuarantineQuery.per_page,
+            page=_int_or(page, "page", 1),
+            per_page=_int_or(per_page, "per_page", QuarantineQuery.per_page),
         )
         if q.detector is not None and q.detector not in data.detectors:
             raise ValueError(f"unknown detector {q.detector!r}; this run ran {', '.join(data.detectors)}")

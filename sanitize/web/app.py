@@ -19,8 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
 from starlette.templating import Jinja2Templates
 
+from sanitize.catalog import QUARANTINE_REVIEW_INDEX
 from sanitize.errors import NotFoundError, SanitizeError
 from sanitize.quarantine import STATUSES
 from sanitize.review import ACTIONS, ConflictError, decide
@@ -102,9 +105,20 @@ def _int_or(value: str | None, name: str, default: int) -> int:
     return default if given is None else given
 
 
+def _ensure_review_index(ws: Workspace) -> None:
+    """Add the review page's index to a catalog made before it existed (idempotent)."""
+    try:
+        QUARANTINE_REVIEW_INDEX.create(ws.catalog.engine, checkfirst=True)
+    except DBAPIError:
+        # Another server made it between the check and the create; anything else shows on first use.
+        if not inspect(ws.catalog.engine).has_index("quarantine", "ix_quarantine_review"):
+            raise
+
+
 def create_app(ws: Workspace | None = None) -> FastAPI:
     """The review app over ``ws`` (default: the workspace of ``SANITIZE_HOME``)."""
     ws = ws or Workspace()
+    _ensure_review_index(ws)
     app = FastAPI(title="sanitize review", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(env=_environment())
     runs_cache = RunCache(ws)

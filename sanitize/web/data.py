@@ -185,6 +185,17 @@ class DetectorScores:
     notes: dict[int, str]
 
 
+def _train_features(path: Path) -> tuple[list[str], np.ndarray]:
+    """Sample ids and (n, d) float32 features of a run's training samples.
+
+    Reads the file that :func:`sanitize.features.extract_features` writes without importing that
+    module, which loads torch: seconds and hundreds of MB the review server has no use for.
+    """
+    table = pq.read_table(path, columns=["sample_id", "split", "features"], filters=[("split", "=", "train")])
+    col = table.column("features").combine_chunks()
+    return table.column("sample_id").to_pylist(), col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
+
+
 class RunData:
     """A completed run's verdict, detector columns and features, in the verdict's row order."""
 
@@ -243,9 +254,7 @@ class RunData:
                 path = self.run_dir / "features.parquet"
                 if not path.is_file():
                     raise NotFoundError(f"run {self.run_id} kept no features at {path}")
-                from sanitize.features import load_features  # imports torch: only when features are needed
-
-                ids, feats, _, _ = load_features(path, split="train")
+                ids, feats = _train_features(path)
                 if ids != self.sample_ids:
                     order = {sid: i for i, sid in enumerate(ids)}
                     missing = [s for s in self.sample_ids if s not in order]

@@ -26,7 +26,7 @@ import uvicorn  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from web_support import copy_of, demo_run, quarantined  # noqa: E402
 
-from sanitize.catalog import Decision  # noqa: E402
+from sanitize.catalog import Decision, Version  # noqa: E402
 from sanitize.review import decide  # noqa: E402
 from sanitize.web.app import create_app  # noqa: E402
 from sanitize.web.auth import add_reviewer  # noqa: E402
@@ -203,3 +203,25 @@ def test_a_conflicting_decision_is_shown_not_applied(page: Any, served: Served) 
     )
     expect(page.locator("#flash")).to_have_class("error")
     assert served.statuses()[first] == ("confirmed", None)
+
+
+def test_select_all_and_confirm_approves_the_reviewed_version(page: Any, served: Served) -> None:
+    log_in(page, served, f"/runs/{served.run_id}/quarantine?per_page=1000")
+    n = len(grid_ids(page))
+    assert n == len(served.statuses()), "the demo's whole quarantine is on one page"
+
+    page.keyboard.press("a")
+    expect(page.locator("#selected-count")).to_have_text(f"{n} selected")
+    page.keyboard.press("a")
+    expect(page.locator("#selected-count")).to_have_text("0 selected")
+    page.keyboard.press("a")
+    page.keyboard.press("c")
+
+    expect(page.locator("#flash")).to_contain_text(f"confirm: {n} decided by ana")
+    with served.ws.catalog.session() as s:
+        approved = s.scalars(
+            select(Version.id).where(Version.run_id == served.run_id, Version.status == "approved")
+        ).all()
+    assert len(approved) == 1
+    expect(page.locator("#flash")).to_contain_text(f"clean version {approved[0]} approved")
+    assert {st for st, _ in served.statuses().values()} == {"confirmed"}

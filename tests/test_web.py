@@ -436,3 +436,39 @@ def test_reviewer_commands_print_the_token_once_and_store_its_hash(site: Site, m
         assert row is not None and row.revoked_at is not None and token not in row.token_sha256
     r = site.client.post("/login", data={"token": token}, follow_redirects=False)
     assert r.status_code == 401
+
+
+def test_sanitize_review_serves_the_page_and_prints_its_url(site: Site) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SANITIZE_HOME": str(site.ws.settings.home), "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sanitize.cli", "review", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "sanitize review did not start"
+                time.sleep(0.2)
+        assert site.run_id in body
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"review page: http://127.0.0.1:{port}/" in out

@@ -130,7 +130,9 @@ def create_app(ws: Workspace | None = None) -> FastAPI:
         return auth.session_for(ws.catalog, request.cookies.get(SESSION_COOKIE))
 
     def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
-        context = {"session": session_of(request), "path": request.url.path, **context}
+        query = request.url.query
+        here = request.url.path + (f"?{query}" if query else "")
+        context = {"session": session_of(request), "path": request.url.path, "here_url": here, **context}
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     def same_origin(request: Request) -> None:

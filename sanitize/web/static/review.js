@@ -180,6 +180,13 @@
           }
         }
         break;
+      case "a": {
+        const boxes = tiles.map(function (t) { return t.querySelector(".pick"); }).filter(Boolean);
+        const all = boxes.length > 0 && boxes.every(function (b) { return b.checked; });
+        boxes.forEach(function (b) { b.checked = !all; });
+        showCount();
+        break;
+      }
       case "o":
       case "Enter":
         if (e.key === "Enter" && (tag === "BUTTON" || tag === "A" || tag === "INPUT")) return;

@@ -8,7 +8,8 @@ ordinary cleaning run (no red team, no rate given, no retraining: naming needs t
 cleans it. The run's per-source analysis names suspicious sources; this script scores that against
 the truth, per trial and over all trials of a setting (``source_precision``, ``source_recall``).
 
-    python bench/sources.py                                   # 1, 2, 5 % x one-20, two-10, 2 trials; clean
+    python bench/sources.py                    # one-20 and two-10 at 1, 2 and 5 %; clean (about 25 min)
+    python bench/sources.py --trials 2         # two trials (seeds) at each rate
     python bench/sources.py --settings one-20 --rates 0.02 --trials 1
 """
 
@@ -156,14 +157,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--rates", type=float, nargs="*", default=[0.01, 0.02, 0.05], help="overall poison rates")
-    ap.add_argument("--trials", type=int, default=2, help="trials per setting and rate (seeds 0, 1, ...)")
+    ap.add_argument("--trials", type=int, default=1, help="trials per setting and rate (seeds 0, 1, ...)")
     ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench-sources")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sources.json")
     args = ap.parse_args()
     data = load_fmnist()
     for setting in args.settings:
+        trials = []
         for overall in args.rates if SETTINGS[setting] else [0.0]:
-            trials = []
             for seed in range(args.trials):
                 rec = run_trial(data, args.home, setting, overall, seed)
                 trials.append(rec)
@@ -173,13 +174,13 @@ def main() -> None:
                     f"fpr {rec['fpr']:.4f}, {rec['seconds']:.0f} s",
                     flush=True,
                 )
-            figures = pooled(trials)
-            for rec in trials:
-                rec.update(figures)
-            old = json.loads(args.out.read_text()) if args.out.exists() else []
-            old = [r for r in old if (r.get("setting"), r.get("overall_rate")) != (setting, trials[0]["overall_rate"])]
-            atomic_write_json(args.out, old + trials)
-            print(f"{setting} {overall:.0%}: {figures} over {len(trials)} trials", flush=True)
+        # Pooled over every trial of the setting, at every overall rate.
+        figures = pooled(trials)
+        for rec in trials:
+            rec.update(figures)
+        old = json.loads(args.out.read_text()) if args.out.exists() else []
+        atomic_write_json(args.out, [r for r in old if r.get("setting") != setting] + trials)
+        print(f"{setting}: {figures} over {len(trials)} trials", flush=True)
 
 
 if __name__ == "__main__":

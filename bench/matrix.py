@@ -186,6 +186,84 @@ def print_table(cells: list[dict[str, Any]]) -> None:
         )
 
 
+def markdown(cells: list[dict[str, Any]]) -> str:
+    """The RESULTS.md tables: the combined verdict with ART beside it, and every detector alone."""
+    order = {name: i for i, name in enumerate(["none", "badnets", "badnets_random", "blend", "wanet", "sig"])}
+    cells = sorted(cells, key=lambda c: (order.get(c["attack"], 99), c["rate"]))
+    clean = next((c for c in cells if c["attack"] == "none"), None)
+    base_acc = clean["records"][0]["clean_acc_before"] if clean else None
+    lines = [
+        f"Clean-data model accuracy (reference model of the clean run): {_f(base_acc, 4)}.",
+        "",
+        "| attack | rate | poisons | quarantined | recall | precision | clean FPR | AUROC | clean acc. after "
+        "| ASR before -> after | ART best: config, flagged, recall | ours at ART's count | ART spectral at our count "
+        "| run (train ref / features / detect / retrain) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        c = next(r for r in cell["records"] if r["detector"] == "combined")
+        t = c["timings"]
+        art = [r for r in cell["art"]["rows"] if r["detector"].startswith("art_") and "error" not in r]
+        best = max(
+            (r for r in art if r["detector"] != "art_spectral_at_our_count"),
+            key=lambda r: (r["recall"] or 0, -r["quarantined"]),
+            default=None,
+        )
+        at_ours = next((r for r in art if r["detector"] == "art_spectral_at_our_count"), None)
+        ratio = f" ({c['quarantined'] / c['n_poison']:.2f}x)" if c["n_poison"] else ""
+        lines.append(
+            f"| {cell['attack']} | {cell['rate']:.1%} | {c['n_poison']:,} | {c['quarantined']:,}{ratio} "
+            f"| {_f(c['recall'])} | {_f(c['precision'])} | {_f(c['fpr'], 4)} | {_f(c['auroc'])} "
+            f"| {_f(c['clean_acc_after'], 4)} | {_f(c['asr_before'])} -> {_f(c['asr_after'])} "
+            + (
+                f"| {best['detector'][4:]}, {best['quarantined']:,}, {_f(best['recall'])} "
+                f"| {_f(best.get('sanitize_recall_at_same_count'))} "
+                if best
+                else "| - | - "
+            )
+            + f"| {_f(at_ours['recall']) if at_ours else '-'} "
+            f"| {cell['seconds']:.0f} s ({t.get('train_reference', 0):.0f} / {t.get('features', 0):.0f} / "
+            f"{t.get('detect', 0):.0f} / {t.get('retrain', 0):.0f}) |"
+        )
+    detectors = ["spectral", "activation_clustering", "knn", "whitened_clustering"]
+    lines += [
+        "",
+        "Each detector alone (flagged, recall, clean FPR, AUROC):",
+        "",
+        "| attack | rate | " + " | ".join(detectors) + " |",
+        "|---|---|" + "---|" * len(detectors),
+    ]
+    for cell in cells:
+        by = {r["detector"]: r for r in cell["records"]}
+        row = []
+        for d in detectors:
+            r = by.get(d)
+            row.append(
+                "-" if r is None else f"{r['quarantined']:,}, {_f(r['recall'])}, {_f(r['fpr'], 4)}, {_f(r['auroc'])}"
+            )
+        lines.append(f"| {cell['attack']} | {cell['rate']:.1%} | " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "ART on the same features (flagged, recall, clean FPR; or the error it raised):",
+        "",
+        "| attack | rate | spectral default | spectral, true rate | AC default | AC relative-size |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        by = {r["detector"]: r for r in cell["art"]["rows"]}
+        row = []
+        for d in ART_CONFIGS:
+            r = by.get(d)
+            if r is None:
+                row.append("-")
+            elif "error" in r:
+                row.append(f"error: {r['error'].split(':')[0]}")
+            else:
+                row.append(f"{r['quarantined']:,}, {_f(r['recall'])}, {_f(r['fpr'], 4)}")
+        lines.append(f"| {cell['attack']} | {cell['rate']:.1%} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def parse_only(specs: list[str]) -> list[tuple[str, float]]:
     cells = []
     for spec in specs:
@@ -202,6 +280,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE (default: the whole matrix)")
     ap.add_argument("--force", action="store_true", help="rerun cells that already have results")
     ap.add_argument("--table", action="store_true", help="print the table of the results so far and stop")
+    ap.add_argument("--markdown", action="store_true", help="print the RESULTS.md tables and stop")
     ap.add_argument("--target", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
@@ -209,6 +288,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.table:
         print_table(load(args.out))
+        return
+    if args.markdown:
+        print(markdown(load(args.out)))
         return
     fm.COMMIT = fm.commit()
     if not fm.FMNIST.is_dir():

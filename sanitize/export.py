@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from sqlalchemy.exc import IntegrityError
 
 from sanitize.catalog import Version
 from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_json
@@ -113,19 +114,26 @@ def export_clean_version(
     store.write_manifest(manifest)
     with ws.catalog.session() as s:
         if s.get(Version, vid) is None:
-            s.add(
-                Version(
-                    id=vid,
-                    dataset=dataset,
-                    kind="clean",
-                    parent_id=parent,
-                    run_id=run_id,
-                    status=status,
-                    n_train=counts["train"],
-                    n_test=counts["test"],
-                    manifest=str(store.manifest_path(dataset, vid).relative_to(store.home)),
-                )
-            )
+            try:
+                # Two approvals of one run can export the same version at once (same id, same files);
+                # the one that records it second finds the row there and leaves it.
+                with s.begin_nested():
+                    s.add(
+                        Version(
+                            id=vid,
+                            dataset=dataset,
+                            kind="clean",
+                            parent_id=parent,
+                            run_id=run_id,
+                            status=status,
+                            n_train=counts["train"],
+                            n_test=counts["test"],
+                            manifest=str(store.manifest_path(dataset, vid).relative_to(store.home)),
+                        )
+                    )
+            except IntegrityError:
+                if s.get(Version, vid, populate_existing=True) is None:
+                    raise
         ws.catalog.audit(
             s, "pipeline", "export", vid, dataset=dataset, parent=parent, run=run_id, excluded=len(excluded)
         )

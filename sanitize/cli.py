@@ -56,6 +56,7 @@ class OutFormat(StrEnum):
 class ExportFormat(StrEnum):
     parquet = "parquet"
     npz = "npz"
+    imagefolder = "imagefolder"
 
 
 @app.command()
@@ -271,7 +272,9 @@ def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset's r
                 r.id,
                 r.dataset,
                 r.version_id or "",
-                r.status + (f": {r.error[:60]}" if r.error else ""),
+                r.status
+                + (f": {r.error[:60]}" if r.error else "")
+                + (f" (unchanged since {r.summary['same_as']})" if r.status == "skipped" and r.summary else ""),
                 str((r.summary or {}).get("quarantined", "")),
                 r.clean_version_id or "",
                 f"{r.started_at:%Y-%m-%d %H:%M}",
@@ -288,6 +291,9 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = "
     rid = resolve_run(ws, run_id)
     with ws.catalog.session() as s:
         summary = ws.catalog.run(s, rid).summary
+    if summary and summary.get("skipped"):
+        console.print(f"run {rid} was skipped: {summary['reason']}")
+        return
     if not summary:
         raise SanitizeError(f"run {rid} has no summary (it did not complete)")
     print_summary(summary)
@@ -422,14 +428,143 @@ def lineage_cmd(version: Annotated[str, typer.Argument(help="A version id.")]) -
 def export_cmd(
     version: Annotated[str, typer.Argument(help="A clean version id (c...).")],
     out: Annotated[Path, typer.Option(help="Folder to write into.")],
-    format: Annotated[ExportFormat, typer.Option(help="parquet (with manifest) or npz.")] = ExportFormat.parquet,
+    format: Annotated[
+        ExportFormat, typer.Option(help="parquet (with manifest), npz, or imagefolder (split/class/id.png).")
+    ] = ExportFormat.parquet,
 ) -> None:
-    """Copy a clean version out for a training job: Parquet + manifest, or a NumPy .npz."""
+    """Copy a clean version out for a training job: Parquet + manifest, a NumPy .npz, or PNG files."""
     from sanitize.export import copy_out
 
     paths = copy_out(Workspace(), version, out, format.value)
     for p in paths:
         console.print(str(p))
+
+
+# --- scheduled runs and the local stack -----------------------------------------------------------
+@app.command()
+def schedule(
+    dataset: Annotated[str, typer.Option(help="Dataset to clean on a schedule.")],
+    cron: Annotated[str | None, typer.Option(help="When, as cron in UTC, e.g. '0 3 * * *' (03:00 daily).")] = None,
+    interval: Annotated[int | None, typer.Option(help="Or every this many seconds (at least 60).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Reference-model epochs (default: by dataset size).")] = None,
+    contamination: Annotated[
+        float | None, typer.Option(help="Expected poison share, if known (default: estimated).")
+    ] = None,
+    retrain: Annotated[bool, typer.Option(help="Retrain a clean model on the kept samples.")] = True,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    serve: Annotated[
+        bool, typer.Option(help="Serve it now (starts a Prefect server); --no-serve only records it for 'up'.")
+    ] = True,
+    port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200,
+) -> None:
+    """Clean a dataset on a schedule: each run reads its sources again, and skips when nothing changed."""
+    from sanitize.schedule import ScheduleSpec, save_schedule
+
+    redteam = RedTeamConfig(seed=seed) if dataset == DEFAULT_DATASET else None  # the demo shows a detection
+    config = RunConfig(
+        dataset=dataset,
+        seed=seed,
+        retrain=retrain,
+        redteam=redteam,
+        model=ModelConfig(epochs=epochs, device=device),
+        detect=DetectConfig(contamination=contamination),
+    )
+    spec = ScheduleSpec(dataset=dataset, cron=cron, interval_seconds=interval, config=config)
+    ws = Workspace()
+    save_schedule(ws, spec)
+    console.print(f"scheduled [bold]{dataset}[/bold]: {spec.describe()}, configuration {config.fingerprint()}")
+    if serve:
+        _serve_stack(ws, [spec], port=port, review_port=None)
+    else:
+        console.print("start it with: sanitize up")
+
+
+@app.command()
+def schedules() -> None:
+    """List the datasets cleaned on a schedule."""
+    from sanitize.schedule import list_schedules
+
+    t = Table("dataset", "when", "configuration", "epochs", "retrain", "red team")
+    for spec in list_schedules(Workspace()):
+        c = spec.config
+        t.add_row(
+            spec.dataset,
+            spec.describe(),
+            c.fingerprint(),
+            str(c.model.epochs or "auto"),
+            "yes" if c.retrain else "no",
+            c.redteam.attack if c.redteam else "",
+        )
+    console.print(t)
+
+
+@app.command()
+def unschedule(dataset: Annotated[str, typer.Argument(help="Dataset whose schedule stops.")]) -> None:
+    """Stop cleaning a dataset on a schedule (its runs and versions stay)."""
+    from sanitize.schedule import remove_schedule
+
+    remove_schedule(Workspace(), dataset)
+    console.print(f"{dataset} is no longer scheduled")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200,
+    review_port: Annotated[int, typer.Option(help="Port of the review page on 127.0.0.1.")] = 8000,
+) -> None:
+    """Bring the local stack up: Prefect server, the scheduled datasets' runs, the review page."""
+    from sanitize.schedule import list_schedules
+
+    ws = Workspace()
+    _serve_stack(ws, list_schedules(ws), port=port, review_port=review_port)
+
+
+def _start_review_page(port: int) -> str:
+    """Start the review page in a background thread; say where it is, or why it is not there."""
+    import importlib
+    import threading
+
+    try:
+        web = importlib.import_module("sanitize.web")
+    except ModuleNotFoundError as exc:
+        if exc.name != "sanitize.web":
+            raise
+        return "not in this installation (no sanitize.web); review with 'sanitize quarantine ...'"
+    threading.Thread(
+        target=web.serve, kwargs={"host": "127.0.0.1", "port": port}, name="review-page", daemon=True
+    ).start()
+    return f"http://127.0.0.1:{port}"
+
+
+def _serve_stack(ws: Workspace, specs: list[Any], *, port: int, review_port: int | None) -> None:
+    """Start (or find) the Prefect server, the review page, and serve ``specs`` until Ctrl-C."""
+    import time
+
+    from flows.serve import serve_schedules, start_server
+
+    os.environ.setdefault("SANITIZE_HOME", str(ws.settings.home))
+    console.print(f"Prefect server on 127.0.0.1:{port}: starting or connecting (up to a few minutes)...")
+    server = start_server(ws.settings.home, port=port)
+    how = f"started here, log {server.log}" if server.started_here else "already running"
+    console.print(f"Prefect UI: [bold]{server.ui_url}[/bold] ({how})")
+    if review_port is not None:
+        console.print(f"review page: {_start_review_page(review_port)}")
+    try:
+        if specs:
+            for spec in specs:
+                console.print(f"serving {spec.dataset}: {spec.describe()}")
+            console.print("Ctrl-C stops serving" + (" and the server" if server.started_here else ""))
+            serve_schedules(specs, server)
+        else:
+            console.print("no dataset is scheduled (add one: sanitize schedule --dataset NAME --cron '0 3 * * *')")
+            console.print("Ctrl-C stops" + (" the server" if server.started_here else ""))
+            while server.process is None or server.process.poll() is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def main() -> None:

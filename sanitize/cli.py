@@ -422,6 +422,8 @@ def lineage_cmd(version: Annotated[str, typer.Argument(help="A version id.")]) -
                 f"{pad}  <- source {src['source']}: {src['samples']} samples from {src['uri']} "
                 f"({src['format']}, ingest {src['ingest_id']}, {src['ingested_at'][:19]})"
             )
+        for model in step.models:
+            console.print(escape(f"{pad}  -> model {model.get('model')} trained by {model['by']}, {model['at'][:19]}"))
 
 
 @app.command("export")

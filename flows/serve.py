@@ -42,7 +42,8 @@ def server_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _port_taken(host: str, port: int) -> bool:
+def port_taken(host: str, port: int) -> bool:
+    """Whether something accepts connections at ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(1.0)
         return sock.connect_ex((host, port)) == 0
@@ -86,7 +87,7 @@ def start_server(
     api_url = f"http://{host}:{port}/api"
     if server_healthy(api_url):
         return PrefectServer(api_url)
-    if _port_taken(host, port):
+    if port_taken(host, port):
         raise SanitizeError(f"{host}:{port} is in use by something that is not a healthy Prefect server; use --port")
     prefect_home = home / "prefect"
     prefect_home.mkdir(parents=True, exist_ok=True)

@@ -513,7 +513,7 @@ def unschedule(dataset: Annotated[str, typer.Argument(help="Dataset whose schedu
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200,
-    review_port: Annotated[int, typer.Option(help="Port of the review page on 127.0.0.1.")] = 8000,
+    review_port: Annotated[int, typer.Option(help="Port of the review page on 127.0.0.1.")] = 8765,
 ) -> None:
     """Bring the local stack up: Prefect server, the scheduled datasets' runs, the review page."""
     from sanitize.schedule import list_schedules
@@ -522,21 +522,33 @@ def up(
     _serve_stack(ws, list_schedules(ws), port=port, review_port=review_port)
 
 
-def _start_review_page(port: int) -> str:
-    """Start the review page in a background thread; say where it is, or why it is not there."""
+def _start_review_page(ws: Workspace, port: int) -> str:
+    """Start the review page (``sanitize review``) in a background thread; say where it is, or why not."""
     import importlib
     import threading
+    import time
 
     try:
-        web = importlib.import_module("sanitize.web")
+        web = importlib.import_module("sanitize.web.app")
     except ModuleNotFoundError as exc:
-        if exc.name != "sanitize.web":
+        if exc.name not in ("sanitize.web", "sanitize.web.app"):
             raise
         return "not in this installation (no sanitize.web); review with 'sanitize quarantine ...'"
-    threading.Thread(
-        target=web.serve, kwargs={"host": "127.0.0.1", "port": port}, name="review-page", daemon=True
-    ).start()
-    return f"http://127.0.0.1:{port}"
+    import uvicorn
+
+    from flows.serve import port_taken
+
+    if port_taken("127.0.0.1", port):
+        raise SanitizeError(f"127.0.0.1:{port} is in use; pick the review page's port with --review-port")
+    server = uvicorn.Server(uvicorn.Config(web.create_app(ws), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="review-page", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SanitizeError(f"the review page did not start on 127.0.0.1:{port}")
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{port}/ (decisions need a reviewer token: sanitize reviewer add NAME)"
 
 
 def _serve_stack(ws: Workspace, specs: list[Any], *, port: int, review_port: int | None) -> None:
@@ -548,11 +560,11 @@ def _serve_stack(ws: Workspace, specs: list[Any], *, port: int, review_port: int
     os.environ.setdefault("SANITIZE_HOME", str(ws.settings.home))
     console.print(f"Prefect server on 127.0.0.1:{port}: starting or connecting (up to a few minutes)...")
     server = start_server(ws.settings.home, port=port)
-    how = f"started here, log {server.log}" if server.started_here else "already running"
-    console.print(f"Prefect UI: [bold]{server.ui_url}[/bold] ({how})")
-    if review_port is not None:
-        console.print(f"review page: {_start_review_page(review_port)}")
     try:
+        how = f"started here, log {server.log}" if server.started_here else "already running"
+        console.print(f"Prefect UI: [bold]{server.ui_url}[/bold] ({how})")
+        if review_port is not None:
+            console.print(f"review page: {_start_review_page(ws, review_port)}")
         if specs:
             for spec in specs:
                 console.print(f"serving {spec.dataset}: {spec.describe()}")
@@ -560,7 +572,7 @@ def _serve_stack(ws: Workspace, specs: list[Any], *, port: int, review_port: int
             serve_schedules(specs, server)
         else:
             console.print("no dataset is scheduled (add one: sanitize schedule --dataset NAME --cron '0 3 * * *')")
-            console.print("Ctrl-C stops" + (" the server" if server.started_here else ""))
+            console.print("Ctrl-C stops" + (" the server" if server.started_here else " the review page"))
             while server.process is None or server.process.poll() is None:
                 time.sleep(1)
     except KeyboardInterrupt:

@@ -1,16 +1,22 @@
 """Benchmark: naming the poisoned supplier. Fashion-MNIST's 60,000 training images are dealt to
-10 sources of 6,000; bad sources stamp BadNets (3x3 corner patch, relabelled to class 0) on a share
-of their own images. Each source is ingested as its own ``.npz`` with its name, the test split as a
-separate ``holdout`` source, and an ordinary cleaning run (no red team, no rate given) cleans it.
-The run's per-source analysis names suspicious sources; this script scores that against the truth.
+10 sources; bad sources stamp BadNets (3x3 corner patch, relabelled to class 0) on a share of their
+own images: one source poisons 20 % of its share ("one-20") or two poison 10 % each ("two-10"). The
+overall poison rate is set by how much of the data the bad sources hold (at 1 %, the one bad source
+holds 5 % of the data; at 5 %, 25 %); the good sources split the rest evenly. Each source is
+ingested as its own ``.npz`` with its name, the test split as a separate ``holdout`` source, and an
+ordinary cleaning run (no red team, no rate given, no retraining: naming needs the quarantine only)
+cleans it. The run's per-source analysis names suspicious sources; this script scores that against
+the truth, per trial and over all trials of a setting (``source_precision``, ``source_recall``).
 
-    python bench/sources.py                       # one bad source at 20 %, two at 10 %, and none
-    python bench/sources.py --settings one-20
+    python bench/sources.py                    # one-20 and two-10 at 1, 2 and 5 %; clean (about 25 min)
+    python bench/sources.py --trials 2         # two trials (seeds) at each rate
+    python bench/sources.py --settings one-20 --rates 0.02 --trials 1
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -39,6 +45,21 @@ TARGET = 0
 SETTINGS = {"one-20": {"vendor-3": 0.20}, "two-10": {"vendor-3": 0.10, "vendor-7": 0.10}, "clean": {}}
 
 
+def deal(n: int, bad: dict[str, float], overall: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Deal ``n`` sample indices to the sources: the bad ones hold ``overall / rate`` of the data between
+    them, so that their poisons make ``overall`` of it; the good ones split the rest evenly."""
+    order = rng.permutation(n)
+    names = [f"vendor-{k}" for k in range(N_SOURCES)]
+    if not bad:
+        return dict(zip(names, np.array_split(order, N_SOURCES), strict=True))
+    sizes = {name: int(round(overall / rate / len(bad) * n)) for name, rate in bad.items()}
+    good = [name for name in names if name not in bad]
+    rest = n - sum(sizes.values())
+    sizes.update({name: len(part) for name, part in zip(good, np.array_split(np.arange(rest), len(good)), strict=True)})
+    bounds = np.cumsum([0] + [sizes[name] for name in names])
+    return {name: order[bounds[k] : bounds[k + 1]] for k, name in enumerate(names)}
+
+
 def load_fmnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     out: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "test": ([], [])}
     for batch in read_source(FMNIST, format="idx"):
@@ -48,97 +69,118 @@ def load_fmnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (np.stack(x), np.array(y, dtype=np.int64)) for k, (x, y) in out.items()}
 
 
+def run_trial(
+    data: dict[str, tuple[np.ndarray, np.ndarray]], home: Path, setting: str, overall: float, seed: int
+) -> dict[str, Any]:
+    """One cleaning run over 10 suppliers; its record against the truth."""
+    bad = SETTINGS[setting]
+    x, y = data["train"]
+    rng = np.random.default_rng(seed)
+    shares = deal(len(y), bad, overall, rng)
+    tag = f"{setting}-{overall:g}-s{seed}" if bad else f"{setting}-s{seed}"
+    ws = Workspace(Settings(home=(home / tag).resolve()))
+    dataset = f"fmnist-sources-{tag}".replace(".", "p")
+    truth: dict[tuple[str, str], bool] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, idx in shares.items():
+            xs, ys = x[idx].copy(), y[idx].copy()
+            mask = np.zeros(len(ys), dtype=bool)
+            if name in bad:
+                candidates = np.flatnonzero(ys != TARGET)
+                chosen = rng.choice(candidates, size=int(round(bad[name] * len(ys))), replace=False)
+                xs[chosen] = stamp_patch(xs[chosen])
+                ys[chosen] = TARGET
+                mask[chosen] = True
+            path = Path(tmp) / f"{name}.npz"
+            np.savez(path, x=xs, y=ys)
+            ingest_path(ws.catalog, ws.store, dataset=dataset, path=path, source=name, actor="bench")
+            truth.update({(name, f"train:{i}"): bool(m) for i, m in enumerate(mask)})
+        test = Path(tmp) / "holdout.npz"
+        np.savez(test, x=data["test"][0], y=data["test"][1])
+        ingest_path(ws.catalog, ws.store, dataset=dataset, path=test, source="holdout", split="test", actor="bench")
+    start = time.perf_counter()
+    config = RunConfig(dataset=dataset, seed=seed, retrain=False)
+    result = run_cleaning(config, ws, progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - start
+    s = result.summary
+    named = set(s["suspicious_sources"])
+    verdict = pq.read_table(result.run_dir / "verdict.parquet", columns=["sample_id", "quarantine", "suspicion_score"])
+    prov = ws.store.read_column_table(
+        ws.store.manifest(dataset, result.version), ["sample_id", "source", "locator"], split="train"
+    )
+    if prov.column("sample_id").to_pylist() != verdict.column("sample_id").to_pylist():
+        raise RuntimeError(f"run {result.run_id}: verdict and manifest list samples in different orders")
+    is_poison = np.array(
+        [
+            truth[(src, loc)]
+            for src, loc in zip(prov.column("source").to_pylist(), prov.column("locator").to_pylist(), strict=True)
+        ]
+    )
+    fig = detection_figures(
+        is_poison, verdict.column("quarantine").to_numpy(), verdict.column("suspicion_score").to_numpy()
+    )
+    return {
+        "dataset": "fashion-mnist",
+        "setting": setting,
+        "overall_rate": overall if bad else 0.0,
+        "trial_seed": seed,
+        "attack": "badnets" if bad else "none",
+        "rate": round(float(is_poison.mean()), 4),
+        "target": TARGET if bad else None,
+        "detector": "combined",
+        "n_train": len(is_poison),
+        "n_sources": N_SOURCES,
+        "source_sizes": {name: len(idx) for name, idx in shares.items()},
+        "bad_sources": sorted(bad),
+        "named_sources": sorted(named),
+        **fig.as_dict(),
+        "clean_acc_before": s["clean_acc_before"],
+        "per_source": s["per_source"],
+        "seconds": round(seconds, 1),
+        "run_id": result.run_id,
+        "commit": commit(),
+        "machine": machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+def pooled(trials: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Source precision and recall over all trials of a setting: named-and-bad over named, over bad."""
+    named = sum(len(t["named_sources"]) for t in trials)
+    bad = sum(len(t["bad_sources"]) for t in trials)
+    hits = sum(len(set(t["named_sources"]) & set(t["bad_sources"])) for t in trials)
+    precision = hits / named if named else (1.0 if bad == 0 else 0.0)
+    return {"source_precision": precision, "source_recall": hits / bad if bad else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    ap.add_argument("--rates", type=float, nargs="*", default=[0.01, 0.02, 0.05], help="overall poison rates")
+    ap.add_argument("--trials", type=int, default=1, help="trials per setting and rate (seeds 0, 1, ...)")
     ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench-sources")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sources.json")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     data = load_fmnist()
-    x, y = data["train"]
-    rng = np.random.default_rng(args.seed)
-    shares = np.array_split(rng.permutation(len(y)), N_SOURCES)
-    code = commit()
     for setting in args.settings:
-        bad = SETTINGS[setting]
-        ws = Workspace(Settings(home=(args.home / setting).resolve()))
-        dataset = f"fmnist-sources-{setting}"
-        truth: dict[tuple[str, str], bool] = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for k, idx in enumerate(shares):
-                name = f"vendor-{k}"
-                xs, ys = x[idx].copy(), y[idx].copy()
-                mask = np.zeros(len(ys), dtype=bool)
-                if name in bad:
-                    candidates = np.flatnonzero(ys != TARGET)
-                    n = int(round(bad[name] * len(ys)))
-                    chosen = rng.choice(candidates, size=n, replace=False)
-                    xs[chosen] = stamp_patch(xs[chosen])
-                    ys[chosen] = TARGET
-                    mask[chosen] = True
-                path = Path(tmp) / f"{name}.npz"
-                np.savez(path, x=xs, y=ys)
-                ingest_path(ws.catalog, ws.store, dataset=dataset, path=path, source=name, actor="bench")
-                truth.update({(name, f"train:{i}"): bool(m) for i, m in enumerate(mask)})
-            test = Path(tmp) / "holdout.npz"
-            np.savez(test, x=data["test"][0], y=data["test"][1])
-            ingest_path(ws.catalog, ws.store, dataset=dataset, path=test, source="holdout", split="test", actor="bench")
-        start = time.perf_counter()
-        result = run_cleaning(RunConfig(dataset=dataset, seed=args.seed), ws, progress=sys.stderr.isatty())
-        seconds = time.perf_counter() - start
-        s = result.summary
-        named = set(s["suspicious_sources"])
-        truly_bad = set(bad)
-        tp = len(named & truly_bad)
-        verdict = pq.read_table(
-            result.run_dir / "verdict.parquet", columns=["sample_id", "quarantine", "suspicion_score"]
-        )
-        prov = ws.store.read_column_table(
-            ws.store.manifest(dataset, result.version), ["sample_id", "source", "locator"], split="train"
-        )
-        is_poison = np.array(
-            [
-                truth[(src, loc)]
-                for src, loc in zip(prov.column("source").to_pylist(), prov.column("locator").to_pylist(), strict=True)
-            ]
-        )
-        fig = detection_figures(
-            is_poison, verdict.column("quarantine").to_numpy(), verdict.column("suspicion_score").to_numpy()
-        )
-        record: dict[str, Any] = {
-            "dataset": "fashion-mnist",
-            "setting": setting,
-            "attack": "badnets" if bad else "none",
-            "rate": round(float(is_poison.mean()), 4),
-            "target": TARGET if bad else None,
-            "detector": "combined",
-            "n_train": len(is_poison),
-            "n_sources": N_SOURCES,
-            "bad_sources": sorted(truly_bad),
-            "named_sources": sorted(named),
-            "source_precision": tp / len(named) if named else (1.0 if not bad else 0.0),
-            "source_recall": tp / len(truly_bad) if truly_bad else None,
-            **fig.as_dict(),
-            "clean_acc_before": s["clean_acc_before"],
-            "clean_acc_after": s["clean_acc_after"],
-            "asr_before": None,
-            "asr_after": None,
-            "per_source": s["per_source"],
-            "seconds": round(seconds, 1),
-            "run_id": result.run_id,
-            "commit": code,
-            "machine": machine(),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        }
-        old = __import__("json").loads(args.out.read_text()) if args.out.exists() else []
-        old = [r for r in old if r.get("setting") != setting]
-        atomic_write_json(args.out, old + [record])
-        print(
-            f"{setting}: named {sorted(named)} (bad {sorted(truly_bad)}), quarantined {fig.quarantined} of "
-            f"{fig.n_poison} poisons, recall {fig.recall}, fpr {fig.fpr:.4f}, {seconds:.0f} s",
-            flush=True,
-        )
+        trials = []
+        for overall in args.rates if SETTINGS[setting] else [0.0]:
+            for seed in range(args.trials):
+                rec = run_trial(data, args.home, setting, overall, seed)
+                trials.append(rec)
+                print(
+                    f"{setting} {overall:.0%} trial {seed}: named {rec['named_sources']} (bad {rec['bad_sources']}), "
+                    f"quarantined {rec['quarantined']} for {rec['n_poison']} poisons, recall {rec['recall']}, "
+                    f"fpr {rec['fpr']:.4f}, {rec['seconds']:.0f} s",
+                    flush=True,
+                )
+        # Pooled over every trial of the setting, at every overall rate.
+        figures = pooled(trials)
+        for rec in trials:
+            rec.update(figures)
+        old = json.loads(args.out.read_text()) if args.out.exists() else []
+        atomic_write_json(args.out, [r for r in old if r.get("setting") != setting] + trials)
+        print(f"{setting}: {figures} over {len(trials)} trials", flush=True)
 
 
 if __name__ == "__main__":

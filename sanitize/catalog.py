@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -187,6 +188,42 @@ class AuditRecord(Base):
     action: Mapped[str] = mapped_column(String(50))
     subject: Mapped[str] = mapped_column(Text)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Reviewer(Base):
+    """Someone who may decide in the review web page. Only the SHA-256 of their token is kept."""
+
+    __tablename__ = "reviewers"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReviewSession(Base):
+    """A browser logged in with a reviewer token: the SHA-256 of its cookie and its CSRF token."""
+
+    __tablename__ = "review_sessions"
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reviewer: Mapped[str] = mapped_column(ForeignKey("reviewers.name"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# The review page's default order (class, then most suspicious first), covering its counts too, so
+# a page of a 10,000-entry quarantine never sorts the table. Catalogs made before it was added get
+# it from :func:`sanitize.web.app.create_app`.
+QUARANTINE_REVIEW_INDEX = Index(
+    "ix_quarantine_review",
+    QuarantineEntry.run_id,
+    QuarantineEntry.label,
+    QuarantineEntry.suspicion_score.desc(),
+    QuarantineEntry.id,
+    QuarantineEntry.status,
+    QuarantineEntry.source,
+)
 
 
 class Catalog:

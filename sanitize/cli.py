@@ -442,6 +442,63 @@ def export_cmd(
         console.print(str(p))
 
 
+reviewer_app = typer.Typer(help="Who may decide in the review web page.", no_args_is_help=True)
+app.add_typer(reviewer_app, name="reviewer")
+
+
+@reviewer_app.command("add")
+def reviewer_add(
+    name: Annotated[str, typer.Argument(help="The reviewer's name, recorded with each decision.")],
+    rotate: Annotated[bool, typer.Option(help="Give an existing reviewer a new token (ends the old one).")] = False,
+) -> None:
+    """Make a reviewer and print their token, once: only its SHA-256 is stored."""
+    from sanitize.web.auth import add_reviewer
+
+    token = add_reviewer(Workspace().catalog, name, rotate=rotate)
+    err.print(f"reviewer [bold]{escape(name)}[/bold]: their token, shown once (only its hash is kept):")
+    print(token)
+
+
+@reviewer_app.command("list")
+def reviewer_list() -> None:
+    """List reviewers and whether their token is active."""
+    from sanitize.web.auth import list_reviewers
+
+    t = Table("reviewer", "since", "state")
+    for r in list_reviewers(Workspace().catalog):
+        state = "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d %H:%M}"
+        t.add_row(escape(r.name), f"{r.created_at:%Y-%m-%d %H:%M}", state)
+    console.print(t)
+
+
+@reviewer_app.command("revoke")
+def reviewer_revoke(name: Annotated[str, typer.Argument(help="The reviewer whose token stops working.")]) -> None:
+    """Revoke a reviewer's token and end their browser sessions."""
+    from sanitize.web.auth import revoke_reviewer
+
+    changed = revoke_reviewer(Workspace().catalog, name)
+    console.print(f"reviewer {escape(name)}: " + ("revoked" if changed else "was already revoked"))
+
+
+@app.command("review")
+def review_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+) -> None:
+    """Serve the review web page: runs, quarantine, samples, pictures; decisions need a reviewer token."""
+    import uvicorn
+
+    from sanitize.web.app import create_app
+
+    ws = Workspace()
+    application = create_app(ws)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"review page: [bold]http://{shown}:{port}/[/bold] (data in {ws.settings.home}; Ctrl-C stops it)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]listening on {host}: anyone who can reach it can read the pages[/yellow]")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
 # --- scheduled runs and the local stack -----------------------------------------------------------
 @app.command()
 def schedule(
@@ -523,24 +580,18 @@ def up(
 
 
 def _start_review_page(ws: Workspace, port: int) -> str:
-    """Start the review page (``sanitize review``) in a background thread; say where it is, or why not."""
-    import importlib
+    """Start the review page (``sanitize review``) in a background thread; say where it is."""
     import threading
     import time
 
-    try:
-        web = importlib.import_module("sanitize.web.app")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("sanitize.web", "sanitize.web.app"):
-            raise
-        return "not in this installation (no sanitize.web); review with 'sanitize quarantine ...'"
     import uvicorn
 
     from flows.serve import port_taken
+    from sanitize.web.app import create_app
 
     if port_taken("127.0.0.1", port):
         raise SanitizeError(f"127.0.0.1:{port} is in use; pick the review page's port with --review-port")
-    server = uvicorn.Server(uvicorn.Config(web.create_app(ws), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(ws), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="review-page", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

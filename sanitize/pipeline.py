@@ -7,6 +7,7 @@ in order for direct use (the CLI without Prefect, tests, benchmarks).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -49,6 +50,7 @@ from sanitize.store import (
     SAMPLE_SCHEMA,
     Manifest,
     TableWriter,
+    atomic_write_bytes,
     atomic_write_json,
     atomic_write_table,
     content_hash,
@@ -388,7 +390,26 @@ def train_reference_stage(ws: Workspace, ctx: RunContext, progress: bool = True)
         if ctx.config.model.torchscript is not None:
             load_torchscript(ctx.config.model.torchscript, ctx.config.model.feature_layer or "")
             return Path(ctx.config.model.torchscript)
-        return _train_model(ws, ctx, ctx.manifest(ws), None, None, ctx.run_dir / "model_reference.pt", progress, 0)
+        out = ctx.run_dir / "model_reference.pt"
+        cached = _reference_cache(ws, ctx)
+        if cached.is_file() and cached.with_suffix(".json").is_file():
+            # Training is deterministic in (data version, model config, seed): an earlier run of the same
+            # three trained exactly this model, so reuse it rather than spend minutes training it again.
+            atomic_write_bytes(out, cached.read_bytes())
+            meta = json.loads(cached.with_suffix(".json").read_text())
+            atomic_write_json(out.with_suffix(".json"), {**meta, "reused_by": ctx.run_id})
+            return out
+        _train_model(ws, ctx, ctx.manifest(ws), None, None, out, progress, 0)
+        atomic_write_json(cached.with_suffix(".json"), json.loads(out.with_suffix(".json").read_text()))
+        atomic_write_bytes(cached, out.read_bytes())
+        return out
+
+
+def _reference_cache(ws: Workspace, ctx: RunContext) -> Path:
+    """Where the reference model of this (data version, model config, seed) is kept for later runs."""
+    model = ctx.config.model.model_dump(mode="json", exclude={"device"})
+    key = json.dumps({"version": ctx.version, "model": model, "seed": ctx.config.seed}, sort_keys=True)
+    return ws.store.home / "models" / f"reference-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
 
 def _feature_layer(ctx: RunContext) -> str:

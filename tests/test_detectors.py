@@ -22,6 +22,7 @@ from sanitize.detect import (
     combine,
     make_detector,
 )
+from sanitize.detect.whitened import valley_ratio
 from sanitize.errors import DetectionError, InputError
 
 # --- planted data ----------------------------------------------------------------------------
@@ -253,6 +254,37 @@ def test_whitened_clustering_finds_a_tight_poison_cluster() -> None:
     assert result.flags[truth].all()
     assert int(result.flags[~truth].sum()) <= 3
     assert roc_auc_score(truth, result.scores) > 0.99
+
+
+def test_whitened_clustering_finds_poisons_that_spread_like_the_clean_class_behind_a_gap() -> None:
+    # Blend-like: the trigger moves every poison the same way, so the poison cluster spreads as much as
+    # the clean one (no spread-ratio evidence); what tells them apart is the empty space between.
+    x, y, means, sd = gaussian_classes()
+    rng = np.random.default_rng(5)
+    poisons = means[0] + rng.normal(size=(90, len(sd))) * sd
+    poisons[:, -1] += 1.0  # 20 clean sd along the axis clean classes barely vary in
+    xp, yp, truth = with_poisons(x, y, poisons)
+
+    det = WhitenedClustering()
+    result = det.detect(xp, yp)
+
+    assert abs(math.log(det.spread_ratio_[0])) < math.log(det.min_spread_ratio)
+    assert det.valley_[0] <= det.max_valley
+    assert result.flags[truth].all()
+    assert int(result.flags[~truth].sum()) <= 3
+    assert "valley" in result.notes[0]
+
+
+def test_valley_ratio_tells_two_populations_from_one_tailing_off() -> None:
+    rng = np.random.default_rng(0)
+    clean = rng.normal(size=3000)
+    apart = rng.normal(loc=12.0, size=1000)
+    tail = rng.exponential(scale=3.0, size=4000)  # one skewed population, cut in two by 2-means
+    low, high = tail[tail < 2 * np.median(tail)], tail[tail >= 2 * np.median(tail)]
+
+    assert valley_ratio(clean, apart) < 0.02
+    assert valley_ratio(low - np.median(low), high - np.median(low)) > 0.3
+    assert valley_ratio(clean, -apart) == 1.0  # the suspect cluster must lie above the clean one
 
 
 def test_whitened_clustering_contamination_caps_the_flags() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -341,6 +342,7 @@ def test_runs_of_one_config_train_the_same_reference_model(workspace: Workspace)
     weights = []
     for process_seed in (0, 1):  # what two fresh processes' unseeded torch generators look like
         torch.manual_seed(process_seed)
+        shutil.rmtree(workspace.store.home / "models", ignore_errors=True)  # really train, both times
         ctx = poison_stage(workspace, start_run(workspace, config))
         model = torch.jit.load(train_reference_stage(workspace, ctx, progress=False))
         weights.append(model.state_dict())
@@ -348,3 +350,19 @@ def test_runs_of_one_config_train_the_same_reference_model(workspace: Workspace)
     assert weights[0].keys() == weights[1].keys()
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_a_rerun_of_one_version_and_config_reuses_the_reference_model(workspace: Workspace) -> None:
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=1))
+    first = poison_stage(workspace, start_run(workspace, config))
+    train_reference_stage(workspace, first, progress=False)
+
+    again = poison_stage(workspace, start_run(workspace, config))
+    path = train_reference_stage(workspace, again, progress=False)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["run"] == first.run_id and meta["reused_by"] == again.run_id
+    assert path.read_bytes() == (first.run_dir / "model_reference.pt").read_bytes()
+
+    other_seed = poison_stage(workspace, start_run(workspace, config.model_copy(update={"seed": 1})))
+    path = train_reference_stage(workspace, other_seed, progress=False)
+    assert json.loads(path.with_suffix(".json").read_text())["run"] == other_seed.run_id  # trained anew

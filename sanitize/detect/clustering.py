@@ -34,7 +34,7 @@ class ActivationClustering(Detector):
         n_components: int = 10,
         silhouette_threshold: float = 0.15,
         max_poison_share: float = 0.35,
-        sample_size: int = 3000,
+        sample_size: int = 1000,
         random_state: int = 0,
     ):
         super().__init__(contamination=contamination, random_state=random_state)

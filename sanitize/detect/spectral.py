@@ -7,6 +7,7 @@ from typing import Self
 import numpy as np
 
 from sanitize.detect.base import Detector, robust_threshold
+from sanitize.errors import DetectionError
 
 
 class SpectralSignature(Detector):
@@ -35,28 +36,41 @@ class SpectralSignature(Detector):
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
         self.means_: dict[int, np.ndarray] = {}
         self.directions_: dict[int, np.ndarray] = {}
-        for c in np.unique(labels):
-            x = features[labels == c]
-            mean = x.mean(axis=0)
-            centred = x - mean
-            # The top right-singular vector is the top eigenvector of the d x d scatter matrix,
-            # which is cheaper than an SVD of the n x d matrix when n >> d.
-            _, vecs = np.linalg.eigh(centred.T @ centred)
-            self.means_[int(c)] = mean
-            self.directions_[int(c)] = vecs[:, -1]
+        for c, rows in _class_slices(features, labels):
+            mean = rows.mean(axis=0)
+            # The top right-singular vector of the centred rows is the top eigenvector of their d x d
+            # scatter matrix, which is much cheaper than an SVD of the n x d matrix when n >> d.
+            scatter = rows.T @ rows - len(rows) * np.outer(mean, mean)
+            _, vecs = np.linalg.eigh(scatter)
+            self.means_[c] = mean
+            self.directions_[c] = vecs[:, -1]
         self.fitted_ = True
         return self
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Squared projection (n,) on the class's top singular vector; higher = more suspicious."""
         self._check_fitted()
-        scores = np.zeros(len(labels), dtype=np.float64)
-        for c in np.unique(labels):
-            idx = labels == c
-            scores[idx] = ((features[idx] - self.means_[int(c)]) @ self.directions_[int(c)]) ** 2
-        return scores
+        # One matrix product for all classes, then each sample keeps its own class's column.
+        classes = sorted(self.directions_)
+        unknown = np.setdiff1d(np.unique(labels), classes)
+        if len(unknown):
+            raise DetectionError(f"labels {unknown.tolist()} were not seen in fit")
+        column = np.searchsorted(classes, labels)
+        directions = np.stack([self.directions_[c] for c in classes], axis=1)
+        offsets = np.array([self.means_[c] @ self.directions_[c] for c in classes])
+        projections = features @ directions
+        return (projections[np.arange(len(labels)), column] - offsets[column]) ** 2
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
         # Projections are roughly Gaussian for a clean class: threshold |projection|, then square back.
         thr, note = robust_threshold(np.sqrt(class_scores), z=self.z)
         return thr**2, f"|projection| {note}"
+
+
+def _class_slices(features: np.ndarray, labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Each class's rows as one contiguous block (one sort, instead of a boolean-mask copy per class)."""
+    order = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(labels[order], return_index=True)
+    rows = features[order]
+    ends = np.r_[starts[1:], len(order)]
+    return [(int(c), rows[a:b]) for c, a, b in zip(classes, starts, ends, strict=True)]

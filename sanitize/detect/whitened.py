@@ -29,25 +29,31 @@ class WhitenedClustering(Detector):
     1. Project all features on their top ``n_components`` principal components.
     2. Whiten class ``c`` (centred on its mean) with the within-class covariance pooled over the
        other classes.
-    3. Split it with 2-means. The *suspect* cluster is the one whose spread is least like the
-       median spread of all classes' clusters: poisons drawn from many source classes vary along
-       directions a clean class does not (a larger spread); poisons that share one look vary
-       less (a smaller one).
+    3. Split it with 2-means. The *suspect* cluster is the one farther from where the other
+       classes' means sit along the line joining the two clusters: the trigger moves poisons to a
+       place no clean sample of any class goes, while the clean part of the class stays where
+       clean samples are. (This holds when the poisons are most of their class, as at 10 %.)
     4. ``separation_`` = distance between the cluster medians along the line joining them, in
        robust standard deviations (1.4826 MAD) of the clean cluster.
 
     A class is judged poisoned when all three hold:
 
     - its separation is at least ``min_separation``;
-    - its suspect cluster's spread differs from the other cluster's by a factor of at least
-      ``min_spread_ratio`` (either way): a natural sub-population (a second way of writing "1",
-      bags with handles) varies about as much as the rest of its class, poisons do not;
+    - the two clusters are two populations, not one cut in two: the suspect cluster's spread
+      differs from the other's by a factor of at least ``min_spread_ratio`` (either way), *or* the
+      density between them falls to at most ``max_valley`` of the density at the suspect cluster
+      (:func:`valley_ratio`). A natural sub-population (bags with handles) varies about as much as
+      the rest of its class and is joined to it by a continuum. Poisons either vary differently
+      (BadNets: one patch on many classes) or sit apart behind an empty gap (Blend: the pattern
+      moves them all the same way, so their spread matches the clean cluster's);
     - its robust z-score among the classes' separations is at least ``min_class_z`` (with fewer
       than five classes, where a z-score means little, a separation of ``1.5 * min_separation``).
 
     Calibrated on Fashion-MNIST and digits runs (bench/RESULTS.md): clean classes reached
-    separations up to 8.7 but then spread ratios below 2; BadNets-poisoned classes had
-    separations 6.6 to 41 with spread ratios 2.8 to 5.3.
+    separations up to 8.7 but then spread ratios below 2 and valleys of 0.09 or more (the digits'
+    two ways of writing "1"; 0.14 was the lowest of any clean class); BadNets-poisoned classes had
+    separations 6.6 to 49 with spread ratios 2.8 to 5.3; Blend-poisoned classes, spread ratios 1.06
+    to 1.98 but valleys 0.00 (60k samples) to 0.08 (10k samples, a model trained 2 epochs).
 
     The suspicion score of a sample is its position along the split direction, in standard
     deviations of the clean cluster from the clean cluster's mean: higher = more suspicious.
@@ -65,6 +71,8 @@ class WhitenedClustering(Detector):
         Smallest robust z-score of the separation among classes.
     min_spread_ratio : float
         Smallest factor (either way) between the two clusters' spreads.
+    max_valley : float
+        Largest valley ratio for a gap between the clusters (when the spreads are alike).
     flag_z : float
         Threshold on the score inside a poisoned class; low, to favour recall.
     contamination : float, optional
@@ -82,6 +90,7 @@ class WhitenedClustering(Detector):
         min_separation: float = 6.0,
         min_class_z: float = 3.0,
         min_spread_ratio: float = 2.5,
+        max_valley: float = 0.1,
         flag_z: float = 2.5,
         random_state: int = 0,
     ):
@@ -90,6 +99,7 @@ class WhitenedClustering(Detector):
         self.min_separation = min_separation
         self.min_class_z = min_class_z
         self.min_spread_ratio = min_spread_ratio
+        self.max_valley = max_valley
         self.flag_z = flag_z
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
@@ -114,6 +124,7 @@ class WhitenedClustering(Detector):
         self.separation_: dict[int, float] = {}
         self.suspect_share_: dict[int, float] = {}
         self.spread_ratio_: dict[int, float] = {}
+        self.valley_: dict[int, float] = {}
         splits: dict[int, tuple[np.ndarray, np.ndarray, list[float]]] = {}
         for c in classes:
             c = int(c)
@@ -128,16 +139,21 @@ class WhitenedClustering(Detector):
                 self.direction_[c] = np.zeros(zc.shape[1])
                 self.clean_center_[c], self.clean_scale_[c] = 0.0, 1.0
                 self.separation_[c], self.suspect_share_[c], self.spread_ratio_[c] = 0.0, 0.0, 1.0
+                self.valley_[c] = 1.0
                 continue
             assign = KMeans(n_clusters=2, n_init=3, random_state=self.random_state).fit(zc).labels_
             spread = [float(np.var(zc[assign == j], axis=0).sum()) if (assign == j).sum() > 1 else 0.0 for j in (0, 1)]
             splits[c] = (zc, assign, spread)
-        # The suspect cluster is the one whose spread is least like a typical cluster's: poisons drawn
-        # from many classes spread more than clean samples do, poisons that share one look spread less.
-        typical = float(np.median([sp for _, _, spread in splits.values() for sp in spread if sp > 0] or [1.0]))
         for c, (zc, assign, spread) in splits.items():
-            deviation = [abs(np.log(max(sp, 1e-12) / typical)) for sp in spread]
-            suspect = int(np.argmax(deviation))
+            # The suspect cluster is the one farther from where the other classes sit along the line
+            # joining the two: a trigger moves its samples somewhere no clean sample of any class goes.
+            joining = zc[assign == 1].mean(axis=0) - zc[assign == 0].mean(axis=0)
+            joining /= np.linalg.norm(joining) or 1.0
+            others_at = float(
+                np.median([(means[k] - means[c]) @ self.whiteners_[c] @ joining for k in means if k != c])
+            )
+            at = [float(zc[assign == j].mean(axis=0) @ joining) for j in (0, 1)]
+            suspect = int(np.argmax([abs(a - others_at) for a in at]))
             diff = zc[assign == suspect].mean(axis=0) - zc[assign != suspect].mean(axis=0)
             norm = float(np.linalg.norm(diff)) or 1.0
             u = diff / norm
@@ -152,6 +168,7 @@ class WhitenedClustering(Detector):
             self.suspect_share_[c] = float(len(p_suspect) / len(p))
             other = spread[1 - suspect]
             self.spread_ratio_[c] = float(spread[suspect] / other) if other > 0 else float("inf")
+            self.valley_[c] = valley_ratio(p[assign != suspect] - centre, p_suspect - centre)
         seps = np.array([self.separation_[int(c)] for c in classes])
         med = float(np.median(seps))
         mad = float(np.median(np.abs(seps - med))) * 1.4826 or 1e-12
@@ -159,7 +176,10 @@ class WhitenedClustering(Detector):
         self.poisoned_ = {
             int(c): (
                 self.separation_[int(c)] >= self.min_separation
-                and abs(np.log(max(self.spread_ratio_[int(c)], 1e-12))) >= np.log(self.min_spread_ratio)
+                and (
+                    abs(np.log(max(self.spread_ratio_[int(c)], 1e-12))) >= np.log(self.min_spread_ratio)
+                    or self.valley_[int(c)] <= self.max_valley
+                )
                 and (
                     self.class_z_[int(c)] >= self.min_class_z
                     if len(classes) >= 5
@@ -205,7 +225,30 @@ class WhitenedClustering(Detector):
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
         sep, cz, ratio = self.separation_[label], self.class_z_[label], self.spread_ratio_[label]
-        stats = f"separation {sep:.2f}, spread ratio {ratio:.2f}, robust z {cz:.1f} among classes"
+        stats = (
+            f"separation {sep:.2f}, spread ratio {ratio:.2f}, valley {self.valley_[label]:.2f}, "
+            f"robust z {cz:.1f} among classes"
+        )
         if self.poisoned_[label]:
             return self.flag_z, f"poisoned: {stats}; flags score >= {self.flag_z:g}"
         return np.inf, f"clean: {stats}"
+
+
+def valley_ratio(clean: np.ndarray, suspect: np.ndarray) -> float:
+    """How empty the space between two clusters is, on their projections onto the line joining them.
+
+    ``clean`` and ``suspect`` are positions with the clean cluster's median at 0 and the suspect one's
+    ``m > 0`` higher. The segment ``[0, m]`` is cut into ``clip(sqrt(n), 8, 24)`` bins; with counts
+    smoothed over three bins, the result is the emptiest bin strictly inside (two bins from either
+    end) over the mean of the three bins below ``m``. About 0 when a gap parts two populations; near
+    or above 1 when a class tails off into a second cluster that 2-means cut out of a continuum.
+    """
+    everything = np.concatenate([clean, suspect])
+    top = float(np.median(suspect))
+    if not np.isfinite(top) or top <= 0:
+        return 1.0
+    bins = int(np.clip(round(math.sqrt(len(everything))), 8, 24))
+    counts, _ = np.histogram(everything, bins=np.linspace(0.0, top, bins + 1))
+    smooth = np.convolve(counts, np.ones(3) / 3, mode="same")
+    peak = float(smooth[-3:].mean())
+    return float(smooth[2:-2].min() / peak) if peak > 0 else 1.0

@@ -1,0 +1,116 @@
+"""Benchmark: detector speed on the same 60,000 x d features, sanitize against IBM's ART.
+
+Loads the features of a finished run and times, in one process, each of sanitize's detectors, the
+whole default suite with the combined verdict, and ART's SpectralSignatureDefense and
+ActivationDefence with default settings. ART is handed the features: its classifier's
+``get_activations`` is replaced by one that returns them, so its time is its own analysis and not a
+forward pass. Every time is the median of ``--repeats`` runs.
+
+    pip install -e '.[bench]'
+    python bench/speed.py data/bench/runs/<run-id>
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.art_compare import art_classifier  # noqa: E402
+from bench.fashion_mnist import commit, machine  # noqa: E402
+from sanitize.config import DetectConfig  # noqa: E402
+from sanitize.detect import combine, make_detector  # noqa: E402
+from sanitize.features import load_features  # noqa: E402
+from sanitize.store import atomic_write_json  # noqa: E402
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def handed(feats: np.ndarray, labels: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+    """An ART classifier whose activations are the given features, with no forward pass."""
+    n_classes = int(labels.max()) + 1
+    clf = art_classifier(feats.shape[1], n_classes)
+    clf.get_activations = lambda x, *args, **kwargs: x  # the features are the activations
+    return clf, feats, np.eye(n_classes, dtype=np.float32)[labels]
+
+
+def art_spectral(feats: np.ndarray, labels: np.ndarray) -> None:
+    from art.defences.detector.poison import SpectralSignatureDefense
+
+    clf, x, y = handed(feats, labels)
+    SpectralSignatureDefense(clf, x, y).detect_poison()
+
+
+def art_ac(feats: np.ndarray, labels: np.ndarray) -> None:
+    from art.defences.detector.poison import ActivationDefence
+
+    clf, x, y = handed(feats, labels)
+    ActivationDefence(clf, x, y).detect_poison()
+
+
+def suite(feats: np.ndarray, labels: np.ndarray) -> None:
+    cfg = DetectConfig()
+    results = {name: make_detector(name, knn_k=cfg.knn_k).detect(feats, labels) for name in cfg.detectors}
+    combine(results, cfg.voters, labels)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
+    args = ap.parse_args()
+    _, feats, labels, _ = load_features(args.run_dir / "features.parquet", split="train")
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    timings: dict[str, float] = {}
+    for name in ("spectral", "activation_clustering", "knn", "whitened_clustering", "spectre"):
+        detect = make_detector(name).detect
+        timings[f"sanitize_{name}"] = median_seconds(lambda d=detect: d(feats, labels), args.repeats)
+    timings["sanitize_default_suite"] = median_seconds(lambda: suite(feats, labels), args.repeats)
+    timings["art_spectral_default"] = median_seconds(lambda: art_spectral(feats, labels), args.repeats)
+    timings["art_ac_default"] = median_seconds(lambda: art_ac(feats, labels), args.repeats)
+    ratios = {
+        "spectral": timings["art_spectral_default"] / timings["sanitize_spectral"],
+        "activation_clustering": timings["art_ac_default"] / timings["sanitize_activation_clustering"],
+    }
+    for name, secs in timings.items():
+        print(f"{name:32} {secs:8.3f} s")
+    for name, ratio in ratios.items():
+        print(f"ART / sanitize, {name}: {ratio:.1f}x")
+    atomic_write_json(
+        args.out,
+        {
+            "run_dir": str(args.run_dir),
+            "n": int(feats.shape[0]),
+            "d": int(feats.shape[1]),
+            "repeats": args.repeats,
+            "seconds": {k: round(v, 4) for k, v in timings.items()},
+            "art_over_sanitize": {k: round(v, 2) for k, v in ratios.items()},
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "commit": commit(),
+            "machine": machine(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -632,6 +632,23 @@ def _serve_stack(ws: Workspace, specs: list[Any], *, port: int, review_port: int
         server.stop()
 
 
+@app.command("copy-catalog")
+def copy_catalog_cmd(
+    to: Annotated[str, typer.Option(help="SQLAlchemy URL of an empty catalog, e.g. postgresql+psycopg://...")],
+) -> None:
+    """Copy this catalog (runs, quarantine, decisions, audit log...) into another database, ids unchanged."""
+    from sanitize.catalog import Catalog
+    from sanitize.migrate import copy_catalog
+
+    ws = Workspace()
+    target = Catalog(to)
+    copied = copy_catalog(ws.catalog, target)
+    target.dispose()
+    console.print(f"copied {sum(copied.values())} rows from {ws.catalog.engine.url!r} to {target.engine.url!r}:")
+    console.print(", ".join(f"{table} {n}" for table, n in copied.items() if n))
+    console.print(f"use it: export SANITIZE_CATALOG_URL='{to}' (the data folder stays {ws.settings.home})")
+
+
 def main() -> None:
     """Entry point: user errors print one clear line and exit 2; nothing half-written stays behind."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

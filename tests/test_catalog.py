@@ -88,3 +88,40 @@ def test_a_catalog_moves_to_another_database_with_its_ids(catalog_url: str, tmp_
         copy_catalog(source, target)
     source.dispose()
     target.dispose()
+
+
+def test_copy_catalog_moves_this_home_s_catalog_from_the_command_line(
+    catalog_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from sanitize import cli
+    from sanitize.config import Settings
+    from sanitize.ingest.core import arrays_to_batches, ingest_batches
+
+    home = tmp_path / "team-home"
+    ws = Workspace(Settings(home=home, catalog_url=None))
+    x = np.random.default_rng(0).integers(0, 256, size=(6, 4, 4), dtype=np.uint8)
+    ingest_batches(
+        ws.catalog,
+        ws.store,
+        dataset="d",
+        batches=arrays_to_batches(x, np.arange(6) % 2, "train"),
+        source="s",
+        uri="mem://s",
+        fmt="arrays",
+    )
+    monkeypatch.setenv("SANITIZE_HOME", str(home))
+    monkeypatch.delenv("SANITIZE_CATALOG_URL", raising=False)
+
+    result = CliRunner().invoke(cli.app, ["copy-catalog", "--to", catalog_url])
+
+    assert result.exit_code == 0, result.output
+    assert "datasets 1" in result.output and "ingests 1" in result.output and "sources 1" in result.output
+    with ws.catalog.session() as s:
+        version = ws.catalog.dataset(s, "d").current_version
+    moved = Catalog(catalog_url)
+    with moved.session() as s:
+        assert version is not None and moved.dataset(s, "d").current_version == version
+    moved.dispose()

@@ -225,3 +225,47 @@ def test_a_failure_before_cleaning_is_a_failed_run_with_its_error(catalog_worksp
         assert run.error == "InputError: source 'vendor-a' could not be read again from /x.npz"
         audit = s.scalars(select(AuditRecord).where(AuditRecord.subject == run_id)).one()
         assert audit.action == "run.fail"
+
+
+# --- the command line -------------------------------------------------------------------------------
+def test_schedule_commands_record_list_and_stop_a_schedule(
+    sanitize_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from sanitize import cli
+
+    monkeypatch.setenv("COLUMNS", "200")
+    ws = Workspace()
+    ingest_path(ws.catalog, ws.store, dataset="shop", path=digits_npz(tmp_path / "a.npz"), source="vendor-a")
+    runner = CliRunner()
+
+    made = runner.invoke(
+        cli.app, ["schedule", "--dataset", "shop", "--cron", "0 3 * * *", "--epochs", "3", "--no-serve"]
+    )
+    assert made.exit_code == 0, made.output
+    fingerprint = RunConfig(dataset="shop", model=ModelConfig(epochs=3)).fingerprint()
+    assert f"scheduled shop: cron '0 3 * * *' (UTC), configuration {fingerprint}" in made.output
+    listed = runner.invoke(cli.app, ["schedules"])
+    assert listed.exit_code == 0 and "shop" in listed.output and fingerprint in listed.output
+    assert runner.invoke(cli.app, ["unschedule", "shop"]).exit_code == 0
+    assert "shop" not in runner.invoke(cli.app, ["schedules"]).output
+    assert list_schedules(ws) == []
+
+
+def test_a_bad_schedule_exits_2_naming_the_problem(sanitize_home: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SANITIZE_HOME": str(sanitize_home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sanitize.cli", "schedule", "--dataset", "digits-demo", "--cron", "0 3 * *"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "cron '0 3 * *' has 4 fields; expected 5" in " ".join(proc.stderr.split())
+    assert list_schedules(Workspace()) == []

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from sanitize import cli
 from sanitize.catalog import Run, Version
 from sanitize.config import ModelConfig, RunConfig, Settings
 from sanitize.demo import digits_arrays
@@ -58,6 +60,8 @@ def test_a_scheduled_run_cleans_then_skips_then_cleans_new_data_then_fails_visib
     assert skip["skipped"] is True and skip["same_as"] == first["run_id"]
     assert [(r.status, r.version_id) for r in runs(ws)] == [("completed", first_version), ("skipped", first_version)]
     assert clean_versions(ws) == [first["clean_version"]]
+    listed = CliRunner().invoke(cli.app, ["runs", "--dataset", "shop"], env={"COLUMNS": "250"})
+    assert f"skipped (unchanged since {first['run_id']})" in listed.output
 
     # 3. The supplier delivered more: the source is read again, a new version, a new real run.
     write_npz(npz, 360)

@@ -80,9 +80,7 @@ def main() -> None:
             "recall": summary.get("recall"),
             "quarantined": summary["quarantined"],
         }
-        print(
-            f"{way:>13}: wall {wall:6.2f} s, stages {stages:6.2f} s, around {wall - stages:5.2f} s", flush=True
-        )
+        print(f"{way:>13}: wall {wall:6.2f} s, stages {stages:6.2f} s, around {wall - stages:5.2f} s", flush=True)
         return row
 
     load_before = os.getloadavg()
@@ -118,7 +116,10 @@ def main() -> None:
         "first_flow_run_s": warmup[1]["wall_s"],
         "first_library_run_s": warmup[0]["wall_s"],
         "median_wall_s": {"library": lib_wall, "prefect_flow": flow_wall},
-        "median_stages_s": {"library": median("library", "stages_s"), "prefect_flow": median("prefect_flow", "stages_s")},
+        "median_stages_s": {
+            "library": median("library", "stages_s"),
+            "prefect_flow": median("prefect_flow", "stages_s"),
+        },
         "median_around_stages_s": {
             "library": median("library", "around_stages_s"),
             "prefect_flow": median("prefect_flow", "around_stages_s"),

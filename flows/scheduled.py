@@ -10,16 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import State, TaskRun
 
 from flows.clean import cleaning_flow
 from sanitize import schedule
 from sanitize.config import RunConfig
+from sanitize.errors import SanitizeError
 from sanitize.workspace import Workspace
 
 
-@task(name="read sources again")
+def _worth_retrying(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry an I/O hiccup (a network share away for a moment), not a source that is gone or wrong."""
+    return not isinstance(state.result(raise_on_failure=False), SanitizeError)
+
+
+@task(name="read sources again", retries=2, retry_delay_seconds=30, retry_condition_fn=_worth_retrying)
 def refresh(dataset: str) -> dict[str, Any]:
     return schedule.refresh_sources(Workspace(), dataset).as_dict()
 

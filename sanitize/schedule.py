@@ -231,7 +231,9 @@ def refresh_sources(ws: Workspace, dataset: str, *, actor: str = "schedule") -> 
                     split=options.get("split", "train"),
                     actor=actor,
                 )
-            except (InputError, OSError) as exc:
+            # Gone, unreadable or malformed: the source's fault, named. Other OS errors (a network
+            # share that hiccups) pass unchanged, so the scheduled flow may try again.
+            except (InputError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
                 raise InputError(
                     f"source {name!r} of dataset {dataset!r} could not be read again from {uri}: {exc}"
                 ) from exc

@@ -101,3 +101,39 @@ def test_a_run_that_fails_while_cleaning_fails_the_schedule_and_leaves_no_clean_
     (run,) = runs(ws)
     assert run.status == "failed" and run.error is not None and "gone.pt" in run.error
     assert run.clean_version_id is None and clean_versions(ws) == []
+
+
+def test_an_io_hiccup_while_reading_sources_is_retried_and_a_missing_source_is_not(
+    sanitize_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import flows.scheduled as scheduled
+    from sanitize import schedule as library
+
+    ws = Workspace(Settings(home=sanitize_home, catalog_url=None))
+    npz = write_npz(tmp_path / "vendor-a.npz", 300)
+    ingest_path(ws.catalog, ws.store, dataset="shop", path=npz, source="vendor-a")
+    calls: list[str] = []
+    hiccups = [OSError(errno.EIO, "Input/output error", str(npz))]  # the share fails once
+    real = library.refresh_sources
+
+    def flaky(ws: Workspace, dataset: str, **options: object) -> library.Refresh:
+        calls.append(dataset)
+        if hiccups:
+            raise hiccups.pop()
+        return real(ws, dataset)
+
+    monkeypatch.setattr(library, "refresh_sources", flaky)
+    monkeypatch.setattr(scheduled, "refresh", scheduled.refresh.with_options(retry_delay_seconds=0))
+
+    state = scheduled.scheduled_cleaning_flow(config=CONFIG, return_state=True)
+    assert state.is_completed(), state.message
+    assert len(calls) == 2 and [r.status for r in runs(ws)] == ["completed"]
+
+    calls.clear()
+    npz.unlink()
+    state = scheduled.scheduled_cleaning_flow(config=CONFIG, return_state=True)
+    assert state.is_failed()
+    assert len(calls) == 1  # the source is gone: trying again would not bring it back
+    assert runs(ws)[-1].status == "failed" and "could not be read again" in (runs(ws)[-1].error or "")

@@ -10,25 +10,17 @@ Run it without a server (Prefect starts an ephemeral local API)::
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-# Offline machines: no telemetry (it logs errors and can lock the local database).
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# A loaded 2-core machine can need more than the default 20 s to start the local API.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("PREFECT_HOME", str(Path(os.environ.get("SANITIZE_HOME", "data")).resolve() / "prefect"))
-Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-
-from sanitize import pipeline  # noqa: E402
-from sanitize.config import RedTeamConfig, RunConfig  # noqa: E402
-from sanitize.pipeline import QuarantineSummary, RunContext  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from sanitize import pipeline
+from sanitize.config import RedTeamConfig, RunConfig
+from sanitize.pipeline import QuarantineSummary, RunContext
+from sanitize.workspace import Workspace
 
 
 def _progress() -> bool:

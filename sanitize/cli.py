@@ -56,6 +56,7 @@ class OutFormat(StrEnum):
 class ExportFormat(StrEnum):
     parquet = "parquet"
     npz = "npz"
+    imagefolder = "imagefolder"
 
 
 @app.command()
@@ -271,7 +272,9 @@ def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset's r
                 r.id,
                 r.dataset,
                 r.version_id or "",
-                r.status + (f": {r.error[:60]}" if r.error else ""),
+                r.status
+                + (f": {r.error[:60]}" if r.error else "")
+                + (f" (unchanged since {r.summary['same_as']})" if r.status == "skipped" and r.summary else ""),
                 str((r.summary or {}).get("quarantined", "")),
                 r.clean_version_id or "",
                 f"{r.started_at:%Y-%m-%d %H:%M}",
@@ -288,6 +291,9 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = "
     rid = resolve_run(ws, run_id)
     with ws.catalog.session() as s:
         summary = ws.catalog.run(s, rid).summary
+    if summary and summary.get("skipped"):
+        console.print(f"run {rid} was skipped: {summary['reason']}")
+        return
     if not summary:
         raise SanitizeError(f"run {rid} has no summary (it did not complete)")
     print_summary(summary)
@@ -416,15 +422,19 @@ def lineage_cmd(version: Annotated[str, typer.Argument(help="A version id.")]) -
                 f"{pad}  <- source {src['source']}: {src['samples']} samples from {src['uri']} "
                 f"({src['format']}, ingest {src['ingest_id']}, {src['ingested_at'][:19]})"
             )
+        for model in step.models:
+            console.print(escape(f"{pad}  -> model {model.get('model')} trained by {model['by']}, {model['at'][:19]}"))
 
 
 @app.command("export")
 def export_cmd(
     version: Annotated[str, typer.Argument(help="A clean version id (c...).")],
     out: Annotated[Path, typer.Option(help="Folder to write into.")],
-    format: Annotated[ExportFormat, typer.Option(help="parquet (with manifest) or npz.")] = ExportFormat.parquet,
+    format: Annotated[
+        ExportFormat, typer.Option(help="parquet (with manifest), npz, or imagefolder (split/class/id.png).")
+    ] = ExportFormat.parquet,
 ) -> None:
-    """Copy a clean version out for a training job: Parquet + manifest, or a NumPy .npz."""
+    """Copy a clean version out for a training job: Parquet + manifest, a NumPy .npz, or PNG files."""
     from sanitize.export import copy_out
 
     paths = copy_out(Workspace(), version, out, format.value)
@@ -487,6 +497,156 @@ def review_cmd(
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]listening on {host}: anyone who can reach it can read the pages[/yellow]")
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+# --- scheduled runs and the local stack -----------------------------------------------------------
+@app.command()
+def schedule(
+    dataset: Annotated[str, typer.Option(help="Dataset to clean on a schedule.")],
+    cron: Annotated[str | None, typer.Option(help="When, as cron in UTC, e.g. '0 3 * * *' (03:00 daily).")] = None,
+    interval: Annotated[int | None, typer.Option(help="Or every this many seconds (at least 60).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Reference-model epochs (default: by dataset size).")] = None,
+    contamination: Annotated[
+        float | None, typer.Option(help="Expected poison share, if known (default: estimated).")
+    ] = None,
+    retrain: Annotated[bool, typer.Option(help="Retrain a clean model on the kept samples.")] = True,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    serve: Annotated[
+        bool, typer.Option(help="Serve it now (starts a Prefect server); --no-serve only records it for 'up'.")
+    ] = True,
+    port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200,
+) -> None:
+    """Clean a dataset on a schedule: each run reads its sources again, and skips when nothing changed."""
+    from sanitize.schedule import ScheduleSpec, save_schedule
+
+    redteam = RedTeamConfig(seed=seed) if dataset == DEFAULT_DATASET else None  # the demo shows a detection
+    config = RunConfig(
+        dataset=dataset,
+        seed=seed,
+        retrain=retrain,
+        redteam=redteam,
+        model=ModelConfig(epochs=epochs, device=device),
+        detect=DetectConfig(contamination=contamination),
+    )
+    spec = ScheduleSpec(dataset=dataset, cron=cron, interval_seconds=interval, config=config)
+    ws = Workspace()
+    save_schedule(ws, spec)
+    console.print(f"scheduled [bold]{dataset}[/bold]: {spec.describe()}, configuration {config.fingerprint()}")
+    if serve:
+        _serve_stack(ws, [spec], port=port, review_port=None)
+    else:
+        console.print("start it with: sanitize up")
+
+
+@app.command()
+def schedules() -> None:
+    """List the datasets cleaned on a schedule."""
+    from sanitize.schedule import list_schedules
+
+    t = Table("dataset", "when", "configuration", "epochs", "retrain", "red team")
+    for spec in list_schedules(Workspace()):
+        c = spec.config
+        t.add_row(
+            spec.dataset,
+            spec.describe(),
+            c.fingerprint(),
+            str(c.model.epochs or "auto"),
+            "yes" if c.retrain else "no",
+            c.redteam.attack if c.redteam else "",
+        )
+    console.print(t)
+
+
+@app.command()
+def unschedule(dataset: Annotated[str, typer.Argument(help="Dataset whose schedule stops.")]) -> None:
+    """Stop cleaning a dataset on a schedule (its runs and versions stay)."""
+    from sanitize.schedule import remove_schedule
+
+    remove_schedule(Workspace(), dataset)
+    console.print(f"{dataset} is no longer scheduled")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200,
+    review_port: Annotated[int, typer.Option(help="Port of the review page on 127.0.0.1.")] = 8765,
+) -> None:
+    """Bring the local stack up: Prefect server, the scheduled datasets' runs, the review page."""
+    from sanitize.schedule import list_schedules
+
+    ws = Workspace()
+    _serve_stack(ws, list_schedules(ws), port=port, review_port=review_port)
+
+
+def _start_review_page(ws: Workspace, port: int) -> str:
+    """Start the review page (``sanitize review``) in a background thread; say where it is."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from flows.serve import port_taken
+    from sanitize.web.app import create_app
+
+    if port_taken("127.0.0.1", port):
+        raise SanitizeError(f"127.0.0.1:{port} is in use; pick the review page's port with --review-port")
+    server = uvicorn.Server(uvicorn.Config(create_app(ws), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="review-page", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SanitizeError(f"the review page did not start on 127.0.0.1:{port}")
+        time.sleep(0.1)
+    return f"http://127.0.0.1:{port}/ (decisions need a reviewer token: sanitize reviewer add NAME)"
+
+
+def _serve_stack(ws: Workspace, specs: list[Any], *, port: int, review_port: int | None) -> None:
+    """Start (or find) the Prefect server, the review page, and serve ``specs`` until Ctrl-C."""
+    import time
+
+    from flows.serve import serve_schedules, start_server
+
+    os.environ.setdefault("SANITIZE_HOME", str(ws.settings.home))
+    console.print(f"Prefect server on 127.0.0.1:{port}: starting or connecting (up to a few minutes)...")
+    server = start_server(ws.settings.home, port=port)
+    try:
+        how = f"started here, log {server.log}" if server.started_here else "already running"
+        console.print(f"Prefect UI: [bold]{server.ui_url}[/bold] ({how})")
+        if review_port is not None:
+            console.print(f"review page: {_start_review_page(ws, review_port)}")
+        if specs:
+            for spec in specs:
+                console.print(f"serving {spec.dataset}: {spec.describe()}")
+            console.print("Ctrl-C stops serving" + (" and the server" if server.started_here else ""))
+            serve_schedules(specs, server)
+        else:
+            console.print("no dataset is scheduled (add one: sanitize schedule --dataset NAME --cron '0 3 * * *')")
+            console.print("Ctrl-C stops" + (" the server" if server.started_here else " the review page"))
+            while server.process is None or server.process.poll() is None:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+@app.command("copy-catalog")
+def copy_catalog_cmd(
+    to: Annotated[str, typer.Option(help="SQLAlchemy URL of an empty catalog, e.g. postgresql+psycopg://...")],
+) -> None:
+    """Copy this catalog (runs, quarantine, decisions, audit log...) into another database, ids unchanged."""
+    from sanitize.catalog import Catalog
+    from sanitize.migrate import copy_catalog
+
+    ws = Workspace()
+    target = Catalog(to)
+    copied = copy_catalog(ws.catalog, target)
+    target.dispose()
+    console.print(f"copied {sum(copied.values())} rows from {ws.catalog.engine.url!r} to {target.engine.url!r}:")
+    console.print(", ".join(f"{table} {n}" for table, n in copied.items() if n))
+    console.print(f"use it: export SANITIZE_CATALOG_URL='{to}' (the data folder stays {ws.settings.home})")
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ def resolve_version(ws: Workspace, name_or_version: str, version: str | None) ->
         return name_or_version
     with ws.catalog.session() as s:
         ws.catalog.dataset(s, name_or_version)
-        query = select(Version).where(Version.dataset == name_or_version, Version.kind == "clean")
+        query = select(Version).where(
+            Version.dataset == name_or_version, Version.kind == "clean", Version.status != "failed"
+        )
         if version == "approved":
             query = query.where(Version.status == "approved")
         elif version != "latest":
@@ -88,6 +90,10 @@ class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
             v = s.get(Version, version)
             if v is None:
                 raise NotFoundError(f"unknown dataset version {version!r}")
+            if v.status == "failed":
+                raise NotFoundError(
+                    f"version {version} was exported by run {v.run_id}, which failed; it is no clean version"
+                )
             dataset = v.dataset
         self.manifest: Manifest = ws.store.manifest(dataset, version)
         self.version = version

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from sqlalchemy.exc import IntegrityError
 
 from sanitize.catalog import Version
 from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_json
@@ -70,10 +71,28 @@ def export_clean_version(
     status: str = "provisional",
 ) -> str:
     """Write the clean version of ``parent`` without ``excluded`` (and with ``relabel``'s labels);
-    return its id. Idempotent: the same inputs give the same id and files."""
+    return its id. Idempotent: the same inputs give the same id and files.
+
+    Training samples whose content was confirmed as poison in another run of the dataset are left
+    out as well, whatever this run thought of them; the manifest names each with the run that
+    confirmed it (``extra["confirmed_elsewhere"]``).
+    """
+    from sanitize.quarantine import confirmed_poisons
+
     store = ws.store
     parent_manifest = store.manifest(dataset, parent)
     relabel = relabel or {}
+    confirmed = confirmed_poisons(ws, dataset, other_than=run_id)
+    elsewhere: dict[str, str] = {}
+    if confirmed:
+        train = store.read_column_table(parent_manifest, ["sample_id", "content_sha256"], split="train")
+        for sid, sha in zip(
+            train.column("sample_id").to_pylist(), train.column("content_sha256").to_pylist(), strict=True
+        ):
+            if sha in confirmed:
+                elsewhere[sid] = confirmed[sha]
+    excluded = set(excluded) | set(elsewhere)
+    relabel = {sid: label for sid, label in relabel.items() if sid not in elsewhere}
     vid = clean_version_id(parent, excluded, relabel)
     out_dir = store.export_dir(dataset, vid)
     files = []
@@ -105,6 +124,7 @@ def export_clean_version(
             "run_id": run_id,
             "config": config,
             "excluded_sample_ids": sorted(excluded),
+            "confirmed_elsewhere": dict(sorted(elsewhere.items())),
             "relabelled": dict(sorted(relabel.items())),
             "created_at": datetime.now(UTC).isoformat(),
         },
@@ -113,19 +133,26 @@ def export_clean_version(
     store.write_manifest(manifest)
     with ws.catalog.session() as s:
         if s.get(Version, vid) is None:
-            s.add(
-                Version(
-                    id=vid,
-                    dataset=dataset,
-                    kind="clean",
-                    parent_id=parent,
-                    run_id=run_id,
-                    status=status,
-                    n_train=counts["train"],
-                    n_test=counts["test"],
-                    manifest=str(store.manifest_path(dataset, vid).relative_to(store.home)),
-                )
-            )
+            try:
+                # Two approvals of one run can export the same version at once (same id, same files);
+                # the one that records it second finds the row there and leaves it.
+                with s.begin_nested():
+                    s.add(
+                        Version(
+                            id=vid,
+                            dataset=dataset,
+                            kind="clean",
+                            parent_id=parent,
+                            run_id=run_id,
+                            status=status,
+                            n_train=counts["train"],
+                            n_test=counts["test"],
+                            manifest=str(store.manifest_path(dataset, vid).relative_to(store.home)),
+                        )
+                    )
+            except IntegrityError:
+                if s.get(Version, vid, populate_existing=True) is None:
+                    raise
         ws.catalog.audit(
             s, "pipeline", "export", vid, dataset=dataset, parent=parent, run=run_id, excluded=len(excluded)
         )
@@ -133,8 +160,10 @@ def export_clean_version(
 
 
 def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
-    """Write a version to ``out`` as ``parquet`` (train/test files + manifest.json) or ``npz``
-    (``x_train``, ``y_train``, ``x_test``, ``y_test``, ``sample_ids_train``); each file via a temp path."""
+    """Write a version to ``out`` as ``parquet`` (train/test files + manifest.json), ``npz``
+    (``x_train``, ``y_train``, ``x_test``, ``y_test``, ``sample_ids_train``), each file via a temp
+    path, or ``imagefolder`` (``split/class/sample_id.png`` + manifest.json, built in a temporary
+    folder beside ``out`` and renamed to it, so ``out`` must not exist or be empty)."""
     import shutil
 
     import numpy as np
@@ -148,6 +177,8 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
             raise NotFoundError(f"unknown dataset version {version!r}")
         dataset = v.dataset
     manifest = ws.store.manifest(dataset, version)
+    if fmt == "imagefolder":
+        return _write_imagefolder(ws, manifest, out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if fmt == "parquet":
@@ -178,4 +209,44 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
         atomic_write_bytes(target, buf.getvalue())
         shutil.copyfile(ws.store.manifest_path(dataset, version), out / "manifest.json")
         return [target, out / "manifest.json"]
-    raise ValueError(f"unknown export format {fmt!r}; choose parquet or npz")
+    raise ValueError(f"unknown export format {fmt!r}; choose parquet, npz or imagefolder")
+
+
+_PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def _write_imagefolder(ws: Workspace, manifest: Manifest, out: Path) -> list[Path]:
+    """``out/split/label/sample_id.png`` for every sample, plus ``out/manifest.json``; all or nothing."""
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    from sanitize.errors import InputError
+    from sanitize.store import decode_pixels
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out} exists and is not an empty folder; an imagefolder export writes a new one")
+    mode = _PIL_MODES.get(manifest.channels)
+    if mode is None:
+        raise InputError(f"version {manifest.version_id}: {manifest.channels}-channel images cannot be PNG files")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        for split in ("train", "test"):
+            for batch in ws.store.iter_samples(manifest, split=split, batch_size=4096):
+                images = decode_pixels(batch)
+                for image, label, sid in zip(
+                    images, batch.column("label").to_pylist(), batch.column("sample_id").to_pylist(), strict=True
+                ):
+                    folder = tmp / split / str(label)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(image[..., 0] if mode == "L" else image).save(folder / f"{sid}.png")
+        atomic_write_json(tmp / "manifest.json", manifest.to_json())
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / split for split in ("train", "test") if (out / split).is_dir()] + [out / "manifest.json"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
-from sanitize.catalog import Ingest, Run
+from sanitize.catalog import AuditRecord, Ingest, Run
 from sanitize.workspace import Workspace
 
 
@@ -23,6 +25,7 @@ class LineageStep:
     run_config: dict[str, Any] | None = None
     excluded: int | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
 
 
 def lineage(ws: Workspace, version_id: str) -> list[LineageStep]:
@@ -52,6 +55,11 @@ def lineage(ws: Workspace, version_id: str) -> list[LineageStep]:
                             }
                         )
             excluded = (manifest.extra or {}).get("excluded_sample_ids")
+            trained = s.scalars(
+                select(AuditRecord)
+                .where(AuditRecord.action == "model.train", AuditRecord.subject == v.id)
+                .order_by(AuditRecord.id)
+            ).all()
             steps.append(
                 LineageStep(
                     version=v.id,
@@ -62,7 +70,38 @@ def lineage(ws: Workspace, version_id: str) -> list[LineageStep]:
                     run_config=run.config if run else None,
                     excluded=len(excluded) if excluded is not None else None,
                     sources=sources,
+                    models=[{"by": a.actor, "at": a.at.isoformat(), **(a.detail or {})} for a in trained],
                 )
             )
             current = v.parent_id
     return steps
+
+
+def record_training(
+    ws: Workspace, version_id: str, model: Path, *, job: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Record that ``job`` trained ``model`` on ``version_id``: an audit record in the catalog (shown by
+    ``sanitize lineage``) and ``<model>.lineage.json`` beside the model; return what was recorded.
+
+    The record names the version, its status, parent, run and the run's configuration, so the model
+    can be traced back to the sources with :func:`lineage`.
+    """
+    from sanitize.store import atomic_write_json
+
+    with ws.catalog.session() as s:
+        v = ws.catalog.version(s, version_id)
+        run = s.get(Run, v.run_id) if v.run_id else None
+        record = {
+            "model": str(Path(model).resolve()),
+            "dataset": v.dataset,
+            "version": v.id,
+            "version_status": v.status,
+            "parent_version": v.parent_id,
+            "run_id": v.run_id,
+            "run_config": run.config if run else None,
+            "trained_at": datetime.now(UTC).isoformat(),
+            **(details or {}),
+        }
+        ws.catalog.audit(s, job, "model.train", v.id, **{k: val for k, val in record.items() if k != "run_config"})
+    atomic_write_json(Path(model).with_name(Path(model).name + ".lineage.json"), record)
+    return record

@@ -134,6 +134,11 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def new_run_id() -> str:
+    """A run id that sorts by start time: ``run-YYYYmmdd-HHMMSS-xxxxxx``."""
+    return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
 # --- 1. start -----------------------------------------------------------------------------------
 def start_run(ws: Workspace, config: RunConfig) -> RunContext:
     """Resolve the dataset version, check it can be cleaned, and record a running run."""
@@ -172,7 +177,7 @@ def start_run(ws: Workspace, config: RunConfig) -> RunContext:
             f"red-team target class {config.redteam.target} is not a class of {config.dataset!r} "
             f"(classes: {classes.tolist()})"
         )
-    run_id = f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = new_run_id()
     run_dir = ws.store.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
     ctx = RunContext(run_id, config.dataset, version_id, version_id, run_dir, config)
@@ -484,7 +489,13 @@ class QuarantineSummary:
 
 
 def quarantine_stage(ws: Workspace, ctx: RunContext, verdict_path: Path) -> QuarantineSummary:
-    """Enter flagged samples into the quarantine (status pending) and check kept + quarantined = ingested."""
+    """Enter flagged samples into the quarantine (status pending) and check kept + quarantined = ingested.
+
+    Samples whose content was confirmed as poison in an earlier run of the dataset enter it too,
+    already ``confirmed`` (flagged or not this time), with the run that confirmed them as reason.
+    """
+    from sanitize.quarantine import confirmed_poisons
+
     with _Timer(ctx, "quarantine"):
         verdict = pq.read_table(
             verdict_path, columns=["sample_id", "suspicion_score", "quarantine", "flagged_by", "reason"]
@@ -499,12 +510,17 @@ def quarantine_stage(ws: Workspace, ctx: RunContext, verdict_path: Path) -> Quar
                 f"run {ctx.run_id}: the verdict covers {verdict.num_rows} samples but the version "
                 f"has {ingested} training samples"
             )
-        flagged = verdict.filter(verdict.column("quarantine"))
         by_id = {sid: i for i, sid in enumerate(prov.column("sample_id").to_pylist())}
         p = prov.to_pydict()
+        confirmed = confirmed_poisons(ws, ctx.dataset, other_than=ctx.run_id)
         entries = []
-        for row in flagged.to_pylist():
+        carried = 0
+        for row in verdict.to_pylist():
             i = by_id[row["sample_id"]]
+            earlier = confirmed.get(p["content_sha256"][i])
+            if not row["quarantine"] and earlier is None:
+                continue
+            carried += earlier is not None
             entries.append(
                 QuarantineEntry(
                     run_id=ctx.run_id,
@@ -515,9 +531,9 @@ def quarantine_stage(ws: Workspace, ctx: RunContext, verdict_path: Path) -> Quar
                     source=p["source"][i],
                     locator=p["locator"][i],
                     suspicion_score=float(row["suspicion_score"]),
-                    detectors=row["flagged_by"],
-                    reason=row["reason"],
-                    status="pending",
+                    detectors=row["flagged_by"] if row["quarantine"] else "review",
+                    reason="; ".join(r for r in (earlier, row["reason"] if row["quarantine"] else "") if r),
+                    status="pending" if earlier is None else "confirmed",
                 )
             )
         with ws.catalog.session() as s:
@@ -527,20 +543,30 @@ def quarantine_stage(ws: Workspace, ctx: RunContext, verdict_path: Path) -> Quar
                 s.scalar(select(func.count()).select_from(QuarantineEntry).where(QuarantineEntry.run_id == ctx.run_id))
                 or 0
             )
-            kept = ingested - int(flagged.num_rows)
+            kept = ingested - len(entries)
             if kept + quarantined != ingested:
                 raise InvariantError(
                     f"run {ctx.run_id}: kept {kept} + quarantined {quarantined} != ingested {ingested}"
                 )
             ws.catalog.audit(
-                s, "pipeline", "run.quarantine", ctx.run_id, quarantined=quarantined, kept=kept, ingested=ingested
+                s,
+                "pipeline",
+                "run.quarantine",
+                ctx.run_id,
+                quarantined=quarantined,
+                kept=kept,
+                ingested=ingested,
+                confirmed_earlier=carried,
             )
     return QuarantineSummary(ingested, kept, quarantined)
 
 
-def _quarantined_ids(verdict_path: Path) -> set[str]:
+def _quarantined_ids(ws: Workspace, ctx: RunContext, verdict_path: Path) -> set[str]:
+    """The run's quarantine: what the verdict flagged and what earlier reviews confirmed as poison."""
     t = pq.read_table(verdict_path, columns=["sample_id", "quarantine"])
-    return set(t.filter(t.column("quarantine")).column("sample_id").to_pylist())
+    with ws.catalog.session() as s:
+        entered = s.scalars(select(QuarantineEntry.sample_id).where(QuarantineEntry.run_id == ctx.run_id)).all()
+    return set(t.filter(t.column("quarantine")).column("sample_id").to_pylist()) | set(entered)
 
 
 # --- 7. retrain and measure -----------------------------------------------------------------------
@@ -550,7 +576,14 @@ def retrain_stage(ws: Workspace, ctx: RunContext, verdict_path: Path, progress: 
         return None
     with _Timer(ctx, "retrain"):
         return _train_model(
-            ws, ctx, ctx.manifest(ws), _quarantined_ids(verdict_path), None, ctx.run_dir / "model_clean.pt", progress, 1
+            ws,
+            ctx,
+            ctx.manifest(ws),
+            _quarantined_ids(ws, ctx, verdict_path),
+            None,
+            ctx.run_dir / "model_clean.pt",
+            progress,
+            1,
         )
 
 
@@ -621,8 +654,21 @@ def export_stage(ws: Workspace, ctx: RunContext, verdict_path: Path) -> str:
     from sanitize.export import export_clean_version
 
     with _Timer(ctx, "export"):
+        with ws.catalog.session() as s:
+            pending = s.scalar(
+                select(func.count())
+                .select_from(QuarantineEntry)
+                .where(QuarantineEntry.run_id == ctx.run_id, QuarantineEntry.status == "pending")
+            )
         return export_clean_version(
-            ws, ctx.dataset, ctx.version, ctx.run_id, _quarantined_ids(verdict_path), ctx.config.model_dump(mode="json")
+            ws,
+            ctx.dataset,
+            ctx.version,
+            ctx.run_id,
+            _quarantined_ids(ws, ctx, verdict_path),
+            ctx.config.model_dump(mode="json"),
+            # Nothing left for a reviewer (nothing flagged, or only poisons confirmed before): approved.
+            status="provisional" if pending else "approved",
         )
 
 
@@ -705,6 +751,9 @@ def fail_run(ws: Workspace, run_id: str, error: BaseException) -> None:
         run.status = "failed"
         run.error = f"{type(error).__name__}: {error}"
         run.finished_at = datetime.now(UTC)
+        # A run that failed after its export leaves no clean version a training job could pick up.
+        for version in s.scalars(select(Version).where(Version.run_id == run_id, Version.kind == "clean")):
+            version.status = "failed"
         ws.catalog.audit(
             s,
             "pipeline",

@@ -9,6 +9,8 @@ import os
 # a 17 s demo run into minutes. No result depends on the thread count. Set it yourself to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import gc  # noqa: E402
+import uuid  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -49,3 +51,57 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         # A loaded 2-core machine can need more than the default 30 s to start the local API.
         with prefect_test_harness(server_startup_timeout=120):
             yield
+
+
+# --- the catalog on SQLite and on PostgreSQL ------------------------------------------------------
+PG_URL_VARIABLE = "SANITIZE_TEST_PG_URL"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A catalog URL on a fresh schema of the PostgreSQL server in ``SANITIZE_TEST_PG_URL``, dropped after.
+
+    The session speaks a zone far from UTC, so a time that is not normalised to UTC shows up.
+    """
+    base = os.environ.get(PG_URL_VARIABLE)
+    if not base:
+        pytest.skip(
+            f"PostgreSQL variant: set {PG_URL_VARIABLE}=postgresql+psycopg://USER:PASSWORD@127.0.0.1:5432/DB "
+            "(.ci/run starts a server and sets it)"
+        )
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema} -ctimezone=Pacific/Chatham"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        gc.collect()  # engines of finished workspaces give their connections back
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, sanitize_home: Path) -> str:
+    """The catalog URL of a test that runs once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        sanitize_home.mkdir(parents=True, exist_ok=True)
+        return Settings(home=sanitize_home, catalog_url=None).resolved_catalog_url
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def catalog_workspace(sanitize_home: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """A workspace over the test's data folder with its catalog on each database in turn.
+
+    ``SANITIZE_CATALOG_URL`` is set too, so code that builds its own ``Settings()`` finds the same catalog.
+    """
+    monkeypatch.setenv("SANITIZE_CATALOG_URL", catalog_url)
+    ws = Workspace(Settings(home=sanitize_home, catalog_url=catalog_url))
+    yield ws
+    ws.catalog.dispose()

@@ -11,10 +11,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from sanitize import cli
-from sanitize.catalog import AuditRecord, Decision, QuarantineEntry, Version
+from sanitize.catalog import AuditRecord, Catalog, Decision, QuarantineEntry, Version
 from sanitize.config import RedTeamConfig, RunConfig, Settings
 from sanitize.data import CleanDataset
 from sanitize.errors import NotFoundError
+from sanitize.migrate import copy_catalog
 from sanitize.pipeline import RunResult, run_cleaning
 from sanitize.review import ConflictError, decide
 from sanitize.workspace import Workspace
@@ -30,15 +31,26 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunResult]
     return home, result
 
 
-@pytest.fixture()
+@pytest.fixture(params=["sqlite", "postgresql"])
 def reviewed_run(
-    demo_run: tuple[Path, RunResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, demo_run: tuple[Path, RunResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Workspace, RunResult, list[str]]:
+    """A copy of the demo run's data folder; its catalog on SQLite, or moved to a PostgreSQL schema."""
     source, result = demo_run
     home = tmp_path / "home"
     shutil.copytree(source, home)
     monkeypatch.setenv("SANITIZE_HOME", str(home))
-    ws = Workspace(Settings(home=home))
+    settings = Settings(home=home, catalog_url=None)
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        sqlite = Catalog(settings.resolved_catalog_url)
+        copy_catalog(sqlite, Catalog(url))
+        sqlite.dispose()
+        for f in home.glob("catalog.db*"):
+            f.unlink()  # nothing may quietly read the SQLite copy
+        monkeypatch.setenv("SANITIZE_CATALOG_URL", url)
+        settings = Settings(home=home, catalog_url=url)
+    ws = Workspace(settings)
     with ws.catalog.session() as s:
         ids = sorted(s.scalars(select(QuarantineEntry.sample_id).where(QuarantineEntry.run_id == result.run_id)))
     assert len(ids) >= 10, "the demo run must quarantine something to review"
@@ -105,6 +117,50 @@ def test_two_reviewers_at_once_one_wins(reviewed_run: tuple[Workspace, RunResult
     assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "ok"]
     winner = next(o.split(":")[1] for o in outcomes if o.startswith("ok"))
     assert statuses(ws, result.run_id)[ids[0]] == {"confirm": "confirmed", "release": "released"}[winner]
+
+
+def test_two_reviewers_settling_the_last_entries_at_once_approve_one_version(
+    reviewed_run: tuple[Workspace, RunResult, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sanitize.export
+    import sanitize.review
+
+    ws, result, ids = reviewed_run
+    decide(ws, result.run_id, ids[:-2], "confirm", reviewer="ana")
+    # The worst interleaving, forced: both decisions are stored before either looks for pending
+    # entries, and both approvals write their files, then record the same version at the same moment.
+    before_approval, before_record = threading.Barrier(2, timeout=60), threading.Barrier(2, timeout=60)
+    real_approve, real_write = sanitize.review.maybe_approve, sanitize.export.atomic_write_json
+
+    def meet_then_approve(ws: Workspace, run_id: str) -> str | None:
+        before_approval.wait()
+        return real_approve(ws, run_id)
+
+    def write_then_meet(path: Path, obj: object) -> None:
+        real_write(path, obj)
+        before_record.wait()
+
+    monkeypatch.setattr(sanitize.review, "maybe_approve", meet_then_approve)
+    monkeypatch.setattr(sanitize.export, "atomic_write_json", write_then_meet)
+    errors: list[BaseException] = []
+
+    def reviewer(sid: str) -> None:
+        try:
+            decide(Workspace(ws.settings), result.run_id, [sid], "release", reviewer=sid[:6])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reviewer, args=(sid,)) for sid in ids[-2:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert errors == []
+    assert sorted(statuses(ws, result.run_id).values()) == ["confirmed"] * (len(ids) - 2) + ["released"] * 2
+    with ws.catalog.session() as s:
+        approved = s.scalars(select(Version).where(Version.status == "approved")).all()
+    assert len(approved) == 1 and approved[0].n_train == result.summary["kept"] + 2
 
 
 def test_bad_decisions_name_what_is_wrong(reviewed_run: tuple[Workspace, RunResult, list[str]]) -> None:

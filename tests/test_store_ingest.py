@@ -27,6 +27,12 @@ from sanitize.workspace import Workspace
 SHAPE = (4, 4)
 
 
+@pytest.fixture
+def workspace(catalog_workspace: Workspace) -> Workspace:
+    """The catalog tests of this module run on SQLite and on PostgreSQL."""
+    return catalog_workspace
+
+
 def coded_images(codes: range | list[int], seed: int = 0) -> np.ndarray:
     """(N, 4, 4) uint8 random images whose first two pixels spell a unique ``code``, so a batch can
     be traced back to its samples."""

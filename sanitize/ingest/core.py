@@ -21,7 +21,7 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sanitize.catalog import Catalog, Dataset, Ingest, Version
+from sanitize.catalog import Catalog, Dataset, Ingest, Source, Version
 from sanitize.config import DATASET_PATTERN
 from sanitize.errors import InputError
 from sanitize.ingest.readers import RawBatch, detect_format, read_source
@@ -71,8 +71,21 @@ def ingest_path(
     path = Path(path)
     fmt = format or detect_format(path)
     batches = read_source(path, format=fmt, image_column=image_column, label_column=label_column, split=split)
+    options: dict[str, Any] = {"split": split}
+    if image_column is not None:
+        options["image_column"] = image_column
+    if label_column is not None:
+        options["label_column"] = label_column
     return ingest_batches(
-        catalog, store, dataset=dataset, batches=batches, source=source, uri=str(path.resolve()), fmt=fmt, actor=actor
+        catalog,
+        store,
+        dataset=dataset,
+        batches=batches,
+        source=source,
+        uri=str(path.resolve()),
+        fmt=fmt,
+        actor=actor,
+        options=options,
     )
 
 
@@ -104,8 +117,13 @@ def ingest_batches(
     uri: str,
     fmt: str,
     actor: str = "cli",
+    options: dict[str, Any] | None = None,
 ) -> IngestReport:
-    """Hash, record and store ``batches`` as the new content of ``source``; return what changed."""
+    """Hash, record and store ``batches`` as the new content of ``source``; return what changed.
+
+    ``uri``, ``fmt`` and the reader's ``options`` are kept as the source's address, so a scheduled
+    run can read it again (:func:`sanitize.schedule.refresh_sources`).
+    """
     if not re.match(DATASET_PATTERN, dataset):
         raise InputError(f"dataset name {dataset!r} must be letters, digits, '.', '_' or '-'")
     if not re.match(SOURCE_PATTERN, source):
@@ -225,6 +243,11 @@ def ingest_batches(
             session.flush()
             latest[source] = session.get(Ingest, ingest_id)  # type: ignore[assignment]
         assert ds is not None
+        address = session.get(Source, (dataset, source))
+        if address is None:
+            session.add(Source(dataset=dataset, name=source, uri=uri, format=fmt, options=options or {}))
+        else:
+            address.uri, address.format, address.options, address.updated_at = uri, fmt, options or {}, now
         version_id = version_id_for(all_pairs, dataset)
         files = tuple(sorted(str(ing.file) for ing in latest.values()))
         if session.get(Version, version_id) is None:

@@ -40,7 +40,7 @@ from sanitize.detect import make_detector  # noqa: E402
 from sanitize.evaluate.metrics import detection_figures  # noqa: E402
 from sanitize.features import load_features  # noqa: E402
 from sanitize.ingest.core import ingest_path  # noqa: E402
-from sanitize.pipeline import RunContext, _reference_cache, run_cleaning  # noqa: E402
+from sanitize.pipeline import RunContext, _predict_split, _reference_cache, run_cleaning  # noqa: E402
 from sanitize.store import atomic_write_bytes, atomic_write_json  # noqa: E402
 from sanitize.workspace import Workspace  # noqa: E402
 
@@ -150,6 +150,18 @@ def backfill_reference_cache(ws: Workspace, cells: list[dict[str, Any]]) -> None
             atomic_write_bytes(cached, model.read_bytes())
 
 
+def base_asr(ws: Workspace, cells: list[dict[str, Any]], cell: dict[str, Any]) -> float | None:
+    """The attack's success rate on the clean-data model (the clean run's reference model, never shown a
+    poison): the share of triggered non-target test images it sends to the target anyway. Cleaning
+    cannot push the ASR below this floor."""
+    clean = next((c for c in cells if c["attack"] == "none"), None)
+    if clean is None or cell["attack"] == "none":
+        return None
+    model = ws.store.run_dir(clean["run_id"]) / "model_reference.pt"
+    pred, _ = _predict_split(ws, RunContext.load(ws, cell["run_id"]), model, cell["attack"], cell["target"])
+    return float((pred == cell["target"]).mean()) if len(pred) else None
+
+
 def load(out: Path) -> list[dict[str, Any]]:
     return json.loads(out.read_text()) if out.exists() else []
 
@@ -196,7 +208,8 @@ def markdown(cells: list[dict[str, Any]]) -> str:
         f"Clean-data model accuracy (reference model of the clean run): {_f(base_acc, 4)}.",
         "",
         "| attack | rate | poisons | quarantined | recall | precision | clean FPR | AUROC | clean acc. after "
-        "| ASR before -> after | ART best: config, flagged, recall | ours at ART's count | ART spectral at our count "
+        "| ASR before -> after (clean-data model) | ART best: config, flagged, recall | ours at ART's count "
+        "| ART spectral at our count "
         "| run (train ref / features / detect / retrain) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -215,6 +228,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             f"| {cell['attack']} | {cell['rate']:.1%} | {c['n_poison']:,} | {c['quarantined']:,}{ratio} "
             f"| {_f(c['recall'])} | {_f(c['precision'])} | {_f(c['fpr'], 4)} | {_f(c['auroc'])} "
             f"| {_f(c['clean_acc_after'], 4)} | {_f(c['asr_before'])} -> {_f(c['asr_after'])} "
+            f"({_f(cell.get('asr_clean_model'))}) "
             + (
                 f"| {best['detector'][4:]}, {best['quarantined']:,}, {_f(best['recall'])} "
                 f"| {_f(best.get('sanitize_recall_at_same_count'))} "
@@ -281,6 +295,7 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="rerun cells that already have results")
     ap.add_argument("--table", action="store_true", help="print the table of the results so far and stop")
     ap.add_argument("--markdown", action="store_true", help="print the RESULTS.md tables and stop")
+    ap.add_argument("--base-asr", action="store_true", help="add the clean-data model's ASR to cells without it")
     ap.add_argument("--target", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
@@ -291,6 +306,14 @@ def main() -> None:
         return
     if args.markdown:
         print(markdown(load(args.out)))
+        return
+    if args.base_asr:
+        ws = Workspace(Settings(home=args.home.resolve()))
+        for cell in load(args.out):
+            if cell.get("asr_clean_model") is None and cell["attack"] != "none":
+                cell["asr_clean_model"] = base_asr(ws, load(args.out), cell)
+                save_cell(args.out, cell)
+                print(f"{cell['attack']} {cell['rate']:.1%}: clean-data model ASR {cell['asr_clean_model']}")
         return
     fm.COMMIT = fm.commit()
     if not fm.FMNIST.is_dir():
@@ -305,6 +328,7 @@ def main() -> None:
             print(f"{attack} {rate:.1%}: already in {args.out}, skipped", flush=True)
             continue
         cell = run_cell(ws, attack, rate, args.target, args.seed)
+        cell["asr_clean_model"] = base_asr(ws, load(args.out), cell)
         save_cell(args.out, cell)
         print_table([cell])
         sys.stdout.flush()

@@ -114,9 +114,9 @@ def art_side_by_side(run_dir: Path, rate: float, ours_flagged: np.ndarray, ours_
     return {"rows": rows, "n_features": int(feats.shape[1])}
 
 
-def run_cell(ws: Workspace, attack: str, rate: float, target: int, seed: int) -> dict[str, Any]:
+def run_cell(ws: Workspace, attack: str, rate: float, target: int, seed: int, retrain: bool = True) -> dict[str, Any]:
     redteam = None if attack == "none" else RedTeamConfig(attack=attack, rate=rate, target=target, seed=seed)
-    config = RunConfig(dataset=fm.DATASET, redteam=redteam, seed=seed)
+    config = RunConfig(dataset=fm.DATASET, redteam=redteam, seed=seed, retrain=retrain)
     start = time.perf_counter()
     result = run_cleaning(config, ws, progress=False)
     seconds = time.perf_counter() - start
@@ -296,6 +296,7 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the table of the results so far and stop")
     ap.add_argument("--markdown", action="store_true", help="print the RESULTS.md tables and stop")
     ap.add_argument("--base-asr", action="store_true", help="add the clean-data model's ASR to cells without it")
+    ap.add_argument("--no-retrain", action="store_true", help="detection only: no clean model, no ASR after")
     ap.add_argument("--target", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
@@ -327,7 +328,7 @@ def main() -> None:
         if (attack, rate) in done and not args.force:
             print(f"{attack} {rate:.1%}: already in {args.out}, skipped", flush=True)
             continue
-        cell = run_cell(ws, attack, rate, args.target, args.seed)
+        cell = run_cell(ws, attack, rate, args.target, args.seed, retrain=not args.no_retrain)
         cell["asr_clean_model"] = base_asr(ws, load(args.out), cell)
         save_cell(args.out, cell)
         print_table([cell])

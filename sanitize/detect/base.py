@@ -74,8 +74,12 @@ class DetectorResult:
         )
 
 
-def check_features(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert: (n, d) finite float, (n,) int labels, every class with >= 2 samples."""
+def check_features(
+    features: np.ndarray, labels: np.ndarray, keep_float32: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert: (n, d) finite float, (n,) int labels, every class with >= 2 samples.
+
+    Features become float64, unless ``keep_float32`` and they are float32 already (no copy)."""
     features = np.asarray(features)
     labels = np.asarray(labels)
     if features.ndim != 2:
@@ -94,7 +98,8 @@ def check_features(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray
     small = classes[counts < 2]
     if len(small):
         raise InputError(f"class(es) {small.tolist()} have fewer than 2 samples; a detector cannot score them")
-    return features.astype(np.float64, copy=False), labels.astype(np.int64, copy=False)
+    dtype = np.float32 if keep_float32 and features.dtype == np.float32 else np.float64
+    return features.astype(dtype, copy=False), labels.astype(np.int64, copy=False)
 
 
 class Detector(ABC):
@@ -105,6 +110,8 @@ class Detector(ABC):
     """
 
     name: ClassVar[str]
+    #: Whether the detector is accurate enough on float32 features to skip a float64 copy of them.
+    float32_ok: ClassVar[bool] = False
 
     def __init__(self, *, contamination: float | None = None, random_state: int = 0):
         self.contamination = contamination
@@ -154,7 +161,7 @@ class Detector(ABC):
 
     def detect(self, features: np.ndarray, labels: np.ndarray) -> DetectorResult:
         """Fit on the data, score it and flag it: the transductive use in a cleaning run."""
-        features, labels = check_features(features, labels)
+        features, labels = check_features(features, labels, keep_float32=self.float32_ok)
         self.fit(features, labels)
         scores = self.score_samples(features, labels)
         if scores.shape != labels.shape or not np.isfinite(scores).all():

@@ -28,6 +28,8 @@ class SpectralSignature(Detector):
     """
 
     name = "spectral"
+    # One top eigenvector per class: float32 scatter matrices find the same direction.
+    float32_ok = True
 
     def __init__(self, *, contamination: float | None = None, z: float = 3.5, random_state: int = 0):
         super().__init__(contamination=contamination, random_state=random_state)
@@ -37,10 +39,10 @@ class SpectralSignature(Detector):
         self.means_: dict[int, np.ndarray] = {}
         self.directions_: dict[int, np.ndarray] = {}
         for c, rows in _class_slices(features, labels):
-            mean = rows.mean(axis=0)
+            mean = rows.mean(axis=0, dtype=np.float64)
             # The top right-singular vector of the centred rows is the top eigenvector of their d x d
             # scatter matrix, which is much cheaper than an SVD of the n x d matrix when n >> d.
-            scatter = rows.T @ rows - len(rows) * np.outer(mean, mean)
+            scatter = (rows.T @ rows).astype(np.float64) - len(rows) * np.outer(mean, mean)
             _, vecs = np.linalg.eigh(scatter)
             self.means_[c] = mean
             self.directions_[c] = vecs[:, -1]
@@ -56,10 +58,10 @@ class SpectralSignature(Detector):
         if len(unknown):
             raise DetectionError(f"labels {unknown.tolist()} were not seen in fit")
         column = np.searchsorted(classes, labels)
-        directions = np.stack([self.directions_[c] for c in classes], axis=1)
+        directions = np.stack([self.directions_[c] for c in classes], axis=1).astype(features.dtype)
         offsets = np.array([self.means_[c] @ self.directions_[c] for c in classes])
         projections = features @ directions
-        return (projections[np.arange(len(labels)), column] - offsets[column]) ** 2
+        return ((projections[np.arange(len(labels)), column] - offsets[column]) ** 2).astype(np.float64)
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
         # Projections are roughly Gaussian for a clean class: threshold |projection|, then square back.

@@ -93,6 +93,7 @@ class WhitenedClustering(Detector):
         min_class_z: float = 2.0,
         min_spread_ratio: float = 2.5,
         max_valley: float = 0.1,
+        max_clusters: int = 3,
         flag_z: float = 2.5,
         random_state: int = 0,
     ):
@@ -102,6 +103,7 @@ class WhitenedClustering(Detector):
         self.min_class_z = min_class_z
         self.min_spread_ratio = min_spread_ratio
         self.max_valley = max_valley
+        self.max_clusters = max_clusters
         self.flag_z = flag_z
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
@@ -127,7 +129,7 @@ class WhitenedClustering(Detector):
         self.suspect_share_: dict[int, float] = {}
         self.spread_ratio_: dict[int, float] = {}
         self.valley_: dict[int, float] = {}
-        splits: dict[int, tuple[np.ndarray, np.ndarray, list[float]]] = {}
+        splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for c in classes:
             c = int(c)
             others = n - counts[c]
@@ -136,41 +138,30 @@ class WhitenedClustering(Detector):
             w = np.maximum(w, max(w.max(), 1e-12) * 1e-6)
             self.whiteners_[c] = v / np.sqrt(w)
             zc = (z[labels == c] - means[c]) @ self.whiteners_[c]
-            if len(zc) < 10:
-                # Too few samples to split: score along nothing, never flag.
+            suspect = self._suspect(zc, c, means) if len(zc) >= 10 else None
+            if suspect is None:
+                # Too few samples to split, or no cluster to suspect: score along nothing, never flag.
                 self.direction_[c] = np.zeros(zc.shape[1])
                 self.clean_center_[c], self.clean_scale_[c] = 0.0, 1.0
                 self.separation_[c], self.suspect_share_[c], self.spread_ratio_[c] = 0.0, 0.0, 1.0
                 self.valley_[c] = 1.0
                 continue
-            assign = KMeans(n_clusters=2, n_init=3, random_state=self.random_state).fit(zc).labels_
-            spread = [float(np.var(zc[assign == j], axis=0).sum()) if (assign == j).sum() > 1 else 0.0 for j in (0, 1)]
-            splits[c] = (zc, assign, spread)
-        for c, (zc, assign, spread) in splits.items():
-            # The suspect cluster is the one farther from where the other classes sit along the line
-            # joining the two: a trigger moves its samples somewhere no clean sample of any class goes.
-            joining = zc[assign == 1].mean(axis=0) - zc[assign == 0].mean(axis=0)
-            joining /= np.linalg.norm(joining) or 1.0
-            others_at = float(
-                np.median([(means[k] - means[c]) @ self.whiteners_[c] @ joining for k in means if k != c])
-            )
-            at = [float(zc[assign == j].mean(axis=0) @ joining) for j in (0, 1)]
-            suspect = int(np.argmax([abs(a - others_at) for a in at]))
-            diff = zc[assign == suspect].mean(axis=0) - zc[assign != suspect].mean(axis=0)
-            norm = float(np.linalg.norm(diff)) or 1.0
-            u = diff / norm
+            splits[c] = (zc, suspect)
+        for c, (zc, inside) in splits.items():
+            diff = zc[inside].mean(axis=0) - zc[~inside].mean(axis=0)
+            u = diff / (float(np.linalg.norm(diff)) or 1.0)
             p = zc @ u
-            p_clean, p_suspect = p[assign != suspect], p[assign == suspect]
+            p_clean, p_suspect = p[~inside], p[inside]
             self.direction_[c] = u
-            # Median and MAD: poisons that 2-means left in the clean cluster must not widen its yardstick.
+            # Median and MAD: poisons that k-means left in the clean part must not widen its yardstick.
             centre = float(np.median(p_clean))
             self.clean_center_[c] = centre
             self.clean_scale_[c] = float(1.4826 * np.median(np.abs(p_clean - centre))) or float(p_clean.std()) or 1.0
             self.separation_[c] = float((np.median(p_suspect) - centre) / self.clean_scale_[c])
             self.suspect_share_[c] = float(len(p_suspect) / len(p))
-            other = spread[1 - suspect]
-            self.spread_ratio_[c] = float(spread[suspect] / other) if other > 0 else float("inf")
-            self.valley_[c] = valley_ratio(p[assign != suspect] - centre, p_suspect - centre)
+            spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
+            self.spread_ratio_[c] = spread_in / spread_out if spread_out > 0 else float("inf")
+            self.valley_[c] = valley_ratio(p_clean - centre, p_suspect - centre)
         seps = np.array([self.separation_[int(c)] for c in classes])
         med = float(np.median(seps))
         mad = float(np.median(np.abs(seps - med))) * 1.4826 or 1e-12
@@ -178,10 +169,7 @@ class WhitenedClustering(Detector):
         self.poisoned_ = {
             int(c): (
                 self.separation_[int(c)] >= self.min_separation
-                and (
-                    abs(np.log(max(self.spread_ratio_[int(c)], 1e-12))) >= np.log(self.min_spread_ratio)
-                    or self.valley_[int(c)] <= self.max_valley
-                )
+                and self._two_populations(self.spread_ratio_[int(c)], self.valley_[int(c)])
                 and (
                     self.class_z_[int(c)] >= self.min_class_z
                     if len(classes) >= 5
@@ -193,6 +181,52 @@ class WhitenedClustering(Detector):
         }
         self.fitted_ = True
         return self
+
+    def _two_populations(self, spread_ratio: float, valley: float) -> bool:
+        """Spreads unlike (either way), or an empty valley between the suspect and the rest."""
+        return bool(abs(np.log(max(spread_ratio, 1e-12))) >= np.log(self.min_spread_ratio) or valley <= self.max_valley)
+
+    def _suspect(self, zc: np.ndarray, c: int, means: dict[int, np.ndarray]) -> np.ndarray | None:
+        """The suspect part (n_c,) bool of whitened class ``c``: the most separated k-means cluster
+        (None when no cluster qualifies).
+
+        Every cluster of k-means with k = 2 .. ``max_clusters`` is a candidate against the rest of
+        the class, if it lies farther than the rest from where the other classes' means sit along
+        the line joining the two (a trigger moves its samples where no clean sample of any class
+        goes; the clean part stays where clean samples are, even when poisons are most of the
+        class). A candidate that passes the separation and two-population tests beats one that does
+        not; then the larger separation wins. k = 2 alone misses a small poison
+        group in a class that is itself two groups (Blend at 1 %: 2-means splits the class's two
+        natural halves, 3-means isolates the poisons).
+        """
+        best: np.ndarray | None = None
+        best_key: tuple[bool, float] = (False, -np.inf)
+        minimum = max(3, int(0.002 * len(zc)))
+        for k in range(2, self.max_clusters + 1):
+            assign = KMeans(n_clusters=k, n_init=3, random_state=self.random_state).fit(zc).labels_
+            for j in range(k):
+                inside = assign == j
+                if inside.sum() < minimum or (~inside).sum() < minimum:
+                    continue
+                joining = zc[inside].mean(axis=0) - zc[~inside].mean(axis=0)
+                joining /= np.linalg.norm(joining) or 1.0
+                along = [(means[o] - means[c]) @ self.whiteners_[c] @ joining for o in means if o != c]
+                others_at = float(np.median(along)) if along else 0.0
+                at_in, at_out = float(zc[inside].mean(axis=0) @ joining), float(zc[~inside].mean(axis=0) @ joining)
+                if abs(at_in - others_at) < abs(at_out - others_at):
+                    continue
+                p = zc @ joining
+                centre = float(np.median(p[~inside]))
+                scale = float(1.4826 * np.median(np.abs(p[~inside] - centre))) or float(p[~inside].std()) or 1.0
+                sep = (float(np.median(p[inside])) - centre) / scale
+                spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
+                ratio = spread_in / spread_out if spread_out > 0 else float("inf")
+                two = self._two_populations(ratio, valley_ratio(p[~inside] - centre, p[inside] - centre))
+                # A candidate that is apart and behaves like a second population beats one that is only apart.
+                key = (two and sep >= self.min_separation, sep)
+                if best is None or key > best_key:
+                    best, best_key = inside, key
+        return best
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Position (n,) along the class's split direction in clean-cluster sd; higher = more suspicious."""

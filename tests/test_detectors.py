@@ -275,6 +275,28 @@ def test_whitened_clustering_finds_poisons_that_spread_like_the_clean_class_behi
     assert "valley" in result.notes[0]
 
 
+def test_whitened_clustering_finds_a_small_poison_group_in_a_class_of_two_halves() -> None:
+    # The target class has two natural halves; 2-means cuts it along them, and only a third cluster
+    # isolates the poisons (as with Blend at 1 % on Fashion-MNIST).
+    x, y, means, sd = gaussian_classes()
+    target = np.flatnonzero(y == 0)
+    x[target, 1] += np.where(target % 2 == 0, -2.5, 2.5)
+    rng = np.random.default_rng(7)
+    poisons = means[0] + rng.normal(size=(30, len(sd))) * sd
+    poisons[:, 1] += rng.choice([-2.5, 2.5], size=30)
+    poisons[:, -1] += 0.4  # 8 clean sd: splitting the halves lowers 2-means' cost more than this does
+    xp, yp, truth = with_poisons(x, y, poisons)
+
+    only_two = WhitenedClustering(max_clusters=2).detect(xp, yp)
+    det = WhitenedClustering()
+    result = det.detect(xp, yp)
+
+    assert not only_two.flags[truth].any()
+    assert result.flags[truth].all()
+    assert int(result.flags[~truth].sum()) <= 3
+    assert {c for c, poisoned in det.poisoned_.items() if poisoned} == {0}
+
+
 def test_valley_ratio_tells_two_populations_from_one_tailing_off() -> None:
     rng = np.random.default_rng(0)
     clean = rng.normal(size=3000)

@@ -29,10 +29,11 @@ class WhitenedClustering(Detector):
     1. Project all features on their top ``n_components`` principal components.
     2. Whiten class ``c`` (centred on its mean) with the within-class covariance pooled over the
        other classes.
-    3. Split it with 2-means. The *suspect* cluster is the one farther from where the other
-       classes' means sit along the line joining the two clusters: the trigger moves poisons to a
-       place no clean sample of any class goes, while the clean part of the class stays where
-       clean samples are. (This holds when the poisons are most of their class, as at 10 %.)
+    3. Split it with k-means, k = 2 .. ``max_clusters``; the *suspect* part is one cluster against
+       the rest of the class (see :meth:`_suspect`): one farther than the rest from where the other
+       classes' means sit along the line joining them (the trigger moves poisons to a place no
+       clean sample of any class goes, while the clean part stays where clean samples are, also
+       when poisons are most of their class, as at 10 %), preferring one that passes the tests below.
     4. ``separation_`` = distance between the cluster medians along the line joining them, in
        robust standard deviations (1.4826 MAD) of the clean cluster.
 
@@ -75,6 +76,8 @@ class WhitenedClustering(Detector):
         Smallest factor (either way) between the two clusters' spreads.
     max_valley : float
         Largest valley ratio for a gap between the clusters (when the spreads are alike).
+    max_clusters : int
+        Largest k of the k-means splits searched for the suspect cluster.
     flag_z : float
         Threshold on the score inside a poisoned class; low, to favour recall.
     contamination : float, optional

@@ -4,7 +4,8 @@ If quarantine did not depend on the source, the number of flagged samples among 
 samples would follow a hypergeometric law (``n`` drawn without replacement from ``N`` samples of
 which ``Q`` are flagged). A source is named suspicious when its one-sided p-value, Bonferroni-
 corrected over the sources, is below ``alpha`` and its flagged share is at least ``min_ratio``
-times the overall share.
+times the flagged share of all the *other* sources. (Against the overall share, two bad suppliers
+that hold half of the data raise the overall share so much that neither reaches twice it.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class SourceVerdict:
     quarantined: int
     expected: float
     share: float
-    ratio: float
+    ratio: float  # its flagged share over the other sources' (with half a sample added to theirs)
     p_value: float
     suspicious: bool
 
@@ -52,7 +53,7 @@ def source_verdicts(
     alpha : float
         Family-wise significance level (Bonferroni over the sources).
     min_ratio : float
-        Smallest flagged share, relative to the overall share, for a source to be named.
+        Smallest flagged share, relative to the other sources' flagged share, for a source to be named.
     min_count : int
         Smallest number of flagged samples for a source to be named.
     """
@@ -71,7 +72,9 @@ def source_verdicts(
         # P(X >= k) for X ~ Hypergeom(total, flagged, n); 1.0 when nothing is flagged anywhere.
         p = float(hypergeom.sf(k - 1, total, flagged, n)) if flagged else 1.0
         share = k / n if n else 0.0
-        ratio = share / overall if overall else 0.0
+        # Half a sample added to the others' count keeps the ratio finite when they have no flag.
+        rest = (flagged - k + 0.5) / (total - n + 1)
+        ratio = share / rest
         suspicious = len(names) > 1 and p * len(names) < alpha and ratio >= min_ratio and k >= min_count
         out.append(SourceVerdict(name, n, k, expected, share, ratio, p, suspicious))
     return sorted(out, key=lambda v: (v.p_value, v.source))

@@ -175,6 +175,18 @@ def _f(v: Any, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def art_best(cell: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """ART's configuration with the highest recall (the fewest flags on a tie), and ART spectral at our
+    count, among the rows of one cell that did not raise."""
+    art = [r for r in cell["art"]["rows"] if r["detector"].startswith("art_") and "error" not in r]
+    best = max(
+        (r for r in art if r["detector"] != "art_spectral_at_our_count"),
+        key=lambda r: (r["recall"] or 0, -r["quarantined"]),
+        default=None,
+    )
+    return best, next((r for r in art if r["detector"] == "art_spectral_at_our_count"), None)
+
+
 def print_table(cells: list[dict[str, Any]]) -> None:
     print(
         f"{'attack':15} {'rate':>6} {'poisons':>7} {'quar.':>6} {'recall':>6} {'prec.':>6} {'fpr':>6} {'auroc':>6} "
@@ -182,13 +194,8 @@ def print_table(cells: list[dict[str, Any]]) -> None:
     )
     for cell in sorted(cells, key=lambda c: (c["attack"], c["rate"])):
         c = next(r for r in cell["records"] if r["detector"] == "combined")
-        art = [r for r in cell["art"]["rows"] if r["detector"].startswith("art_") and "error" not in r]
-        best = max(
-            (r for r in art if r["detector"] != "art_spectral_at_our_count"),
-            key=lambda r: r["recall"] or 0,
-            default={"recall": None, "quarantined": 0, "detector": "art_none"},
-        )
-        at_ours = next((r for r in art if r["detector"] == "art_spectral_at_our_count"), None)
+        best, at_ours = art_best(cell)
+        best = best or {"recall": None, "quarantined": 0, "detector": "art_none"}
         print(
             f"{cell['attack']:15} {cell['rate']:>6.1%} {c['n_poison']:>7} {c['quarantined']:>6} {_f(c['recall']):>6} "
             f"{_f(c['precision']):>6} {_f(c['fpr'], 4):>6} {_f(c['auroc']):>6} {_f(c['clean_acc_after']):>6} "
@@ -216,13 +223,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
     for cell in cells:
         c = next(r for r in cell["records"] if r["detector"] == "combined")
         t = c["timings"]
-        art = [r for r in cell["art"]["rows"] if r["detector"].startswith("art_") and "error" not in r]
-        best = max(
-            (r for r in art if r["detector"] != "art_spectral_at_our_count"),
-            key=lambda r: (r["recall"] or 0, -r["quarantined"]),
-            default=None,
-        )
-        at_ours = next((r for r in art if r["detector"] == "art_spectral_at_our_count"), None)
+        best, at_ours = art_best(cell)
         ratio = f" ({c['quarantined'] / c['n_poison']:.2f}x)" if c["n_poison"] else ""
         lines.append(
             f"| {cell['attack']} | {cell['rate']:.1%} | {c['n_poison']:,} | {c['quarantined']:,}{ratio} "

@@ -72,8 +72,8 @@ class DetectConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    detectors: tuple[str, ...] = ("spectral", "activation_clustering", "knn", "whitened_clustering")
-    voters: tuple[str, ...] = ("whitened_clustering",)
+    detectors: tuple[str, ...] = ("spectral", "activation_clustering", "knn", "whitened_clustering", "input_gap")
+    voters: tuple[str, ...] = ("whitened_clustering", "input_gap")
     contamination: float | None = Field(
         default=None,
         gt=0.0,

@@ -179,3 +179,35 @@ def load_features(path: Path, split: str | None = "train") -> tuple[list[str], n
         table.column("label").to_numpy(),
         table.column("prediction").to_numpy(),
     )
+
+
+def load_inputs(store: Store, manifest: Manifest, sample_ids: list[str], max_dims: int = 1024) -> np.ndarray:
+    """The raw training inputs of ``sample_ids``, in that order: (n, d) float32 in [0, 1].
+
+    Images whose ``height * width * channels`` exceeds ``max_dims`` are average-pooled over square
+    blocks (the smallest block that fits; rows and columns left over at the bottom and right are
+    dropped), so input-space detectors see every image at one modest size.
+    """
+    h, w, c = manifest.height, manifest.width, manifest.channels
+    block = 1
+    while (h // block) * (w // block) * c > max_dims:
+        block += 1
+    oh, ow = h // block, w // block
+    where = {sid: i for i, sid in enumerate(sample_ids)}
+    out = np.empty((len(sample_ids), oh * ow * c), dtype=np.float32)
+    seen = np.zeros(len(sample_ids), dtype=bool)
+    cols = ["sample_id", "height", "width", "channels", "pixels"]
+    for batch in store.iter_samples(manifest, split="train", columns=cols, batch_size=4096):
+        rows = np.array([where.get(s, -1) for s in batch.column("sample_id").to_pylist()], dtype=np.int64)
+        if (rows < 0).any():
+            sid = batch.column("sample_id")[int(np.argmax(rows < 0))].as_py()
+            raise InputError(f"sample {sid} of version {manifest.version_id} has no features in this run")
+        x = decode_pixels(batch).astype(np.float32) / 255.0
+        if block > 1:
+            x = x[:, : oh * block, : ow * block, :].reshape(len(x), oh, block, ow, block, c).mean(axis=(2, 4))
+        out[rows] = x.reshape(len(x), -1)
+        seen[rows] = True
+    if not seen.all():
+        missing = sample_ids[int(np.argmin(seen))]
+        raise InputError(f"sample {missing} has features but is not in version {manifest.version_id}")
+    return out

@@ -34,7 +34,7 @@ from sanitize.detect import combine, make_detector
 from sanitize.errors import DetectionError, InputError, InvariantError, SanitizeError
 from sanitize.evaluate.metrics import detection_figures
 from sanitize.evaluate.redteam import get_attack, trigger_for
-from sanitize.features import extract_features, load_features
+from sanitize.features import extract_features, load_features, load_inputs
 from sanitize.models import (
     FEATURE_LAYER,
     build_model,
@@ -440,13 +440,20 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
         cfg = ctx.config.detect
         results = {}
         seconds = {}
+        inputs: np.ndarray | None = None
         for name in cfg.detectors:
             start = time.perf_counter()
             detector = make_detector(
                 name, contamination=cfg.contamination, random_state=ctx.config.seed, knn_k=cfg.knn_k
             )
+            data = feats
+            if detector.input_space:
+                if inputs is None:
+                    # Read once, for every detector that looks at the raw inputs rather than the model's features.
+                    inputs = load_inputs(ws.store, ctx.manifest(ws), ids)
+                data = inputs
             try:
-                results[name] = detector.detect(feats, labels)
+                results[name] = detector.detect(data, labels)
             except SanitizeError:
                 raise
             except Exception as exc:  # a crashed detector must never let the data through as clean

@@ -2,6 +2,7 @@
 
 from sanitize.detect.base import Detector, DetectorResult, check_features
 from sanitize.detect.clustering import ActivationClustering
+from sanitize.detect.input_gap import InputGap
 from sanitize.detect.knn import KNNLabelDisagreement
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
@@ -10,7 +11,7 @@ from sanitize.detect.whitened import WhitenedClustering
 
 REGISTRY: dict[str, type[Detector]] = {
     cls.name: cls
-    for cls in (SpectralSignature, ActivationClustering, KNNLabelDisagreement, Spectre, WhitenedClustering)
+    for cls in (SpectralSignature, ActivationClustering, KNNLabelDisagreement, Spectre, WhitenedClustering, InputGap)
 }
 
 
@@ -27,6 +28,7 @@ __all__ = [
     "REGISTRY",
     "ActivationClustering",
     "Detector",
+    "InputGap",
     "DetectorResult",
     "KNNLabelDisagreement",
     "Spectre",

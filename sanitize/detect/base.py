@@ -112,6 +112,8 @@ class Detector(ABC):
     name: ClassVar[str]
     #: Whether the detector is accurate enough on float32 features to skip a float64 copy of them.
     float32_ok: ClassVar[bool] = False
+    #: Whether the detector reads the raw inputs (flattened pixels in [0, 1]) instead of the model's features.
+    input_space: ClassVar[bool] = False
 
     def __init__(self, *, contamination: float | None = None, random_state: int = 0):
         self.contamination = contamination

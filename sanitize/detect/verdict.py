@@ -22,7 +22,8 @@ class Verdict:
     Attributes
     ----------
     suspicion_score : ndarray (n,) float64
-        The highest voter score; higher = more suspicious.
+        The highest score among the voters that judged the sample's class poisoned (the first
+        voter's score where none did); higher = more suspicious.
     quarantine : ndarray (n,) bool
         True where a voter flagged the sample.
     results : dict[str, DetectorResult]
@@ -88,7 +89,8 @@ class Verdict:
 
 
 def combine(results: dict[str, DetectorResult], voters: tuple[str, ...], labels: np.ndarray) -> Verdict:
-    """Combine detector results: quarantine what any voter flags; score = the highest voter score."""
+    """Combine detector results: quarantine what any voter flags; score = the highest score of a voter
+    that judged the sample's class poisoned (the first voter's where none did)."""
     if not voters:
         raise DetectionError("no voting detector: a run needs at least one detector that decides")
     missing = [v for v in voters if v not in results]
@@ -98,7 +100,16 @@ def combine(results: dict[str, DetectorResult], voters: tuple[str, ...], labels:
     for name, r in results.items():
         if r.scores.shape != (n,) or r.flags.shape != (n,):
             raise DetectionError(f"detector {name} scored {r.scores.shape} samples, expected {n}")
-    score = np.max(np.stack([results[v].scores for v in voters]), axis=0)
+    # Voters' scores are on their own scales, and a voter's score in a class it judged clean only
+    # ranks samples along a split it rejected. So a voter's score counts in the classes it judged
+    # poisoned (a finite threshold); in classes no voter judged poisoned, the first voter's ranks.
+    stacked = []
+    for v in voters:
+        r = results[v]
+        judged = np.isin(labels, [c for c, t in r.thresholds.items() if np.isfinite(t)])
+        stacked.append(np.where(judged, r.scores, -np.inf))
+    score = np.max(np.stack(stacked), axis=0)
+    score = np.where(np.isfinite(score), score, results[voters[0]].scores)
     quarantine = np.any(np.stack([results[v].flags for v in voters]), axis=0)
     rate = {int(c): float(quarantine[labels == c].mean()) for c in np.unique(labels)}
     return Verdict(score, quarantine, results, tuple(voters), rate)

@@ -22,6 +22,7 @@ from sanitize.detect import (
     combine,
     make_detector,
 )
+from sanitize.detect.input_gap import InputGap
 from sanitize.detect.whitened import valley_ratio
 from sanitize.errors import DetectionError, InputError
 
@@ -326,6 +327,76 @@ def test_whitened_clustering_contamination_caps_the_flags() -> None:
 # --- the common API --------------------------------------------------------------------------
 
 
+# --- InputGap (pixel space) ----------------------------------------------------------------
+
+
+def pixel_classes(n_classes: int = 6, n: int = 400, d: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Image-like inputs: classes of smooth random means plus noise, with the first 8 "border pixels"
+    always 0 in every class (natural images leave them black)."""
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(0.2, 0.8, size=(n_classes, d))
+    x = np.concatenate([means[c] + rng.normal(scale=0.1, size=(n, d)) for c in range(n_classes)])
+    x[:, :8] = 0.0
+    return np.clip(x, 0.0, 1.0), np.repeat(np.arange(n_classes), n)
+
+
+def test_input_gap_flags_exactly_a_clean_label_group_with_a_shared_faint_pattern() -> None:
+    x, y = pixel_classes()
+    pattern = 0.05 * np.sin(np.arange(x.shape[1]) * 2 * np.pi * 6 / x.shape[1])
+    victims = np.flatnonzero(y == 2)[:40]  # SIG-like: target-class images, labels kept
+    x[victims] = np.clip(x[victims] + pattern, 0.0, 1.0)
+    truth = np.zeros(len(y), bool)
+    truth[victims] = True
+
+    detector = InputGap()
+    result = detector.detect(x, y)
+
+    np.testing.assert_array_equal(result.flags, truth)
+    assert [c for c, p in detector.poisoned_.items() if p] == [2]
+    assert roc_auc_score(truth, result.scores) == 1.0
+    assert result.notes[2].startswith("poisoned: separation")
+
+
+def test_input_gap_flags_dirty_label_poisons_that_outnumber_their_class() -> None:
+    x, y = pixel_classes(n=200)
+    rng = np.random.default_rng(5)
+    victims = rng.choice(np.flatnonzero(y != 0), size=260, replace=False)  # more than class 0's 200
+    x[victims, :4] = 1.0  # a white patch in the black border
+    y = y.copy()
+    y[victims] = 0
+
+    result = InputGap().detect(x, y)
+
+    np.testing.assert_array_equal(np.flatnonzero(result.flags), np.sort(victims))
+
+
+def test_input_gap_flags_nothing_in_clean_data_and_says_why() -> None:
+    x, y = pixel_classes(seed=3)
+    detector = InputGap()
+    result = detector.detect(x, y)
+    assert not result.flags.any()
+    assert all(note.startswith("clean:") for note in result.notes.values())
+    assert all(np.isinf(t) for t in result.thresholds.values())
+
+
+def test_input_gap_ignores_a_handful_of_odd_images() -> None:
+    x, y = pixel_classes()
+    x[np.flatnonzero(y == 1)[:5], :4] = 1.0  # five images touch the border: odd, not a poisoning
+    assert not InputGap().detect(x, y).flags.any()
+
+
+def test_input_gap_leaves_a_natural_group_nearer_than_min_separation() -> None:
+    """A class made of two real groups (two ways of writing a "1"): a gap, but a modest one."""
+    x, y = pixel_classes()
+    ones = np.flatnonzero(y == 1)[:60]
+    x[ones, 8:24] += 0.3  # brighter in pixels that every class varies in: about 12 sd away
+
+    detector = InputGap()
+    assert not detector.detect(x, y).flags.any()
+    assert 5 < detector.separation_[1] < 30 and detector.valley_[1] <= 0.1
+    assert InputGap(min_separation=5).detect(x, y).flags.sum() == 60
+
+
 def small_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.normal(size=(90, 5)), np.repeat([0, 1, 2], 30)
@@ -461,6 +532,25 @@ def test_flags_do_not_depend_on_row_order(detector: Detector, seed: int) -> None
     assert set(perm[permuted.flags].tolist()) == set(np.flatnonzero(base.flags).tolist())
 
 
+def _planted_pixels() -> tuple[np.ndarray, np.ndarray]:
+    x, y = pixel_classes(n=150, d=32, seed=4)
+    x[np.flatnonzero(y == 3)[:20], :3] = 0.6
+    return x, y
+
+
+PIXELS_X, PIXELS_Y = _planted_pixels()
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_input_gap_flags_do_not_depend_on_row_order(seed: int) -> None:
+    perm = np.random.default_rng(seed).permutation(len(PIXELS_Y))
+    base = InputGap().detect(PIXELS_X, PIXELS_Y)
+    permuted = InputGap().detect(PIXELS_X[perm], PIXELS_Y[perm])
+    assert base.flags.sum() == 20
+    assert set(perm[permuted.flags].tolist()) == set(np.flatnonzero(base.flags).tolist())
+
+
 # --- combining votes ---------------------------------------------------------------------------
 
 
@@ -504,3 +594,16 @@ def test_combine_rejects_a_result_of_the_wrong_length() -> None:
     labels = np.array([0, 1, 1])
     with pytest.raises(DetectionError, match="detector a scored"):
         combine({"a": _result("a", [True, False], [1.0, 0.0])}, ("a",), labels)
+
+
+def test_combine_ranks_by_the_voters_that_judged_the_class_poisoned() -> None:
+    """Voters score on their own scales: a voter's score counts only in the classes it judged
+    poisoned (finite threshold); where none did, the first voter's score ranks the samples."""
+    labels = np.array([0, 0, 1, 1])
+    a = DetectorResult("a", np.array([1.0, 0.0, 5.0, 4.0]), np.zeros(4, bool), {0: 3.0, 1: np.inf}, {}, {})
+    b = DetectorResult(
+        "b", np.array([80.0, 2.0, 99.0, 1.0]), np.array([1, 0, 0, 0], bool), {0: 50.0, 1: np.inf}, {}, {}
+    )
+    verdict = combine({"a": a, "b": b}, ("a", "b"), labels)
+    np.testing.assert_array_equal(verdict.suspicion_score, [80.0, 2.0, 5.0, 4.0])
+    assert verdict.quarantine.tolist() == [True, False, False, False]

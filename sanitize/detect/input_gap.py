@@ -49,15 +49,13 @@ class InputGap(Detector):
     The class is judged poisoned when some direction gives a separation of at least
     ``min_separation``, a valley of at most ``max_valley``, and a suspect group of at least
     ``min_group`` samples (and ``min_group_share`` of the class) and at most ``max_group_share``
-    of it; the direction with the largest such separation wins. And the gap must hold out of
-    sample: the class is cut in two random halves, and directions found on each half must show
-    a passing gap in the other (with half of ``min_group``). Without that check, the digits' 145
-    images of "1" in 64 pixels gave a clean class a chance gap (separation 13.8, valley 0).
+    of it; the direction with the largest such separation wins.
 
     Calibrated on Fashion-MNIST and digits (bench/RESULTS.md). Over the top 8 directions of every
     clean Fashion-MNIST class the lowest valley was 0.65 (a group of 42 shirts). Digits has a
-    real gap: 26 of the 145 training "1"s sit apart in pixel space (separation 13.8, valley 0,
-    in both held-out halves), which is why ``min_separation`` is 30. Additive triggers gave
+    real gap: 26 of the 145 training "1"s sit apart in pixel space (separation 13.8, valley 0;
+    it holds in held-out halves too, so it is not a chance cut), which is why
+    ``min_separation`` is 30. Additive triggers gave
     separations of 130 (BadNets on digits) to over 700 (BadNets on Fashion-MNIST); SIG 138 to 146.
 
     The suspicion score of a sample is its position along the class's best direction, oriented
@@ -122,7 +120,6 @@ class InputGap(Detector):
             scatters[c] = centred.T @ centred
         total = sum(scatters.values())
         n = len(labels)
-        rng = np.random.default_rng(self.random_state)
         self.means_ = means
         self.axis_: dict[int, np.ndarray] = {}
         self.centre_: dict[int, float] = {}
@@ -131,7 +128,6 @@ class InputGap(Detector):
         self.valley_: dict[int, float] = {}
         self.group_share_: dict[int, float] = {}
         self.cut_: dict[int, float] = {}
-        self.held_out_: dict[int, tuple[bool, bool]] = {}
         self.poisoned_: dict[int, bool] = {}
         for c in classes:
             xc = x[labels == c] - means[c]
@@ -145,17 +141,6 @@ class InputGap(Detector):
             whitener = v / np.sqrt(w)
             offsets = np.stack([means[o] - means[c] for o in classes if o != c]) if len(classes) > 1 else None
             best = self._best_split(xc, self._axes(whitener, scatters[c] / size), offsets, self.min_group)
-            # Cross-fitted check: directions found on one half of the class must show the gap in the
-            # other half. With few samples per dimension (digits: 145 images in 64 pixels) the top
-            # directions of a class can cut a chance gap into the very samples that chose them.
-            halves = np.array_split(rng.permutation(size), 2)
-            held = []
-            for fit_on, test_on in ((halves[0], halves[1]), (halves[1], halves[0])):
-                part = xc[fit_on]
-                axes = self._axes(whitener, part.T @ part / max(len(part), 1))
-                split = self._best_split(xc[test_on], axes, offsets, max(self.min_group // 2, 2))
-                held.append(split is not None and split.ok)
-            self.held_out_[c] = (held[0], held[1])
             if best is None:
                 self.axis_[c] = np.zeros(x.shape[1])
                 self.centre_[c], self.scale_[c], self.separation_[c] = 0.0, 1.0, 0.0
@@ -165,7 +150,7 @@ class InputGap(Detector):
             self.axis_[c] = best.axis
             self.centre_[c], self.scale_[c], self.cut_[c] = best.centre, best.scale, best.cut
             self.separation_[c], self.valley_[c], self.group_share_[c] = best.separation, best.valley, best.share
-            self.poisoned_[c] = bool(best.ok and all(held))
+            self.poisoned_[c] = best.ok
         self.fitted_ = True
         return self
 
@@ -232,10 +217,9 @@ class InputGap(Detector):
         return scores
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
-        halves = sum(self.held_out_[label])
         stats = (
             f"separation {self.separation_[label]:.1f}, valley {self.valley_[label]:.2f}, "
-            f"group {self.group_share_[label]:.1%} of the class, gap found in {halves} of 2 held-out halves"
+            f"group {self.group_share_[label]:.1%} of the class"
         )
         if self.poisoned_[label]:
             cut = self.cut_[label]

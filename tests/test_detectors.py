@@ -197,6 +197,32 @@ def test_activation_clustering_flags_nothing_in_single_gaussian_classes() -> Non
     assert all(s < det.silhouette_threshold for s in det.silhouette_.values())
 
 
+def test_silhouette_of_two_clusters_matches_scikit_learn() -> None:
+    from sklearn.metrics import silhouette_score
+
+    from sanitize.detect.clustering import _silhouette_two
+
+    rng = np.random.default_rng(4)
+    z = np.concatenate([rng.normal(size=(70, 5)), rng.normal(size=(30, 5)) + 2.0])
+    assign = np.r_[np.zeros(70, int), np.ones(30, int)]
+    rng.shuffle(assign[:80])  # a split that is not the true one, so the value is not near 1
+    assert _silhouette_two(z, assign) == pytest.approx(silhouette_score(z, assign), abs=1e-9)
+
+
+def test_two_means_finds_the_same_split_as_scikit_learn() -> None:
+    from sklearn.cluster import KMeans
+
+    from sanitize.detect.clustering import _two_means
+
+    z, truth = two_blob_class(n_big=300, n_small=60, d=10, seed=2)
+    assign, centres = _two_means(z, np.random.default_rng(0), n_init=3)
+    reference = KMeans(n_clusters=2, n_init=3, random_state=0).fit(z)
+    same = (assign == reference.labels_).all() or (assign != reference.labels_).all()
+    assert same
+    assert ((assign == 1) == truth).all() or ((assign == 0) == truth).all()
+    np.testing.assert_allclose(np.sort(centres[:, 0]), np.sort(reference.cluster_centers_[:, 0]), atol=1e-9)
+
+
 # --- KNNLabelDisagreement (Peri et al. 2020) ---------------------------------------------------
 
 

@@ -2,9 +2,10 @@
 
 Loads the features of a finished run and times, in one process, each of sanitize's detectors, the
 whole default suite with the combined verdict, and ART's SpectralSignatureDefense and
-ActivationDefence with default settings. ART is handed the features: its classifier's
-``get_activations`` is replaced by one that returns them, so its time is its own analysis and not a
-forward pass. Every time is the median of ``--repeats`` runs.
+ActivationDefence with default settings. The suite includes ``input_gap``, which reads the run's
+images (loaded once beforehand, as the pipeline does; the load is timed apart). ART is handed the
+features: its classifier's ``get_activations`` is replaced by one that returns them, so its time is
+its own analysis and not a forward pass. Every time is the median of ``--repeats`` runs.
 
     pip install -e '.[bench]'
     python bench/speed.py data/bench/runs/<run-id>
@@ -29,10 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.art_compare import art_classifier  # noqa: E402
 from bench.fashion_mnist import commit, machine  # noqa: E402
-from sanitize.config import DetectConfig  # noqa: E402
+from sanitize.config import DetectConfig, Settings  # noqa: E402
 from sanitize.detect import combine, make_detector  # noqa: E402
-from sanitize.features import load_features  # noqa: E402
+from sanitize.features import load_features, load_inputs  # noqa: E402
+from sanitize.pipeline import RunContext  # noqa: E402
 from sanitize.store import atomic_write_json  # noqa: E402
+from sanitize.workspace import Workspace  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -66,10 +69,21 @@ def art_ac(feats: np.ndarray, labels: np.ndarray) -> None:
     ActivationDefence(clf, x, y).detect_poison()
 
 
-def suite(feats: np.ndarray, labels: np.ndarray) -> None:
+def suite(feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
+    """The default detectors and the combined verdict, as the pipeline's detect stage runs them."""
     cfg = DetectConfig()
-    results = {name: make_detector(name, knn_k=cfg.knn_k).detect(feats, labels) for name in cfg.detectors}
+    results = {}
+    for name in cfg.detectors:
+        detector = make_detector(name, knn_k=cfg.knn_k)
+        results[name] = detector.detect(inputs if detector.input_space else feats, labels)
     combine(results, cfg.voters, labels)
+
+
+def run_inputs(run_dir: Path, ids: list[str]) -> np.ndarray:
+    """The run's training images as the pipeline hands them to input-space detectors."""
+    ws = Workspace(Settings(home=run_dir.resolve().parents[1]))
+    ctx = RunContext.load(ws, run_dir.name)
+    return load_inputs(ws.store, ctx.manifest(ws), ids)
 
 
 def main() -> None:
@@ -78,13 +92,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
     args = ap.parse_args()
-    _, feats, labels, _ = load_features(args.run_dir / "features.parquet", split="train")
+    ids, feats, labels, _ = load_features(args.run_dir / "features.parquet", split="train")
     feats = np.ascontiguousarray(feats, dtype=np.float32)
-    timings: dict[str, float] = {}
-    for name in ("spectral", "activation_clustering", "knn", "whitened_clustering", "spectre"):
-        detect = make_detector(name).detect
-        timings[f"sanitize_{name}"] = median_seconds(lambda d=detect: d(feats, labels), args.repeats)
-    timings["sanitize_default_suite"] = median_seconds(lambda: suite(feats, labels), args.repeats)
+    start = time.perf_counter()
+    inputs = run_inputs(args.run_dir, ids)
+    timings: dict[str, float] = {"sanitize_load_inputs": time.perf_counter() - start}
+    for name in ("spectral", "activation_clustering", "knn", "whitened_clustering", "spectre", "input_gap"):
+        detector = make_detector(name)
+        data = inputs if detector.input_space else feats
+        timings[f"sanitize_{name}"] = median_seconds(lambda d=detector, x=data: d.detect(x, labels), args.repeats)
+    timings["sanitize_default_suite"] = median_seconds(lambda: suite(feats, inputs, labels), args.repeats)
     timings["art_spectral_default"] = median_seconds(lambda: art_spectral(feats, labels), args.repeats)
     timings["art_ac_default"] = median_seconds(lambda: art_ac(feats, labels), args.repeats)
     ratios = {
@@ -101,6 +118,7 @@ def main() -> None:
             "run_dir": str(args.run_dir),
             "n": int(feats.shape[0]),
             "d": int(feats.shape[1]),
+            "input_d": int(inputs.shape[1]),
             "repeats": args.repeats,
             "seconds": {k: round(v, 4) for k, v in timings.items()},
             "art_over_sanitize": {k: round(v, 2) for k, v in ratios.items()},

@@ -207,7 +207,10 @@ def print_table(cells: list[dict[str, Any]]) -> None:
 
 def markdown(cells: list[dict[str, Any]]) -> str:
     """The RESULTS.md tables: the combined verdict with ART beside it, and every detector alone."""
-    order = {name: i for i, name in enumerate(["none", "badnets", "badnets_random", "blend", "wanet", "sig"])}
+    order = {
+        name: i
+        for i, name in enumerate(["none", "badnets", "badnets_random", "blend", "wanet", "sig", "adaptive_blend"])
+    }
     cells = sorted(cells, key=lambda c: (order.get(c["attack"], 99), c["rate"]))
     clean = next((c for c in cells if c["attack"] == "none"), None)
     base_acc = clean["records"][0]["clean_acc_before"] if clean else None
@@ -240,7 +243,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             f"| {cell['seconds']:.0f} s ({t.get('train_reference', 0):.0f} / {t.get('features', 0):.0f} / "
             f"{t.get('detect', 0):.0f} / {t.get('retrain', 0):.0f}) |"
         )
-    detectors = ["spectral", "activation_clustering", "knn", "whitened_clustering"]
+    detectors = ["spectral", "activation_clustering", "knn", "whitened_clustering", "input_gap"]
     lines += [
         "",
         "Each detector alone (flagged, recall, clean FPR, AUROC):",
@@ -276,6 +279,45 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             else:
                 row.append(f"{r['quarantined']:,}, {_f(r['recall'])}, {_f(r['fpr'], 4)}")
         lines.append(f"| {cell['attack']} | {cell['rate']:.1%} | " + " | ".join(row) + " |")
+    return "\n".join(lines + ["", bars(cells, base_acc)])
+
+
+# The cells issue 3 sets bars for, and the bars.
+BAR_CELLS = [(a, r) for a in ("badnets", "blend", "wanet") for r in (0.01, 0.05, 0.10)] + [
+    ("sig", r) for r in (0.01, 0.03, 0.05)
+]
+
+
+def bars(cells: list[dict[str, Any]], base_acc: float | None) -> str:
+    """Each barred cell against the bars: recall >= 0.95 at <= 1.5x, ASR after <= 2 %, clean accuracy
+    within 1 point of the clean-data model, and our recall at ART's best count >= ART's."""
+    by = {(c["attack"], c["rate"]): c for c in cells}
+    lines = [
+        "| cell | recall, quarantined | ASR after (clean-data model) | clean acc. after "
+        "| ours vs ART best at its count | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for attack, rate in BAR_CELLS:
+        cell = by.get((attack, rate))
+        if cell is None:
+            lines.append(f"| {attack} {rate:.0%} | not run | | | | |")
+            continue
+        c = next(r for r in cell["records"] if r["detector"] == "combined")
+        best, _ = art_best(cell)
+        ours_at = best.get("sanitize_recall_at_same_count") if best else None
+        detection = (c["recall"] or 0) >= 0.95 and c["quarantined"] <= 1.5 * c["n_poison"]
+        asr = c["asr_after"] is not None and c["asr_after"] <= 0.02
+        acc = base_acc is not None and c["clean_acc_after"] is not None and c["clean_acc_after"] >= base_acc - 0.01
+        art = best is None or (ours_at is not None and ours_at >= (best["recall"] or 0))
+        checks = (("recall", detection), ("ASR", asr), ("accuracy", acc), ("vs ART", art))
+        missed = [name for name, ok in checks if not ok]
+        share = c["quarantined"] / c["n_poison"]
+        lines.append(
+            f"| {attack} {rate:.0%} | {_f(c['recall'])}, {c['quarantined']:,} ({share:.2f}x) "
+            f"| {_f(c['asr_after'])} ({_f(cell.get('asr_clean_model'))}) | {_f(c['clean_acc_after'], 4)} "
+            f"| {_f(ours_at)} vs {_f(best['recall']) if best else '-'} "
+            f"| {'met' if not missed else 'missed: ' + ', '.join(missed)} |"
+        )
     return "\n".join(lines)
 
 

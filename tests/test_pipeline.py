@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from sanitize.catalog import AuditRecord, QuarantineEntry, Run, Version
-from sanitize.config import ModelConfig, RedTeamConfig, RunConfig, Settings
+from sanitize.config import DetectConfig, ModelConfig, RedTeamConfig, RunConfig, Settings
 from sanitize.data import CleanDataset
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
@@ -23,7 +23,7 @@ from sanitize.workspace import Workspace
 
 N_TRAIN, N_TEST = 1437, 360  # scikit-learn's 1,797 digits split 80/20
 N_POISON = round(0.05 * N_TRAIN)
-DETECTORS = ("spectral", "activation_clustering", "knn", "whitened_clustering")
+DETECTORS = DetectConfig().detectors
 
 
 @dataclass

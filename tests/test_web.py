@@ -15,6 +15,7 @@ from web_support import copy_of, demo_run, quarantined, tile_ids
 
 from sanitize import cli
 from sanitize.catalog import AuditRecord, Decision, QuarantineEntry, Reviewer, ReviewSession, Run
+from sanitize.config import DetectConfig
 from sanitize.review import decide
 from sanitize.web.app import SESSION_COOKIE, create_app
 from sanitize.web.auth import add_reviewer, revoke_reviewer
@@ -177,9 +178,10 @@ def test_a_sample_page_shows_provenance_detectors_and_kept_neighbours(site: Site
 
     assert entry.content_sha256 in page and html.escape(entry.locator) in page
     assert f'<b id="given-label">{entry.label}</b>' in page
-    for name in ("spectral", "activation_clustering", "knn", "whitened_clustering"):
+    names = DetectConfig().detectors
+    for name in names:
         assert f"<td>{name}" in page
-    assert page.count('class="marker"') == 4  # this sample on each detector's class histogram
+    assert page.count('class="marker"') == len(names)  # this sample on each detector's class histogram
     neighbours = re.findall(r'<div class="tile[^"]*" data-sample="([0-9a-f]{20})"', page)
     assert len(neighbours) == 8
     assert not set(neighbours) & set(entries), "neighbours come from the kept set"
@@ -190,7 +192,8 @@ def test_a_sample_page_shows_provenance_detectors_and_kept_neighbours(site: Site
 
 def test_pictures_are_inline_svg(site: Site) -> None:
     page = site.client.get(f"/runs/{site.run_id}/pictures").text
-    assert page.count("<svg") == 10 + 2  # a histogram per class, the sources' bars, the projection
+    voters = len(DetectConfig().voters)
+    assert page.count("<svg") == 10 * voters + 2  # a histogram per class and voter, the sources' bars, the projection
     n_quarantined = len(site.statuses())
     assert f"pending ({n_quarantined})" in page
     assert page.count("<circle") >= 1437  # every training sample of the demo is drawn, plus the legend

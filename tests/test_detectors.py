@@ -324,6 +324,38 @@ def test_whitened_clustering_finds_a_small_poison_group_in_a_class_of_two_halves
     assert {c for c, poisoned in det.poisoned_.items() if poisoned} == {0}
 
 
+def test_whitened_clustering_finds_a_second_poison_group_in_a_later_round() -> None:
+    """Two poison groups in one class, each apart along its own quiet axis: the first round splits
+    off the farther one, the second round finds the other among the samples left, the third stops."""
+    rng = np.random.default_rng(5)
+    x, y, means, sd = gaussian_classes(d=32, seed=0)
+    x[:, -2] = rng.normal(scale=0.05, size=len(x))  # a second axis the classes barely vary in
+    means[:, -2], sd[-2] = 0.0, 0.05
+    groups = []
+    for axis, shift, seed in ((-2, 4.0, 3), (-1, 2.0, 2)):
+        g = dirty_label_poisons(means, sd, n=60, trigger=0.0, seed=seed)
+        g[:, axis] += shift
+        groups.append(g)
+    xp, yp, truth = with_poisons(x, y, np.concatenate(groups))
+
+    one = WhitenedClustering(max_rounds=1).detect(xp, yp)
+    detector = WhitenedClustering()
+    rounds = detector.detect(xp, yp)
+
+    assert (one.flags & truth).sum() == 60
+    assert (rounds.flags & truth).sum() == 120 and (rounds.flags & ~truth).sum() <= 3
+    assert [set(r) for r in detector.rounds_] == [{0}, {0}, set()]
+    assert "round 2, on the samples left: poisoned" in rounds.notes[0]
+    assert detector.poisoned_[0]  # the fitted attributes are the first round's
+
+
+def test_whitened_clustering_stops_after_one_round_on_clean_data() -> None:
+    x, y, _, _ = gaussian_classes(seed=7)
+    detector = WhitenedClustering()
+    assert not detector.detect(x, y).flags.any()
+    assert detector.rounds_ == [{}]
+
+
 def test_valley_ratio_tells_two_populations_from_one_tailing_off() -> None:
     rng = np.random.default_rng(0)
     clean = rng.normal(size=3000)

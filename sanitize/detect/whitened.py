@@ -18,7 +18,8 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from sanitize.detect.base import Detector
+from sanitize.detect.base import Detector, DetectorResult, check_features
+from sanitize.errors import DetectionError
 
 
 class WhitenedClustering(Detector):
@@ -80,6 +81,11 @@ class WhitenedClustering(Detector):
         Largest k of the k-means splits searched for the suspect cluster.
     flag_z : float
         Threshold on the score inside a poisoned class; low, to favour recall.
+    max_rounds : int
+        Most rounds of :meth:`detect`: after each, the flagged samples are set aside and the rest is
+        whitened, split and tested again, until a round flags nothing. A trigger whose poisons the
+        model maps to several places (a patch at random positions) leaves a second group once the
+        first is gone; on clean data the first round flags nothing and there is no second.
     contamination : float, optional
         Not needed. When given it caps the flags: at most ``1.5 * contamination * n_samples`` of the
         highest-scoring samples in poisoned classes.
@@ -98,6 +104,7 @@ class WhitenedClustering(Detector):
         max_valley: float = 0.1,
         max_clusters: int = 3,
         flag_z: float = 2.5,
+        max_rounds: int = 3,
         random_state: int = 0,
     ):
         super().__init__(contamination=contamination, random_state=random_state)
@@ -107,6 +114,7 @@ class WhitenedClustering(Detector):
         self.min_spread_ratio = min_spread_ratio
         self.max_valley = max_valley
         self.max_clusters = max_clusters
+        self.max_rounds = max_rounds
         self.flag_z = flag_z
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
@@ -230,6 +238,58 @@ class WhitenedClustering(Detector):
                 if best is None or key > best_key:
                     best, best_key = inside, key
         return best
+
+    def detect(self, features: np.ndarray, labels: np.ndarray) -> DetectorResult:
+        """Fit, score and flag in rounds (``max_rounds``), each on the samples no earlier round flagged.
+
+        A sample's score is the one from the round that flagged it, else from the first round; a
+        class's threshold and note are the first round's, with later rounds' findings appended. The
+        fitted attributes are the first round's; ``rounds_`` lists each round's flags per class.
+        """
+        features, labels = check_features(features, labels, keep_float32=self.float32_ok)
+        n = len(labels)
+        scores = np.zeros(n, dtype=np.float64)
+        flags = np.zeros(n, dtype=bool)
+        thresholds: dict[int, float] = {}
+        notes: dict[int, str] = {}
+        self.rounds_: list[dict[int, int]] = []
+        rest = np.arange(n)
+        first: dict[str, object] = {}
+        classes = np.unique(labels)
+        # With a contamination budget the flags are capped once, over all classes: one round.
+        rounds = 1 if self.contamination is not None else max(1, self.max_rounds)
+        for round_ in range(rounds):
+            sub_labels = labels[rest]
+            left, counts = np.unique(sub_labels, return_counts=True)
+            if len(left) < len(classes) or counts.min() < 2:
+                break  # a class was flagged whole: nothing left to measure it against
+            self.fit(features[rest], sub_labels)
+            s = self.score_samples(features[rest], sub_labels)
+            f, thr, nt = self.flag(s, sub_labels)
+            if round_ == 0:
+                scores[:] = s
+                thresholds, notes = thr, nt
+                first = {k: v for k, v in vars(self).items() if k.endswith("_") and k != "rounds_"}
+            else:
+                scores[rest[f]] = s[f]
+                for c in np.unique(sub_labels[f]):
+                    c = int(c)
+                    if not np.isfinite(thresholds.get(c, np.inf)):
+                        thresholds[c] = thr[c]
+                    notes[c] = f"{notes.get(c, '')}; round {round_ + 1}, on the samples left: {nt[c]}"
+            self.rounds_.append(
+                {int(c): int(k) for c, k in zip(*np.unique(sub_labels[f], return_counts=True), strict=True)}
+            )
+            if not f.any():
+                break
+            flags[rest[f]] = True
+            rest = rest[~f]
+        # The fitted attributes describe the first round, on all samples; later rounds are in ``rounds_``.
+        vars(self).update(first)
+        if not np.isfinite(scores).all():
+            raise DetectionError(f"detector {self.name} produced invalid scores")
+        rate = {int(c): float(flags[labels == c].mean()) for c in np.unique(labels)}
+        return DetectorResult(self.name, scores, flags, thresholds, rate, self.get_params(), notes)
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Position (n,) along the class's split direction in clean-cluster sd; higher = more suspicious."""

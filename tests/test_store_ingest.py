@@ -477,3 +477,32 @@ def test_a_test_only_source_joins_a_dataset_but_cannot_make_one(workspace: Works
             batches=arrays_to_batches(coded_images(range(3)), np.zeros(3, np.int64), "test"),
         )
     assert not list(workspace.store.dataset_dir("only-test").glob("ingests/*"))
+
+
+def test_raw_inputs_come_back_in_the_asked_order_and_large_images_are_pooled(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    """What input-space detectors read: train pixels in [0, 1], in the features' sample order, and
+    images over ``max_dims`` values averaged over square blocks."""
+    from sanitize.features import load_inputs
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(12, 10, 10, 3), dtype=np.uint8)  # 300 values each
+    y = np.arange(12) % 3
+    path = tmp_path / "colour.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+    rep = ingest_path(workspace.catalog, workspace.store, dataset="colour", path=path, source="vendor-a")
+    manifest = workspace.store.manifest("colour", rep.version_id)
+    ids = workspace.store.read_column_table(manifest, ["sample_id"], split="train").column("sample_id").to_pylist()
+    order = rng.permutation(len(ids))
+    wanted = [ids[i] for i in order]
+
+    full = load_inputs(workspace.store, manifest, wanted)
+    pooled = load_inputs(workspace.store, manifest, wanted, max_dims=100)  # 5 x 5 x 3 = 75 after 2 x 2 blocks
+
+    np.testing.assert_allclose(full, x[order].reshape(12, -1) / 255.0, rtol=1e-6)
+    blocks = x[order].astype(np.float64).reshape(12, 5, 2, 5, 2, 3).mean(axis=(2, 4)) / 255.0
+    assert pooled.shape == (12, 75)
+    np.testing.assert_allclose(pooled, blocks.reshape(12, -1), rtol=1e-5)
+    with pytest.raises(InputError, match="has features but is not in version"):
+        load_inputs(workspace.store, manifest, [*wanted, "0" * 20])

@@ -153,6 +153,34 @@ def pooled(trials: list[dict[str, Any]]) -> dict[str, float | None]:
     return {"source_precision": precision, "source_recall": hits / bad if bad else None}
 
 
+def _p(value: float) -> str:
+    return "< 1e-300" if value < 1e-300 else f"{value:.0e}"
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    """The RESULTS.md table: one row per trial, with the bad sources' counts and the worst clean source."""
+    lines = [
+        "| setting | overall rate | trial | poisons | named | bad sources: quarantined of their samples (p) "
+        "| worst clean source | quarantined, detection recall, clean FPR | source precision / recall (setting) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (r["setting"] != "clean", r["setting"], r["overall_rate"], r["trial_seed"])):
+        per = r["per_source"]
+        bad = [per[s] for s in r["bad_sources"]]
+        clean = [v for s, v in per.items() if s not in r["bad_sources"] and s != "holdout"]
+        worst = max(clean, key=lambda v: v["share"], default=None)
+        bad_s = "; ".join(f"{v['quarantined']:,} of {v['samples']:,} (p {_p(v['p_value'])})" for v in bad) or "-"
+        worst_s = f"{worst['quarantined']} of {worst['samples']:,}" if worst else "-"
+        recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"
+        src_recall = "-" if r["source_recall"] is None else f"{r['source_recall']:.2f}"
+        lines.append(
+            f"| {r['setting']} | {r['overall_rate']:.0%} | {r['trial_seed']} | {r['n_poison']:,} "
+            f"| {', '.join(r['named_sources']) or 'none'} | {bad_s} | {worst_s} "
+            f"| {r['quarantined']:,}, {recall}, {r['fpr']:.4f} | {r['source_precision']:.2f} / {src_recall} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
@@ -160,7 +188,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=1, help="trials per setting and rate (seeds 0, 1, ...)")
     ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench-sources")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sources.json")
+    ap.add_argument("--markdown", action="store_true", help="print the RESULTS.md table of the records and stop")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     data = load_fmnist()
     for setting in args.settings:
         trials = []

@@ -28,7 +28,7 @@ from typing import ClassVar, Self
 import numpy as np
 
 from sanitize.detect.base import Detector
-from sanitize.detect.whitened import valley_ratio
+from sanitize.detect.whitened import valley_ratio, whitener
 
 
 class InputGap(Detector):
@@ -138,11 +138,9 @@ class InputGap(Detector):
                 pooled = (total - scatters[c]) / max(n - size - (len(classes) - 1), 1)
             else:
                 pooled = scatters[c] / max(size - 1, 1)
-            w, v = np.linalg.eigh(pooled)
-            w = np.maximum(w, max(float(w.max()), 1e-12) * self.floor)
-            whitener = v / np.sqrt(w)
+            white = whitener(pooled, self.floor)
             offsets = np.stack([means[o] - means[c] for o in classes if o != c]) if len(classes) > 1 else None
-            best = self._best_split(xc, self._axes(whitener, scatters[c] / size), offsets, self.min_group)
+            best = self._best_split(xc, self._axes(white, scatters[c] / size), offsets, self.min_group)
             if best is None:
                 self.axis_[c] = np.zeros(x.shape[1])
                 self.centre_[c], self.scale_[c], self.separation_[c] = 0.0, 1.0, 0.0
@@ -156,12 +154,12 @@ class InputGap(Detector):
         self.fitted_ = True
         return self
 
-    def _axes(self, whitener: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+    def _axes(self, white: np.ndarray, covariance: np.ndarray) -> np.ndarray:
         """The top ``n_directions`` directions (d, k) of ``covariance`` in whitened coordinates,
         mapped back to input space."""
-        _, vectors = np.linalg.eigh(whitener.T @ covariance @ whitener)
+        _, vectors = np.linalg.eigh(white.T @ covariance @ white)
         k = min(self.n_directions, vectors.shape[1])
-        return whitener @ vectors[:, ::-1][:, :k]
+        return white @ vectors[:, ::-1][:, :k]
 
     def _best_split(
         self, centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None, min_group: int

@@ -145,9 +145,7 @@ class WhitenedClustering(Detector):
             c = int(c)
             others = n - counts[c]
             pooled = (total - scatters[c]) / max(others - (len(classes) - 1), 1) if len(classes) > 1 else scatters[c]
-            w, v = np.linalg.eigh(pooled)
-            w = np.maximum(w, max(w.max(), 1e-12) * 1e-6)
-            self.whiteners_[c] = v / np.sqrt(w)
+            self.whiteners_[c] = whitener(pooled, floor=1e-6)
             zc = (z[labels == c] - means[c]) @ self.whiteners_[c]
             suspect = self._suspect(zc, c, means) if len(zc) >= 10 else None
             if suspect is None:
@@ -331,6 +329,14 @@ class WhitenedClustering(Detector):
         if self.poisoned_[label]:
             return self.flag_z, f"poisoned: {stats}; flags score >= {self.flag_z:g}"
         return np.inf, f"clean: {stats}"
+
+
+def whitener(covariance: np.ndarray, floor: float) -> np.ndarray:
+    """W (d, d) with ``W.T @ covariance @ W`` = I: eigenvectors over root eigenvalues, the eigenvalues
+    raised to at least ``floor`` x the largest so directions that never vary weigh heavily but finitely."""
+    w, v = np.linalg.eigh(covariance)
+    w = np.maximum(w, max(float(w.max()), 1e-12) * floor)
+    return v / np.sqrt(w)
 
 
 def valley_ratio(clean: np.ndarray, suspect: np.ndarray) -> float:

@@ -41,13 +41,14 @@ class WhitenedClustering(Detector):
     A class is judged poisoned when all three hold:
 
     - its separation is at least ``min_separation``;
-    - the two clusters are two populations, not one cut in two: the suspect cluster's spread
-      differs from the other's by a factor of at least ``min_spread_ratio`` (either way), *or* the
-      density between them falls to at most ``max_valley`` of the density at the suspect cluster
-      (:func:`valley_ratio`). A natural sub-population (bags with handles) varies about as much as
-      the rest of its class and is joined to it by a continuum. Poisons either vary differently
-      (BadNets: one patch on many classes) or sit apart behind an empty gap (Blend: the pattern
-      moves them all the same way, so their spread matches the clean cluster's);
+    - the two clusters are two populations, not one cut in two: the suspect cluster spreads wider
+      than the other by a factor of at least ``min_spread_ratio``, *or* the density between them
+      falls to at most ``max_valley`` of the density at the suspect cluster (:func:`valley_ratio`).
+      A natural sub-population (bags with handles) varies about as much as the rest of its class,
+      or less, and is joined to it by a continuum. Poisons either vary more (BadNets: one patch on
+      many classes) or sit apart behind an empty gap (Blend: the pattern moves them all the same
+      way, so their spread matches the clean cluster's). A suspect part *tighter* than the rest
+      must show the gap: a clean run's sandals were 2.6x tighter than the rest of their class;
     - its robust z-score among the classes' separations is at least ``min_class_z`` (with fewer
       than five classes, where a z-score means little, a separation of ``1.5 * min_separation``).
 
@@ -74,7 +75,7 @@ class WhitenedClustering(Detector):
     min_class_z : float
         Smallest robust z-score of the separation among classes.
     min_spread_ratio : float
-        Smallest factor (either way) between the two clusters' spreads.
+        Smallest factor by which the suspect cluster's spread exceeds the other's.
     max_valley : float
         Largest valley ratio for a gap between the clusters (when the spreads are alike).
     max_clusters : int
@@ -192,8 +193,15 @@ class WhitenedClustering(Detector):
         return self
 
     def _two_populations(self, spread_ratio: float, valley: float) -> bool:
-        """Spreads unlike (either way), or an empty valley between the suspect and the rest."""
-        return bool(abs(np.log(max(spread_ratio, 1e-12))) >= np.log(self.min_spread_ratio) or valley <= self.max_valley)
+        """The suspect part spreads wider than the rest, or an empty valley parts them.
+
+        Only a *wider* suspect part counts on its spread: dirty-label poisons come from many classes
+        and vary more than the clean part. A suspect part *tighter* than the rest is what a natural,
+        uniform sub-population looks like too (a run's clean sandals: 2.6x tighter, separation 12.8,
+        valley 0.52, bench/RESULTS.md), so a tighter one must show the valley as well; every tight
+        poison group measured so far had a valley of 0.1 or less.
+        """
+        return bool(spread_ratio >= self.min_spread_ratio or valley <= self.max_valley)
 
     def _suspect(self, zc: np.ndarray, c: int, means: dict[int, np.ndarray]) -> np.ndarray | None:
         """The suspect part (n_c,) bool of whitened class ``c``: the most separated k-means cluster
@@ -348,12 +356,22 @@ def valley_ratio(clean: np.ndarray, suspect: np.ndarray) -> float:
     end) over the mean of the three bins below ``m``. About 0 when a gap parts two populations; near
     or above 1 when a class tails off into a second cluster that 2-means cut out of a continuum.
     """
+    return valley(clean, suspect)[0]
+
+
+def valley(clean: np.ndarray, suspect: np.ndarray) -> tuple[float, float]:
+    """:func:`valley_ratio` and where the valley is: (ratio, the emptiest bin's centre); (1.0, nan)
+    when the suspect cluster does not lie above the clean one."""
     everything = np.concatenate([clean, suspect])
     top = float(np.median(suspect))
     if not np.isfinite(top) or top <= 0:
-        return 1.0
+        return 1.0, float("nan")
     bins = int(np.clip(round(math.sqrt(len(everything))), 8, 24))
-    counts, _ = np.histogram(everything, bins=np.linspace(0.0, top, bins + 1))
+    edges = np.linspace(0.0, top, bins + 1)
+    counts, _ = np.histogram(everything, bins=edges)
     smooth = np.convolve(counts, np.ones(3) / 3, mode="same")
     peak = float(smooth[-3:].mean())
-    return float(smooth[2:-2].min() / peak) if peak > 0 else 1.0
+    inner = smooth[2:-2]
+    at = 2 + int(np.argmin(inner))
+    centre = float(0.5 * (edges[at] + edges[at + 1]))
+    return (float(inner.min() / peak) if peak > 0 else 1.0), centre

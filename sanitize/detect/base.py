@@ -88,14 +88,18 @@ def check_features(
         raise InputError(f"{features.shape[0]} feature rows but labels of shape {labels.shape}")
     if features.shape[0] == 0:
         raise InputError("no samples to score: the feature matrix is empty")
-    bad = ~np.isfinite(features).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
+    # The whole-matrix check first (half the time); the rows only when something is wrong.
+    if not np.isfinite(features).all():
+        rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
         raise InputError(f"features of {len(rows)} samples are NaN or infinite (first rows: {rows[:5].tolist()})")
     if not np.issubdtype(labels.dtype, np.integer):
         raise InputError(f"labels must be integers, got dtype {labels.dtype}")
-    classes, counts = np.unique(labels, return_counts=True)
-    small = classes[counts < 2]
+    if labels.min() >= 0:
+        counts = np.bincount(labels)  # class indices, as a rule: no sort needed
+        small = np.flatnonzero((counts > 0) & (counts < 2))
+    else:
+        classes, counts = np.unique(labels, return_counts=True)
+        small = classes[counts < 2]
     if len(small):
         raise InputError(f"class(es) {small.tolist()} have fewer than 2 samples; a detector cannot score them")
     dtype = np.float32 if keep_float32 and features.dtype == np.float32 else np.float64
@@ -143,8 +147,7 @@ class Detector(ABC):
         flags = np.zeros(len(scores), dtype=bool)
         thresholds: dict[int, float] = {}
         notes: dict[int, str] = {}
-        for c in np.unique(labels):
-            idx = np.flatnonzero(labels == c)
+        for c, idx in class_indices(labels):
             s = scores[idx]
             if self.contamination is not None:
                 # Rounded first: 1.5 * 0.1 is 0.15000000000000002 in floating point.
@@ -169,8 +172,20 @@ class Detector(ABC):
         if scores.shape != labels.shape or not np.isfinite(scores).all():
             raise DetectionError(f"detector {self.name} produced invalid scores")
         flags, thresholds, notes = self.flag(scores, labels)
-        rate = {int(c): float(flags[labels == c].mean()) for c in np.unique(labels)}
+        rate = share_by_class(flags, labels)
         return DetectorResult(self.name, scores, flags, thresholds, rate, self.get_params(), notes)
+
+
+def class_indices(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Each class (ascending) with the indices (n_c,) of its samples, ascending."""
+    # bincount finds the classes without np.unique's sort when labels are class indices (>= 0).
+    classes = np.flatnonzero(np.bincount(labels)) if len(labels) and labels.min() >= 0 else np.unique(labels)
+    return [(int(c), np.flatnonzero(labels == c)) for c in classes]
+
+
+def share_by_class(mask: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    """Per class, the share of its samples where ``mask`` is True."""
+    return {c: float(np.count_nonzero(mask[idx]) / len(idx)) for c, idx in class_indices(labels)}
 
 
 def robust_threshold(scores: np.ndarray, z: float) -> tuple[float, str]:

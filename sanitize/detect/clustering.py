@@ -7,7 +7,8 @@ from typing import Self
 
 import numpy as np
 
-from sanitize.detect.base import Detector
+from sanitize.detect.base import Detector, class_indices
+from sanitize.errors import DetectionError
 
 
 class ActivationClustering(Detector):
@@ -19,12 +20,16 @@ class ActivationClustering(Detector):
     most ``fit_sample`` random rows of the class (every row is scored afterwards), the axes by
     subspace iteration, 2-means is Lloyd's with k-means++ seeding (best of ``n_init``; one start,
     scikit-learn's default with k-means++), and the silhouette is the mean over
-    ``sample_size`` of those rows (its standard error is about 0.01 at 500). A class is judged
+    ``sample_size`` of those rows. On a 60k Fashion-MNIST run, 1,000 and 300 rows moved the
+    per-class silhouettes by 0.026 (sd over seeds; 0.018 with 2,000 and 500) and the cluster shares
+    by 0.024 (0.035), about a third of the time. A class is judged
     poisoned when the silhouette reaches ``silhouette_threshold`` and the smaller cluster holds at
     most ``max_poison_share`` of the class.
 
-    The suspicion score is ``d(x, large centroid) - d(x, small centroid)`` in the reduced space,
-    scaled by the class's spread: positive = closer to the small cluster; higher = more suspicious.
+    The suspicion score is the signed distance from the hyperplane halfway between the two centroids
+    in the reduced space (the 2-means boundary), scaled by the class's spread: positive = on the
+    small cluster's side; higher = more suspicious. It is linear in the features, so every sample
+    is scored by one matrix product.
     """
 
     name = "activation_clustering"
@@ -38,8 +43,8 @@ class ActivationClustering(Detector):
         n_components: int = 10,
         silhouette_threshold: float = 0.15,
         max_poison_share: float = 0.35,
-        sample_size: int = 500,
-        fit_sample: int = 2000,
+        sample_size: int = 300,
+        fit_sample: int = 1000,
         n_init: int = 1,
         random_state: int = 0,
     ):
@@ -59,26 +64,28 @@ class ActivationClustering(Detector):
         self.silhouette_: dict[int, float] = {}
         self.small_share_: dict[int, float] = {}
         self.scale_: dict[int, float] = {}
-        for c in np.unique(labels):
-            c = int(c)
-            idx = np.flatnonzero(labels == c)
+        self.direction_: dict[int, np.ndarray] = {}
+        self.offset_: dict[int, float] = {}
+        for c, idx in class_indices(labels):
             # The axes, the split and the cluster shares from at most ``fit_sample`` rows of the class: a
             # 10-dimensional subspace and a 2-way split are pinned down by a few thousand samples, and
             # every sample is scored against them afterwards.
             if len(idx) > self.fit_sample:
-                idx = rng.choice(idx, self.fit_sample, replace=False)
-            rows = features[idx]
+                # Sorted, so the rows are read in memory order.
+                idx = np.sort(rng.choice(idx, self.fit_sample, replace=False))
+            rows = np.take(features, idx, axis=0)
             mean = rows.mean(axis=0, dtype=np.float64)
             k = max(1, min(self.n_components, rows.shape[1], len(rows) - 1))
-            centred = rows - mean.astype(rows.dtype)
-            covariance = (centred.T @ centred).astype(np.float64) / max(len(rows) - 1, 1)
-            variances, axes = _top_eigenvectors(covariance, k, rng)
-            z = centred @ axes.astype(rows.dtype)
+            # The scatter about the mean without a centred copy: X'X - n m m', the subtraction in float64.
+            scatter = (rows.T @ rows).astype(np.float64) - len(rows) * np.outer(mean, mean)
+            variances, axes = _top_eigenvectors(scatter / max(len(rows) - 1, 1), k, rng)
+            z = (rows @ axes.astype(rows.dtype)).astype(np.float64) - mean @ axes
             self.mean_[c], self.components_[c] = mean, axes
             self.scale_[c] = float(np.sqrt(max(variances.sum(), 0.0))) or 1.0
             if len(rows) < 4:
                 self.silhouette_[c], self.small_share_[c] = 0.0, 0.0
                 self.centroids_[c] = np.stack([z.mean(0), z.mean(0)]).astype(np.float64)
+                self._set_boundary(c)
                 continue
             assign, centres = _two_means(z, rng, self.n_init)
             sizes = np.bincount(assign, minlength=2)
@@ -90,26 +97,43 @@ class ActivationClustering(Detector):
                 sil = 0.0
             # Row 0 = the large cluster's centroid, row 1 = the small one's.
             self.centroids_[c] = centres[[1 - small, small]]
+            self._set_boundary(c)
             self.silhouette_[c] = float(sil)
             self.small_share_[c] = float(sizes[small] / len(z))
         self.fitted_ = True
         return self
 
+    def _set_boundary(self, c: int) -> None:
+        """Class ``c``'s score as ``features @ direction_[c] + offset_[c]``: the signed distance of
+        the projection ``z = (x - mean) @ axes`` from the hyperplane halfway between the centroids,
+        positive towards the small one, in units of the class's spread."""
+        large, small = self.centroids_[c]
+        gap = small - large
+        length = float(np.linalg.norm(gap))
+        if length == 0.0:
+            self.direction_[c], self.offset_[c] = np.zeros(len(self.mean_[c])), -1.0  # no split: never flagged
+            return
+        unit = gap / length
+        halfway = 0.5 * float(small @ small - large @ large) / length
+        axis = self.components_[c] @ unit
+        self.direction_[c] = axis / self.scale_[c]
+        self.offset_[c] = -(float(self.mean_[c] @ axis) + halfway) / self.scale_[c]
+
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Scaled distance margin (n,) towards the smaller cluster; higher = more suspicious."""
+        """Signed distance (n,) to the boundary between the class's two clusters, on the small
+        cluster's side positive, over the class's spread; higher = more suspicious."""
         self._check_fitted()
-        scores = np.zeros(len(labels), dtype=np.float64)
-        for c in np.unique(labels):
-            c = int(c)
-            idx = np.flatnonzero(labels == c)
-            axes = self.components_[c]
-            # Project in the features' own precision; the class mean's projection is subtracted after.
-            z = (features[idx] @ axes.astype(features.dtype)).astype(np.float64) - self.mean_[c] @ axes
-            cen = self.centroids_[c]
-            d_large = np.linalg.norm(z - cen[0], axis=1)
-            d_small = np.linalg.norm(z - cen[1], axis=1)
-            scores[idx] = (d_large - d_small) / self.scale_[c]
-        return scores
+        classes = np.array(sorted(self.direction_))
+        missing = np.setdiff1d(np.unique(labels), classes)
+        if len(missing):
+            raise DetectionError(f"{type(self).__name__} was not fitted on class(es) {missing.tolist()}")
+        # The k-means boundary is a hyperplane, so each class's score is one linear function of the
+        # features: one product with a (d, n_classes) matrix scores every sample at once.
+        weights = np.stack([self.direction_[int(c)] for c in classes], axis=1).astype(features.dtype)
+        offsets = np.array([self.offset_[int(c)] for c in classes])
+        column = np.searchsorted(classes, labels)
+        margins = np.take_along_axis(features @ weights, column[:, None], axis=1)[:, 0]
+        return margins.astype(np.float64) + offsets[column]
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
         sil, share = self.silhouette_[label], self.small_share_[label]
@@ -123,47 +147,70 @@ class ActivationClustering(Detector):
 
 def _top_eigenvectors(matrix: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest eigenvalues (k,) and eigenvectors (d, k) of a symmetric PSD matrix, by subspace
-    iteration on ``k + 8`` vectors (Halko, Martinsson and Tropp 2011); exact when ``k`` is close to ``d``."""
+    iteration on ``k + 8`` vectors, three rounds (Halko, Martinsson and Tropp 2011); exact when ``k`` is
+    close to ``d``."""
     d = matrix.shape[0]
     width = k + 8
     if width >= d // 2:
         w, v = np.linalg.eigh(matrix)
         return w[::-1][:k], v[:, ::-1][:, :k]
     basis = np.linalg.qr(matrix @ rng.standard_normal((d, width)))[0]
-    for _ in range(6):
+    # Three rounds: on penultimate-layer features the top-10 subspace then agrees with the exact one to
+    # a principal-angle cosine of 0.998 or more, and the variance it holds to 2e-5 (six rounds cost
+    # 50 % more for no change in a split).
+    for _ in range(3):
         basis = np.linalg.qr(matrix @ basis)[0]
     w, v = np.linalg.eigh(basis.T @ matrix @ basis)
     return w[::-1][:k], (basis @ v)[:, ::-1][:, :k]
 
 
 def _two_means(
-    z: np.ndarray, rng: np.random.Generator, n_init: int, max_iter: int = 100
+    z: np.ndarray, rng: np.random.Generator, n_init: int, max_iter: int = 300, tol: float = 1e-4
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's 2-means with k-means++ seeding, best of ``n_init``: (assignments (n,), centres (2, k))."""
+    """Lloyd's 2-means with k-means++ seeding, best of ``n_init``: (assignments (n,), centres (2, k)).
+
+    Stops as scikit-learn's ``KMeans`` does: when no assignment changes, or when the centres move by
+    at most ``tol`` times the mean variance of the columns (squared), then assigns once more to the
+    final centres. The tolerance matters on a class with no real clusters, where the split creeps
+    for dozens of iterations without changing what follows from it.
+    """
     z = z.astype(np.float64, copy=False)
     n = len(z)
     sq = np.einsum("ij,ij->i", z, z)
     total = z.sum(axis=0)
+    # tol x the columns' mean variance, from sums already at hand (np.var costs a tenth of the fit here).
+    tol_abs = tol * max(float(sq.sum() - total @ total / n), 0.0) / (n * z.shape[1])
+
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     for _ in range(n_init):
         first = z[rng.integers(n)]
         d2 = np.maximum(sq - 2 * z @ first + first @ first, 0.0)
         mass = float(d2.sum())
-        second = z[rng.choice(n, p=d2 / mass)] if mass > 0 else z[rng.integers(n)]
-        centres = np.stack([first, second])
-        assign = np.zeros(n, dtype=bool)
-        for it in range(max_iter):
-            # The nearer centre, by the sign of |z-a|^2 - |z-b|^2 = 2 z.(b-a) + |a|^2 - |b|^2.
-            new = 2 * (z @ (centres[1] - centres[0])) + centres[0] @ centres[0] - centres[1] @ centres[1] > 0
-            if it and np.array_equal(new, assign):
-                break
-            assign = new
-            n1 = int(assign.sum())
+        c0 = first
+        # k-means++'s second seed: drawn with probability proportional to d2 (the inverse CDF, without
+        # the checks that make rng.choice(p=...) cost more than the whole Lloyd loop here).
+        pick = int(np.searchsorted(np.cumsum(d2), rng.random() * mass, side="right")) if mass > 0 else rng.integers(n)
+        c1 = z[min(pick, n - 1)]
+        # The nearer centre, by the sign of |z-a|^2 - |z-b|^2 = 2 z.(b-a) + |a|^2 - |b|^2. The loop is a
+        # handful of NumPy calls on (n, k) and (n,) arrays: with k = 10 their overhead is the cost.
+        assign = z @ (c1 - c0) > 0.5 * (c1 @ c1 - c0 @ c0)
+        for _ in range(max_iter):
+            n1 = int(np.count_nonzero(assign))
             if n1 in (0, n):
                 break
-            sum1 = assign.astype(np.float64) @ z
-            centres = np.stack([(total - sum1) / (n - n1), sum1 / n1])
-        # Inertia without the distance matrix: sum |z|^2 - n_j |centre_j|^2 over both clusters.
+            sum1 = assign @ z
+            m0, m1 = (total - sum1) / (n - n1), sum1 / n1
+            shift = float((m0 - c0) @ (m0 - c0) + (m1 - c1) @ (m1 - c1))
+            c0, c1 = m0, m1
+            new = z @ (c1 - c0) > 0.5 * (c1 @ c1 - c0 @ c0)
+            if np.array_equal(new, assign):
+                break
+            assign = new
+            if shift <= tol_abs:
+                break
+        centres = np.stack([c0, c1])
+        # Inertia without the distance matrix: sum |z|^2 - n_j |centre_j|^2 over both clusters (exact
+        # when the centres are their clusters' means; close enough to rank starts otherwise).
         n1 = int(assign.sum())
         inertia = float(sq.sum() - (n - n1) * centres[0] @ centres[0] - n1 * centres[1] @ centres[1])
         if best is None or inertia < best[0]:
@@ -173,15 +220,24 @@ def _two_means(
 
 
 def _silhouette_two(z: np.ndarray, assign: np.ndarray) -> float:
-    """Mean silhouette of a two-cluster assignment (Rousseeuw 1987), on Euclidean distances."""
-    z = z.astype(np.float64, copy=False)
+    """Mean silhouette of a two-cluster assignment (Rousseeuw 1987), on Euclidean distances.
+
+    Distances in float32, in place: a mean of a few hundred silhouettes in [-1, 1] needs no more
+    precision (within 1e-6 of float64), and float32 makes it five times faster."""
+    z = z.astype(np.float32, copy=False)
     sizes = np.bincount(assign, minlength=2)
     if sizes.min() < 1:
         return 0.0
     sq = np.einsum("ij,ij->i", z, z)
-    dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * (z @ z.T), 0.0))
+    # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, built in one buffer.
+    dist = z @ z.T
+    dist *= -2.0
+    dist += sq[:, None]
+    dist += sq[None, :]
+    np.maximum(dist, 0.0, out=dist)
+    np.sqrt(dist, out=dist)
     # Row sums of distances to each cluster, as one product with the one-hot assignment.
-    sums = dist @ np.eye(2)[assign]
+    sums = (dist @ np.eye(2, dtype=np.float32)[assign]).astype(np.float64)
     rows = np.arange(len(z))
     own, other = assign, 1 - assign
     # Mean distance to the rest of one's own cluster (not oneself), and to the other cluster.

@@ -247,6 +247,20 @@ def test_spectre_flags_a_poison_group_behind_a_gap_without_the_rate() -> None:
     assert all(result.thresholds[c] == np.inf for c in range(1, 5))
 
 
+def test_deterministic_mcd_ignores_a_group_of_outliers() -> None:
+    from sanitize.detect.spectre import deterministic_mcd
+
+    rng = np.random.default_rng(13)
+    inliers = rng.normal(size=(700, 6))
+    # 30 % spread as much as the inliers, 8.5 sd away. (A group much *tighter* than the inliers can win
+    # MCD's smallest-determinant objective with some inliers: the estimator's own limit, not this one's.)
+    outliers = rng.normal(size=(300, 6)) + np.r_[6.0, 6.0, 0, 0, 0, 0]
+    mu, cov = deterministic_mcd(np.concatenate([inliers, outliers]), support_fraction=0.55)
+
+    np.testing.assert_allclose(mu, 0.0, atol=0.15)
+    np.testing.assert_allclose(cov, np.eye(6), atol=0.25)
+
+
 def test_spectre_flags_nothing_in_clean_classes() -> None:
     rng = np.random.default_rng(12)
     x = np.concatenate([rng.normal(size=(400, 12)) + 30.0 * c for c in range(4)])

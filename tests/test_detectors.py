@@ -415,6 +415,32 @@ def test_whitened_clustering_stops_after_one_round_on_clean_data() -> None:
     assert detector.rounds_ == [{}]
 
 
+def test_whitened_clustering_later_rounds_flag_only_classes_found_before() -> None:
+    # Round 1 finds class 0's poisons. With them set aside, every other class's yardstick changes; a
+    # class that only then looks poisoned (a digits run's clean "1"s did) is noted, not flagged.
+    class Scripted(WhitenedClustering):
+        calls = 0
+
+        def flag(self, scores, labels):  # type: ignore[no-untyped-def]
+            flags, thresholds, notes = super().flag(scores, labels)
+            Scripted.calls += 1
+            if Scripted.calls == 2:  # round 2: pretend class 1 now looks poisoned
+                flags = flags | (labels == 1) & (scores >= np.quantile(scores[labels == 1], 0.8))
+                thresholds[1], notes[1] = 0.0, "poisoned: scripted"
+            return flags, thresholds, notes
+
+    x, y, means, sd = gaussian_classes()
+    xp, yp, truth = with_poisons(x, y, tight_poisons(means))
+
+    det = Scripted()
+    result = det.detect(xp, yp)
+
+    assert result.flags[truth].all()
+    assert not result.flags[yp == 1].any()
+    assert "so it flags nothing" in result.notes[1]
+    assert len(det.rounds_) >= 2 and 1 not in det.rounds_[1]
+
+
 def test_valley_ratio_tells_two_populations_from_one_tailing_off() -> None:
     rng = np.random.default_rng(0)
     clean = rng.normal(size=3000)

@@ -127,8 +127,10 @@ def test_the_verdict_has_one_row_per_train_sample(demo: DemoRun) -> None:
         for col in ("score", "flag", "threshold", "rank"):
             assert f"{name}_{col}" in verdict.column_names
     q = verdict.column("quarantine").to_numpy(zero_copy_only=False)
-    voter = verdict.column("whitened_clustering_flag").to_numpy(zero_copy_only=False)
-    np.testing.assert_array_equal(q, voter)  # the one voter decides
+    voted = np.zeros(len(q), dtype=bool)
+    for voter in DetectConfig().voters:
+        voted |= verdict.column(f"{voter}_flag").to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(q, voted)  # a sample is quarantined when any voter flags it
     reasons = verdict.column("reason").to_pylist()
     assert all(bool(reason) == flagged for reason, flagged in zip(reasons, q, strict=True))
 

@@ -86,7 +86,8 @@ class WhitenedClustering(Detector):
         Most rounds of :meth:`detect`: after each, the flagged samples are set aside and the rest is
         whitened, split and tested again, until a round flags nothing. A trigger whose poisons the
         model maps to several places (a patch at random positions) leaves a second group once the
-        first is gone; on clean data the first round flags nothing and there is no second.
+        first is gone; on clean data the first round flags nothing and there is no second. A later
+        round flags only in classes an earlier round flagged.
     contamination : float, optional
         Not needed. When given it caps the flags: at most ``1.5 * contamination * n_samples`` of the
         highest-scoring samples in poisoned classes.
@@ -262,6 +263,7 @@ class WhitenedClustering(Detector):
         rest = np.arange(n)
         first: dict[str, object] = {}
         classes = np.unique(labels)
+        found: set[int] = set()  # classes some round has flagged
         # With a contamination budget the flags are capped once, over all classes: one round.
         rounds = 1 if self.contamination is not None else max(1, self.max_rounds)
         for round_ in range(rounds):
@@ -272,6 +274,19 @@ class WhitenedClustering(Detector):
             self.fit(features[rest], sub_labels)
             s = self.score_samples(features[rest], sub_labels)
             f, thr, nt = self.flag(s, sub_labels)
+            if round_ > 0:
+                # A later round looks for what is left of a poisoning already found: it flags only in
+                # classes an earlier round flagged. Setting one class's poisons aside changes every other
+                # class's yardstick (the pooled covariance, the class z-scores), and on a digits run that
+                # alone made a clean class of "1"s look poisoned in round 2.
+                earlier = np.isin(sub_labels, sorted(found))
+                for c in np.unique(sub_labels[f & ~earlier]):
+                    c = int(c)
+                    notes[c] = (
+                        f"{notes.get(c, '')}; round {round_ + 1} judged it poisoned only once other classes' "
+                        f"flags were set aside ({nt[c]}), so it flags nothing"
+                    )
+                f &= earlier
             if round_ == 0:
                 scores[:] = s
                 thresholds, notes = thr, nt
@@ -289,6 +304,7 @@ class WhitenedClustering(Detector):
             if not f.any():
                 break
             flags[rest[f]] = True
+            found.update(int(c) for c in np.unique(sub_labels[f]))
             rest = rest[~f]
         # The fitted attributes describe the first round, on all samples; later rounds are in ``rounds_``.
         vars(self).update(first)

@@ -176,11 +176,15 @@ class Detector(ABC):
         return DetectorResult(self.name, scores, flags, thresholds, rate, self.get_params(), notes)
 
 
+def present_classes(labels: np.ndarray) -> np.ndarray:
+    """The classes (ascending) that occur in ``labels``."""
+    # bincount finds them without np.unique's sort when labels are class indices (>= 0), as a rule.
+    return np.flatnonzero(np.bincount(labels)) if len(labels) and labels.min() >= 0 else np.unique(labels)
+
+
 def class_indices(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Each class (ascending) with the indices (n_c,) of its samples, ascending."""
-    # bincount finds the classes without np.unique's sort when labels are class indices (>= 0).
-    classes = np.flatnonzero(np.bincount(labels)) if len(labels) and labels.min() >= 0 else np.unique(labels)
-    return [(int(c), np.flatnonzero(labels == c)) for c in classes]
+    return [(int(c), np.flatnonzero(labels == c)) for c in present_classes(labels)]
 
 
 def share_by_class(mask: np.ndarray, labels: np.ndarray) -> dict[int, float]:

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from sanitize import cli
 from sanitize.catalog import Version
-from sanitize.config import Settings
+from sanitize.config import DetectConfig, Settings
 from sanitize.demo import digits_arrays
 from sanitize.workspace import Workspace
 
@@ -172,7 +172,7 @@ def test_quarantine_list_as_json(cli_run: CliRun) -> None:
     assert {r["run_id"] for r in rows} == {cli_run.summary["run_id"]}
     for r in rows:
         assert r["sample_id"] and r["source"] == "vendor-a" and r["status"] == "pending"
-        assert "whitened_clustering flagged" in r["reason"]
+        assert any(f"{voter} flagged" in r["reason"] for voter in DetectConfig().voters), r["reason"]
         assert r["locator"].startswith("train:")
     scores = [r["suspicion_score"] for r in rows]
     assert scores == sorted(scores, reverse=True)

@@ -141,6 +141,8 @@ def backfill_reference_cache(ws: Workspace, cells: list[dict[str, Any]]) -> None
     """Offer the reference models of finished cells to the pipeline's cache, so a rerun after a detector
     change (``--force``) skips retraining them (runs made before the cache existed are not in it)."""
     for cell in cells:
+        if not (ws.store.run_dir(cell["run_id"]) / "context.json").is_file():
+            continue  # a record from another machine: its run folder is not here
         ctx = RunContext.load(ws, cell["run_id"])
         model = ctx.run_dir / "model_reference.pt"
         cached = _reference_cache(ws, ctx)

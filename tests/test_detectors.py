@@ -441,6 +441,19 @@ def test_whitened_clustering_later_rounds_flag_only_classes_found_before() -> No
     assert len(det.rounds_) >= 2 and 1 not in det.rounds_[1]
 
 
+def test_whitened_clustering_ignores_the_valley_of_a_small_class() -> None:
+    # 28 + 109 samples (a digits class of "9"s): one sample a bin between the parts read as a valley
+    # of 0.085. Below min_valley_samples the valley is no evidence; above it, it counts as before.
+    rng = np.random.default_rng(14)
+    clean, suspect = rng.normal(size=28), rng.normal(10.0, 1.0, size=109)
+    bridge = np.linspace(1.5, 8.5, 6)
+    det = WhitenedClustering()
+    assert valley_ratio(np.r_[clean, bridge], suspect) <= det.max_valley
+    assert det._valley(np.r_[clean, bridge], suspect) == 1.0
+    big_clean, big_suspect = rng.normal(size=300), rng.normal(10.0, 1.0, size=200)
+    assert det._valley(big_clean, big_suspect) == valley_ratio(big_clean, big_suspect) <= det.max_valley
+
+
 def test_valley_ratio_tells_two_populations_from_one_tailing_off() -> None:
     rng = np.random.default_rng(0)
     clean = rng.normal(size=3000)

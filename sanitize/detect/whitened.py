@@ -80,6 +80,11 @@ class WhitenedClustering(Detector):
         Largest valley ratio for a gap between the clusters (when the spreads are alike).
     max_clusters : int
         Largest k of the k-means splits searched for the suspect cluster.
+    min_valley_samples : int
+        Fewest samples in a class for the valley to count. A histogram of ``sqrt(n)`` bins holds about
+        ``sqrt(n)`` samples a bin, so in a class of 137 digits a thin continuum of one sample a bin
+        read as a valley of 0.085 and passed (a clean class of "9"s judged poisoned); such a class
+        must show the spread instead.
     flag_z : float
         Threshold on the score inside a poisoned class; low, to favour recall.
     max_rounds : int
@@ -105,6 +110,7 @@ class WhitenedClustering(Detector):
         min_spread_ratio: float = 2.5,
         max_valley: float = 0.1,
         max_clusters: int = 3,
+        min_valley_samples: int = 300,
         flag_z: float = 2.5,
         max_rounds: int = 3,
         random_state: int = 0,
@@ -116,6 +122,7 @@ class WhitenedClustering(Detector):
         self.min_spread_ratio = min_spread_ratio
         self.max_valley = max_valley
         self.max_clusters = max_clusters
+        self.min_valley_samples = min_valley_samples
         self.max_rounds = max_rounds
         self.flag_z = flag_z
 
@@ -172,7 +179,7 @@ class WhitenedClustering(Detector):
             self.suspect_share_[c] = float(len(p_suspect) / len(p))
             spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
             self.spread_ratio_[c] = spread_in / spread_out if spread_out > 0 else float("inf")
-            self.valley_[c] = valley_ratio(p_clean - centre, p_suspect - centre)
+            self.valley_[c] = self._valley(p_clean - centre, p_suspect - centre)
         seps = np.array([self.separation_[int(c)] for c in classes])
         med = float(np.median(seps))
         mad = float(np.median(np.abs(seps - med))) * 1.4826 or 1e-12
@@ -192,6 +199,12 @@ class WhitenedClustering(Detector):
         }
         self.fitted_ = True
         return self
+
+    def _valley(self, clean: np.ndarray, suspect: np.ndarray) -> float:
+        """:func:`valley_ratio`, or 1.0 (no evidence) for a class of fewer than ``min_valley_samples``."""
+        if len(clean) + len(suspect) < self.min_valley_samples:
+            return 1.0
+        return valley_ratio(clean, suspect)
 
     def _two_populations(self, spread_ratio: float, valley: float) -> bool:
         """The suspect part spreads wider than the rest, or an empty valley parts them.
@@ -239,7 +252,7 @@ class WhitenedClustering(Detector):
                 sep = (float(np.median(p[inside])) - centre) / scale
                 spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
                 ratio = spread_in / spread_out if spread_out > 0 else float("inf")
-                two = self._two_populations(ratio, valley_ratio(p[~inside] - centre, p[inside] - centre))
+                two = self._two_populations(ratio, self._valley(p[~inside] - centre, p[inside] - centre))
                 # A candidate that is apart and behaves like a second population beats one that is only apart.
                 key = (two and sep >= self.min_separation, sep)
                 if best is None or key > best_key:

@@ -153,6 +153,23 @@ def pooled(trials: list[dict[str, Any]]) -> dict[str, float | None]:
     return {"source_precision": precision, "source_recall": hits / bad if bad else None}
 
 
+def merge(old: list[dict[str, Any]], trials: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict, int]:
+    """The records with ``trials`` in place of the old trials of the same setting, rate and seed; the
+    setting's pooled source precision and recall recomputed over all its trials, kept and new."""
+
+    def key(r: dict[str, Any]) -> tuple[str, float, int]:
+        return r["setting"], r["overall_rate"], r["trial_seed"]
+
+    new_keys = {key(t) for t in trials}
+    records = [r for r in old if key(r) not in new_keys] + trials
+    setting = trials[0]["setting"]
+    same = [r for r in records if r["setting"] == setting]
+    figures = pooled(same)
+    for rec in same:
+        rec.update(figures)
+    return records, figures, len(same)
+
+
 def _p(value: float) -> str:
     return "< 1e-300" if value < 1e-300 else f"{value:.0e}"
 
@@ -206,13 +223,10 @@ def main() -> None:
                     f"fpr {rec['fpr']:.4f}, {rec['seconds']:.0f} s",
                     flush=True,
                 )
-        # Pooled over every trial of the setting, at every overall rate.
-        figures = pooled(trials)
-        for rec in trials:
-            rec.update(figures)
         old = json.loads(args.out.read_text()) if args.out.exists() else []
-        atomic_write_json(args.out, [r for r in old if r.get("setting") != setting] + trials)
-        print(f"{setting}: {figures} over {len(trials)} trials", flush=True)
+        records, figures, n = merge(old, trials)
+        atomic_write_json(args.out, records)
+        print(f"{setting}: {figures} over {n} trials", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ counterparts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -141,21 +142,28 @@ def main() -> None:
         print(f"{name:32} {secs:8.3f} s")
     for name, ratio in ratios.items():
         print(f"ART / sanitize, {name}: {ratio:.1f}x")
+    # The record joins the earlier ones in --out: ART's own time moves from run to run, so the ratio is
+    # worth several measurements.
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else []
+    earlier = earlier if isinstance(earlier, list) else [earlier]
     atomic_write_json(
         args.out,
-        {
-            "run_dir": str(args.run_dir),
-            "n": int(feats.shape[0]),
-            "d": int(feats.shape[1]),
-            "input_d": int(inputs.shape[1]),
-            "repeats": args.repeats,
-            "seconds": {k: round(v, 4) for k, v in timings.items()},
-            "art_over_sanitize": {k: round(v, 2) for k, v in ratios.items()},
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "commit": commit(),
-            "machine": machine(),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        },
+        earlier
+        + [
+            {
+                "run_dir": str(args.run_dir),
+                "n": int(feats.shape[0]),
+                "d": int(feats.shape[1]),
+                "input_d": int(inputs.shape[1]),
+                "repeats": args.repeats,
+                "seconds": {k: round(v, 4) for k, v in timings.items()},
+                "art_over_sanitize": {k: round(v, 2) for k, v in ratios.items()},
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "commit": commit(),
+                "machine": machine(),
+                "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+            }
+        ],
     )
 
 

@@ -58,16 +58,10 @@ def warm_medians(first: Callable[[], object], second: Callable[[], object], repe
     a second idle any call pays about 60 ms to wake the machine (ours 44 -> 100-120 ms, ART's 0.53 ->
     0.60 s). A warm block measures each method's own work.
     """
-    out = []
-    for fn in (first, second):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        out.append(statistics.median(times))
-    return out[0], out[1]
+    first()  # each warm-up right before its own block, so ART's warm-up cannot spill into ours
+    first_seconds = median_seconds(first, repeats)
+    second()
+    return first_seconds, median_seconds(second, repeats)
 
 
 def handed(feats: np.ndarray, labels: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from sanitize.detect.base import Detector
-from sanitize.detect.whitened import valley
+from sanitize.detect.whitened import valley, whitener
 
 
 class Spectre(Detector):
@@ -91,16 +91,14 @@ class Spectre(Detector):
                 mu, cov = deterministic_mcd(rows, support_fraction=0.55)
             else:
                 mu, cov = z.mean(axis=0), np.cov(z.T).reshape(k, k)
-            w, v = np.linalg.eigh(cov)
-            w = np.maximum(w, max(w.max(), 1e-12) * 1e-6)
-            whitener = v / np.sqrt(w)
-            white = (z - mu) @ whitener
+            robust_whitener = whitener(cov, floor=1e-6)
+            white = (z - mu) @ robust_whitener
             s = np.cov(white.T).reshape(k, k)
             top = float(np.linalg.eigvalsh(s)[-1])
             ws_, vs = np.linalg.eigh((s - np.eye(k)) * (self.alpha / max(top - 1.0, 1e-6)))
             q = (vs * np.exp(ws_)) @ vs.T
             self.mean_[c], self.basis_[c], self.robust_mean_[c] = mean, basis, mu
-            self.whitener_[c], self.que_[c] = whitener, q / np.trace(q)
+            self.whitener_[c], self.que_[c] = robust_whitener, q / np.trace(q)
         self.fitted_ = True
         return self
 

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
-from sanitize.detect.base import Detector, DetectorResult, check_features
+from sanitize.detect.base import Detector, DetectorResult, check_features, share_by_class
 from sanitize.errors import DetectionError
 
 
@@ -323,7 +323,7 @@ class WhitenedClustering(Detector):
         vars(self).update(first)
         if not np.isfinite(scores).all():
             raise DetectionError(f"detector {self.name} produced invalid scores")
-        rate = {int(c): float(flags[labels == c].mean()) for c in np.unique(labels)}
+        rate = share_by_class(flags, labels)
         return DetectorResult(self.name, scores, flags, thresholds, rate, self.get_params(), notes)
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:

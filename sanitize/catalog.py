@@ -7,6 +7,8 @@ Nothing here is ever deleted: quarantine is a state and every state change is an
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -293,9 +295,33 @@ class Catalog:
 _SCHEMA_LOCK = 0x5A417A  # any constant: the advisory lock that serialises creating the tables
 
 
+_BUSY_TIMEOUT_S = 30.0
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    _switch_to_wal(cur)
     cur.close()
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """Put the database in WAL mode, waiting for other connections as a busy timeout would.
+
+    Switching a fresh file to WAL needs it to itself, and SQLite answers "database is locked" at once
+    rather than calling the busy handler, so several processes opening a new catalog together would
+    fail at random. Once the file is in WAL mode the pragma is a no-op and returns straight away.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.2)

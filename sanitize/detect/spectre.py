@@ -134,9 +134,7 @@ class Spectre(Detector):
         return float(np.exp(threshold)), f"poisoned: {stats}; flags log-score >= {threshold:.3g}"
 
 
-def deterministic_mcd(
-    z: np.ndarray, *, support_fraction: float, max_steps: int = 50
-) -> tuple[np.ndarray, np.ndarray]:
+def deterministic_mcd(z: np.ndarray, *, support_fraction: float, max_steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Minimum covariance determinant location (k,) and covariance (k, k) of ``z`` (n, k), from
     deterministic starts (the idea of DetMCD, Hubert, Rousseeuw and Verdonck 2012).
 

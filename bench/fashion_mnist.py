@@ -48,10 +48,15 @@ def commit() -> str:
 
 
 def machine() -> str:
+    """Host, cores, and where torch trains: the CUDA device's name when there is one."""
     import os
 
+    import torch
+
     cpu = platform.processor() or platform.machine()
-    return f"{platform.node()}: {os.cpu_count()} cpu {cpu}, torch CPU, {platform.python_version()}"
+    where = f"CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU"
+    python = platform.python_version()
+    return f"{platform.node()}: {os.cpu_count()} cpu {cpu}, torch {torch.__version__} {where}, {python}"
 
 
 def records_for(

@@ -292,6 +292,24 @@ def test_knn_flags_a_mislabelled_point_inside_another_class() -> None:
     assert result.thresholds[0] == pytest.approx(0.6)
 
 
+def test_the_torch_knn_search_finds_the_same_neighbours_as_faiss() -> None:
+    # The search a CUDA torch runs beside the faiss-cpu wheel; on the CPU here, the same arithmetic.
+    import faiss
+
+    from sanitize.detect.knn import _torch_knn
+
+    x = np.random.default_rng(3).normal(size=(3000, 32)).astype(np.float32)
+    index = faiss.IndexFlatL2(32)
+    index.add(x)
+    want_d, want_i = index.search(x, 11)
+
+    got_d, got_i = _torch_knn(x, 11, device="cpu")
+
+    assert (got_i == want_i).mean() > 0.999  # ties may come back in another order
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-4, atol=1e-3)
+    assert (got_i[:, 0] == np.arange(len(x))).all()  # each row is its own nearest
+
+
 # --- WhitenedClustering (after SCAn, Tang et al. 2021) -----------------------------------------
 
 

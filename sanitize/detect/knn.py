@@ -13,19 +13,26 @@ from sanitize.detect.base import Detector
 def knn_search(features: np.ndarray, k: int, *, use_gpu: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of every row among the other rows (L2), on a FAISS index.
 
-    Returns distances (n, k) float32 and indices (n, k) int64, the row itself excluded.
-    The GPU index is used when FAISS was built with GPU support and a GPU is present.
+    Returns distances (n, k) float32 (squared L2, as FAISS gives them) and indices (n, k) int64, the
+    row itself excluded. On a GPU: FAISS's GPU index when FAISS was built with GPU support, else an
+    exact search in torch on CUDA (the ``faiss-cpu`` wheel beside a CUDA torch). ``use_gpu=False``
+    keeps it on the CPU; ``None`` uses a GPU when one is present.
     """
     import faiss
 
     x = np.ascontiguousarray(features, dtype=np.float32)
-    index: faiss.Index = faiss.IndexFlatL2(x.shape[1])
-    gpu = faiss.get_num_gpus() > 0 if use_gpu is None else use_gpu
-    if gpu and hasattr(faiss, "StandardGpuResources"):
-        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    index.add(x)
     kk = min(k + 1, len(x))
-    dist, idx = index.search(x, kk)
+    faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if use_gpu is None:
+        use_gpu = faiss_gpu or _torch_cuda()
+    if use_gpu and not faiss_gpu and _torch_cuda():
+        dist, idx = _torch_knn(x, kk)
+    else:
+        index: faiss.Index = faiss.IndexFlatL2(x.shape[1])
+        if use_gpu and faiss_gpu:
+            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        index.add(x)
+        dist, idx = index.search(x, kk)
     # Drop each row's own hit (usually first; with exact duplicates it may be elsewhere).
     own = idx == np.arange(len(x))[:, None]
     keep_first = ~own.any(axis=1)
@@ -33,6 +40,35 @@ def knn_search(features: np.ndarray, k: int, *, use_gpu: bool | None = None) -> 
     out_d = dist[~own].reshape(len(x), kk - 1)
     out_i = idx[~own].reshape(len(x), kk - 1)
     return out_d, out_i
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _torch_knn(x: np.ndarray, kk: int, device: str = "cuda") -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``kk`` nearest rows of every row (itself included), squared L2, by blocks on ``device``.
+
+    Distances come from ||a||^2 + ||b||^2 - 2ab in float32 as FAISS's flat index computes them, so the
+    two agree up to rounding; ties may come back in another order.
+    """
+    import torch
+
+    xt = torch.from_numpy(x).to(device)
+    sq = (xt * xt).sum(1)
+    block = max(256, min(4096, 2**28 // len(x)))  # a block's distances stay under 1 GB
+    dists, idxs = [], []
+    for start in range(0, len(x), block):
+        q = xt[start : start + block]
+        d = (sq[start : start + block, None] + sq[None, :] - 2.0 * (q @ xt.T)).clamp_min_(0)
+        top = torch.topk(d, kk, dim=1, largest=False, sorted=True)
+        dists.append(top.values.cpu())
+        idxs.append(top.indices.cpu())
+    return torch.cat(dists).numpy(), torch.cat(idxs).numpy().astype(np.int64)
 
 
 class KNNLabelDisagreement(Detector):

@@ -42,8 +42,17 @@ DATASET = "fashion-mnist"
 
 
 def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    dirty = subprocess.run(["git", "status", "--porcelain", "sanitize"], capture_output=True, text=True, cwd=ROOT)
+    """The checkout's short commit (``+dirty`` when sanitize/ has changes); ``SANITIZE_COMMIT`` where a
+    copy of the tree travels without its git history (a borrowed GPU machine)."""
+    import os
+
+    if os.environ.get("SANITIZE_COMMIT"):
+        return os.environ["SANITIZE_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+        dirty = subprocess.run(["git", "status", "--porcelain", "sanitize"], capture_output=True, text=True, cwd=ROOT)
+    except OSError:
+        return "unknown"
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

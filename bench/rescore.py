@@ -49,7 +49,7 @@ def rescore(ws: Workspace, cell: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         results[name] = detector.detect(inputs if detector.input_space else feats, labels)
         seconds[name] = round(time.perf_counter() - start, 3)
-    verdict = combine(results, cfg.voters, labels)
+    verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
     recorded = pq.read_table(run_dir / "verdict.parquet", columns=["sample_id", "quarantine"])
     if recorded.column("sample_id").to_pylist() != ids:
         raise RuntimeError(f"{run_dir}: verdict and features list samples in different orders")

@@ -148,7 +148,7 @@ def build_run(ws: Workspace, seed: int) -> tuple[str, list[str]]:
             {},
         ),
     }
-    verdict = combine(results, config.detect.voters, labels)
+    verdict = combine(results, config.detect.voters, labels, config.detect.fallback_voters)
     table = verdict.to_table(ids, labels)
     reasons = np.array([""] * n, dtype=object)
     reasons[verdict.quarantine] = verdict.reasons(labels, verdict.quarantine)

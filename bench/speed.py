@@ -93,7 +93,7 @@ def suite(feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
     for name in cfg.detectors:
         detector = make_detector(name, knn_k=cfg.knn_k)
         results[name] = detector.detect(inputs if detector.input_space else feats, labels)
-    combine(results, cfg.voters, labels)
+    combine(results, cfg.voters, labels, cfg.fallback_voters)
 
 
 def run_inputs(run_dir: Path, ids: list[str]) -> np.ndarray:

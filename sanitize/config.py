@@ -81,8 +81,12 @@ class DetectConfig(BaseModel):
         "spectre",
         "whitened_clustering",
         "input_gap",
+        "input_neighbours",
     )
     voters: tuple[str, ...] = ("whitened_clustering", "input_gap")
+    # Votes only in classes no voter judged poisoned: dirty-label poisons the model learned too weakly
+    # for the feature-space voter (WaNet at 1 %), found by their pixels' neighbours' labels.
+    fallback_voters: tuple[str, ...] = ("input_neighbours",)
     contamination: float | None = Field(
         default=None,
         gt=0.0,
@@ -107,9 +111,19 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _voters_run(self) -> RunConfig:
-        missing = [v for v in self.detect.voters if v not in self.detect.detectors]
+        detectors = list(self.detect.detectors)
+        missing = [v for v in self.detect.voters if v not in detectors]
         if missing:
-            raise ValueError(f"voters {missing} are not among the detectors {list(self.detect.detectors)}")
+            raise ValueError(f"voters {missing} are not among the detectors {detectors}")
+        missing = [v for v in self.detect.fallback_voters if v not in detectors]
+        if missing:
+            raise ValueError(
+                f"fallback voters {missing} are not among the detectors {detectors}; "
+                "add them to the detectors or set fallback_voters to []"
+            )
+        both = sorted(set(self.detect.voters) & set(self.detect.fallback_voters))
+        if both:
+            raise ValueError(f"detectors {both} are both voters and fallback voters; name each in one list")
         return self
 
     def fingerprint(self) -> str:

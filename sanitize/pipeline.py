@@ -459,7 +459,7 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
             except Exception as exc:  # a crashed detector must never let the data through as clean
                 raise DetectionError(f"detector {name} failed: {exc}") from exc
             seconds[name] = round(time.perf_counter() - start, 3)
-        verdict = combine(results, cfg.voters, labels)
+        verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
         table = verdict.to_table(ids, labels)
         reasons = np.array([""] * len(ids), dtype=object)
         reasons[verdict.quarantine] = verdict.reasons(labels, verdict.quarantine)
@@ -470,6 +470,7 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
             ctx.run_dir / "detection.json",
             {
                 "voters": list(cfg.voters),
+                "fallback_voters": list(cfg.fallback_voters),
                 "estimated_rate": {str(k): v for k, v in verdict.estimated_rate.items()},
                 "estimated_rate_overall": float(verdict.quarantine.mean()),
                 "detectors": {
@@ -480,7 +481,7 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
                         "notes": {str(k): v for k, v in r.notes.items()},
                         "thresholds": {str(k): v for k, v in r.thresholds.items()},
                     }
-                    for n, r in results.items()
+                    for n, r in verdict.results.items()
                 },
             },
         )

@@ -24,6 +24,7 @@ from sanitize.detect import (
     make_detector,
 )
 from sanitize.detect.input_gap import InputGap
+from sanitize.detect.input_neighbours import InputNeighbours
 from sanitize.detect.whitened import valley_ratio
 from sanitize.errors import DetectionError, InputError
 
@@ -308,6 +309,79 @@ def test_the_torch_knn_search_finds_the_same_neighbours_as_faiss() -> None:
     assert (got_i == want_i).mean() > 0.999  # ties may come back in another order
     np.testing.assert_allclose(got_d, want_d, rtol=1e-4, atol=1e-3)
     assert (got_i[:, 0] == np.arange(len(x))).all()  # each row is its own nearest
+
+
+# --- InputNeighbours (k-NN label disagreement on the inputs) ----------------------------------
+
+
+def _pixel_classes(
+    rng: np.random.Generator, per_class: int = 400, d: int = 40, lookalikes: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ten well-separated blobs of "images", with a few natural look-alikes in every class."""
+    centres = rng.normal(scale=6.0, size=(10, d))
+    x = np.concatenate([c + rng.normal(size=(per_class, d)) for c in centres])
+    y = np.repeat(np.arange(10), per_class)
+    # 1 % of each class sits among another class's images: clean data's own look-alikes.
+    for c in range(10 if lookalikes else 0):
+        idx = np.flatnonzero(y == c)[: per_class // 100]
+        x[idx] = centres[(c + 1) % 10] + rng.normal(size=(len(idx), d))
+    return x.astype(np.float32), y
+
+
+def test_input_neighbours_finds_relabelled_images_of_other_classes() -> None:
+    rng = np.random.default_rng(0)
+    x, y = _pixel_classes(rng)
+    # Dirty-label poisons: 40 images of classes 1-9, relabelled to 0, each still among its own kind.
+    victims = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(1, 9)])
+    y = y.copy()
+    y[victims] = 0
+
+    detector = InputNeighbours(n_components=None)
+    result = detector.detect(x, y)
+
+    assert detector.poisoned_[0] and not any(detector.poisoned_[c] for c in range(1, 10))
+    assert set(victims) <= set(np.flatnonzero(result.flags))
+    assert result.flags.sum() <= 1.5 * len(victims)
+    assert "poisoned" in result.notes[0] and "the median class" in result.notes[0]
+
+
+def test_input_neighbours_passes_clean_classes_with_their_own_look_alikes() -> None:
+    x, y = _pixel_classes(np.random.default_rng(1))
+
+    detector = InputNeighbours(n_components=None)
+    result = detector.detect(x, y)
+
+    assert not result.flags.any()
+    assert all(note.startswith("clean") for note in result.notes.values())
+
+
+def test_input_neighbours_needs_a_real_excess_not_a_ratio_over_nothing() -> None:
+    # Only class 5 has isolated images, three of them: the median share is 0, so any share is
+    # "infinitely" above it, but three odd images are not a poisoning (min_excess).
+    rng = np.random.default_rng(2)
+    x, y = _pixel_classes(rng, per_class=200, lookalikes=False)
+    lone = np.flatnonzero(y == 5)[:3]
+    x[lone] = x[np.flatnonzero(y == 7)[:3]] + 0.01
+
+    detector = InputNeighbours(n_components=None)
+    result = detector.detect(x, y)
+
+    assert detector.median_share_ == 0.0 and 0 < detector.isolated_share_[5] <= 3 / 200
+    assert not detector.poisoned_[5] and not result.flags.any()
+    assert "above the median class" in result.notes[5]
+
+
+def test_input_neighbours_projects_wide_inputs_before_the_search() -> None:
+    rng = np.random.default_rng(3)
+    x, y = _pixel_classes(rng, d=200)
+    victims = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(2, 10)])
+    y = y.copy()
+    y[victims] = 1
+
+    result = InputNeighbours(n_components=16).detect(x, y)
+
+    assert set(victims) <= set(np.flatnonzero(result.flags))
+    assert set(np.unique(y[result.flags])) == {1}
 
 
 # --- WhitenedClustering (after SCAn, Tang et al. 2021) -----------------------------------------
@@ -768,6 +842,44 @@ def test_combine_rejects_a_result_of_the_wrong_length() -> None:
     labels = np.array([0, 1, 1])
     with pytest.raises(DetectionError, match="detector a scored"):
         combine({"a": _result("a", [True, False], [1.0, 0.0])}, ("a",), labels)
+
+
+def test_a_fallback_voter_decides_only_where_no_voter_judged_the_class_poisoned() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    # The voter judged class 0 poisoned and flagged one sample; class 1 it judged clean.
+    voter = DetectorResult(
+        "v", np.array([5.0, 1.0, 0.0, 2.0, 1.0, 0.0]), np.array([1, 0, 0, 0, 0, 0], bool), {0: 3.0, 1: np.inf}, {}, {}
+    )
+    # The fallback judged both classes poisoned and flagged two samples in each.
+    fallback = DetectorResult(
+        "f",
+        np.array([0.9, 0.9, 0.1, 0.95, 0.85, 0.0]),
+        np.array([1, 1, 0, 1, 1, 0], bool),
+        {0: 0.8, 1: 0.8},
+        {0: 2 / 3, 1: 2 / 3},
+        {0: "poisoned", 1: "poisoned"},
+    )
+
+    verdict = combine({"v": voter, "f": fallback}, ("v",), labels, ("f",))
+
+    # In class 0 the voter's border stands (the fallback's second flag is withdrawn); in class 1,
+    # which the voter passed, the fallback's flags quarantine.
+    assert verdict.quarantine.tolist() == [True, False, False, True, True, False]
+    assert verdict.voters == ("v", "f") and verdict.fallback == ("f",)
+    deferred = verdict.results["f"]
+    assert deferred.flags.tolist() == [False, False, False, True, True, False]
+    assert deferred.thresholds[0] == np.inf and "defers to v" in deferred.notes[0]
+    assert deferred.estimated_rate[0] == 0.0
+    assert verdict.flagged_by() == ["v", "", "", "f", "f", ""]
+    # Each class ranks by the score of whoever decided there.
+    np.testing.assert_array_equal(verdict.suspicion_score, [5.0, 1.0, 0.0, 0.95, 0.85, 0.0])
+    assert "f flagged" in verdict.reasons(labels)[3]
+
+
+def test_a_missing_fallback_voter_is_a_detection_error() -> None:
+    labels = np.array([0, 1])
+    with pytest.raises(DetectionError, match=r"\['f'\] produced no result"):
+        combine({"a": _result("a", [True, False], [1.0, 0.0])}, ("a",), labels, ("f",))
 
 
 def test_combine_ranks_by_the_voters_that_judged_the_class_poisoned() -> None:

@@ -321,13 +321,32 @@ def test_a_version_of_another_dataset_is_refused(workspace: Workspace) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"detect": {"voters": ("knn",), "detectors": ("spectral",)}}, r"voters \['knn'\] are not among the detectors"),
+        (
+            {"detect": {"voters": ("knn",), "detectors": ("spectral",), "fallback_voters": ()}},
+            r"voters \['knn'\] are not among the detectors",
+        ),
+        (
+            {"detect": {"detectors": ("whitened_clustering",), "voters": ("whitened_clustering",)}},
+            r"fallback voters \['input_neighbours'\] are not among the detectors",
+        ),
+        (
+            {"detect": {"fallback_voters": ("whitened_clustering",)}},
+            r"\['whitened_clustering'\] are both voters and fallback voters",
+        ),
         ({"modle": {"epochs": 3}}, "Extra inputs are not permitted"),
         ({"redteam": {"rate": 0.6}}, "less than 0.5"),
         ({"model": {"torchscript": "m.pt"}}, "a TorchScript model needs feature_layer"),
         ({"dataset": "../etc"}, "String should match pattern"),
     ],
-    ids=["voter not run", "misspelled option", "rate out of range", "torchscript without layer", "bad dataset name"],
+    ids=[
+        "voter not run",
+        "fallback not run",
+        "voter and fallback",
+        "misspelled option",
+        "rate out of range",
+        "torchscript without layer",
+        "bad dataset name",
+    ],
 )
 def test_a_wrong_run_config_is_rejected(options: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):

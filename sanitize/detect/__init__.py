@@ -3,6 +3,7 @@
 from sanitize.detect.base import Detector, DetectorResult, check_features
 from sanitize.detect.clustering import ActivationClustering
 from sanitize.detect.input_gap import InputGap
+from sanitize.detect.input_neighbours import InputNeighbours
 from sanitize.detect.knn import KNNLabelDisagreement
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
@@ -11,7 +12,15 @@ from sanitize.detect.whitened import WhitenedClustering
 
 REGISTRY: dict[str, type[Detector]] = {
     cls.name: cls
-    for cls in (SpectralSignature, ActivationClustering, KNNLabelDisagreement, Spectre, WhitenedClustering, InputGap)
+    for cls in (
+        SpectralSignature,
+        ActivationClustering,
+        KNNLabelDisagreement,
+        Spectre,
+        WhitenedClustering,
+        InputGap,
+        InputNeighbours,
+    )
 }
 
 
@@ -29,6 +38,7 @@ __all__ = [
     "ActivationClustering",
     "Detector",
     "InputGap",
+    "InputNeighbours",
     "DetectorResult",
     "KNNLabelDisagreement",
     "Spectre",

@@ -1,12 +1,14 @@
 """One verdict per sample from several detectors' results.
 
-The *voters* decide: a sample is quarantined when any voter flags it. Every other detector's
-flags are kept as evidence in the sample's reason, so a reviewer sees who else agreed.
+The *voters* decide: a sample is quarantined when any voter flags it. A *fallback* voter decides
+only in the classes that no voter judged poisoned: it covers what the voters cannot see, and where
+they found a poisoning, their border stands. Every other detector's flags are kept as evidence in
+the sample's reason, so a reviewer sees who else agreed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +31,11 @@ class Verdict:
     results : dict[str, DetectorResult]
         Every detector's result, voters and evidence.
     voters : tuple[str, ...]
+        Every detector that decides, the fallback voters last.
     estimated_rate : dict[int, float]
         Per class, the share quarantined: the run's estimate of the poison rate.
+    fallback : tuple[str, ...]
+        The voters that decide only in classes no other voter judged poisoned.
     """
 
     suspicion_score: np.ndarray
@@ -38,6 +43,7 @@ class Verdict:
     results: dict[str, DetectorResult]
     voters: tuple[str, ...]
     estimated_rate: dict[int, float]
+    fallback: tuple[str, ...] = ()
 
     def flagged_by(self) -> list[str]:
         """Per sample, the comma-separated detectors that flagged it (voters first)."""
@@ -88,28 +94,51 @@ class Verdict:
         return table
 
 
-def combine(results: dict[str, DetectorResult], voters: tuple[str, ...], labels: np.ndarray) -> Verdict:
-    """Combine detector results: quarantine what any voter flags; score = the highest score of a voter
-    that judged the sample's class poisoned (the first voter's where none did)."""
+def combine(
+    results: dict[str, DetectorResult],
+    voters: tuple[str, ...],
+    labels: np.ndarray,
+    fallback: tuple[str, ...] = (),
+) -> Verdict:
+    """Combine detector results: quarantine what any voter flags, and what a fallback voter flags in a
+    class no voter judged poisoned; score = the highest score of a voter that judged the sample's
+    class poisoned (the first voter's where none did)."""
     if not voters:
         raise DetectionError("no voting detector: a run needs at least one detector that decides")
-    missing = [v for v in voters if v not in results]
+    missing = [v for v in voters + fallback if v not in results]
     if missing:
         raise DetectionError(f"voting detector(s) {missing} produced no result; the data cannot be passed as clean")
     n = len(labels)
     for name, r in results.items():
         if r.scores.shape != (n,) or r.flags.shape != (n,):
             raise DetectionError(f"detector {name} scored {r.scores.shape} samples, expected {n}")
+    results = dict(results)
+    judged_by = {v: {c for c, t in results[v].thresholds.items() if np.isfinite(t)} for v in voters}
+    found = set().union(*judged_by.values())
+    for f in fallback:
+        results[f] = _defer(results[f], found, labels, voters)
+        judged_by[f] = {c for c, t in results[f].thresholds.items() if np.isfinite(t)}
+    deciders = voters + tuple(f for f in fallback if f not in voters)
     # Voters' scores are on their own scales, and a voter's score in a class it judged clean only
     # ranks samples along a split it rejected. So a voter's score counts in the classes it judged
     # poisoned (a finite threshold); in classes no voter judged poisoned, the first voter's ranks.
-    stacked = []
-    for v in voters:
-        r = results[v]
-        judged = np.isin(labels, [c for c, t in r.thresholds.items() if np.isfinite(t)])
-        stacked.append(np.where(judged, r.scores, -np.inf))
+    stacked = [np.where(np.isin(labels, sorted(judged_by[v])), results[v].scores, -np.inf) for v in deciders]
     score = np.max(np.stack(stacked), axis=0)
     score = np.where(np.isfinite(score), score, results[voters[0]].scores)
-    quarantine = np.any(np.stack([results[v].flags for v in voters]), axis=0)
+    quarantine = np.any(np.stack([results[v].flags for v in deciders]), axis=0)
     rate = {int(c): float(quarantine[labels == c].mean()) for c in np.unique(labels)}
-    return Verdict(score, quarantine, results, tuple(voters), rate)
+    return Verdict(score, quarantine, results, deciders, rate, tuple(fallback))
+
+
+def _defer(result: DetectorResult, found: set[int], labels: np.ndarray, voters: tuple[str, ...]) -> DetectorResult:
+    """A fallback voter's result with its flags withdrawn in the classes a voter judged poisoned."""
+    taken = [c for c, t in result.thresholds.items() if np.isfinite(t) and c in found]
+    if not taken:
+        return result
+    flags = result.flags & ~np.isin(labels, taken)
+    thresholds = {c: (np.inf if c in taken else t) for c, t in result.thresholds.items()}
+    notes = dict(result.notes)
+    for c in taken:
+        notes[c] = f"{notes.get(c, '')}; defers to {' or '.join(voters)}, which judged the class poisoned"
+    rate = {c: float(flags[labels == c].mean()) for c in result.estimated_rate}
+    return replace(result, flags=flags, thresholds=thresholds, notes=notes, estimated_rate=rate)

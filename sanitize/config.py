@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -94,6 +94,16 @@ class DetectConfig(BaseModel):
         description="Expected share of poisoned samples; None estimates it per class from the data.",
     )
     knn_k: int = Field(default=20, ge=1, le=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_fallback_among_detectors(cls, data: Any) -> Any:
+        # A detector list written without the fallback voter (and every run recorded before it
+        # existed) runs without it, rather than failing; a fallback named explicitly must run.
+        if isinstance(data, dict) and "detectors" in data and "fallback_voters" not in data:
+            default = cls.model_fields["fallback_voters"].default
+            data = {**data, "fallback_voters": tuple(v for v in default if v in tuple(data["detectors"]))}
+        return data
 
 
 class RunConfig(BaseModel):

@@ -322,11 +322,17 @@ def test_a_version_of_another_dataset_is_refused(workspace: Workspace) -> None:
     ("options", "message"),
     [
         (
-            {"detect": {"voters": ("knn",), "detectors": ("spectral",), "fallback_voters": ()}},
+            {"detect": {"voters": ("knn",), "detectors": ("spectral",)}},
             r"voters \['knn'\] are not among the detectors",
         ),
         (
-            {"detect": {"detectors": ("whitened_clustering",), "voters": ("whitened_clustering",)}},
+            {
+                "detect": {
+                    "detectors": ("whitened_clustering",),
+                    "voters": ("whitened_clustering",),
+                    "fallback_voters": ("input_neighbours",),
+                }
+            },
             r"fallback voters \['input_neighbours'\] are not among the detectors",
         ),
         (
@@ -351,6 +357,14 @@ def test_a_version_of_another_dataset_is_refused(workspace: Workspace) -> None:
 def test_a_wrong_run_config_is_rejected(options: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         RunConfig.model_validate(options)
+
+
+def test_a_detector_list_without_the_fallback_voter_runs_without_it() -> None:
+    # What every run recorded before the fallback voter existed looks like, and a user's own list.
+    detect = DetectConfig.model_validate({"detectors": ["spectral", "whitened_clustering", "input_gap"]})
+    assert detect.fallback_voters == ()
+    assert DetectConfig().fallback_voters == ("input_neighbours",)
+    assert RunConfig.model_validate({"detect": {"detectors": ["whitened_clustering", "input_gap"]}})
 
 
 def test_the_config_fingerprint_ignores_only_the_version() -> None:

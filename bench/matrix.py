@@ -245,7 +245,15 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             f"| {cell['seconds']:.0f} s ({t.get('train_reference', 0):.0f} / {t.get('features', 0):.0f} / "
             f"{t.get('detect', 0):.0f} / {t.get('retrain', 0):.0f}) |"
         )
-    detectors = ["spectral", "activation_clustering", "knn", "spectre", "whitened_clustering", "input_gap"]
+    detectors = [
+        "spectral",
+        "activation_clustering",
+        "knn",
+        "spectre",
+        "whitened_clustering",
+        "input_gap",
+        "input_neighbours",
+    ]
     lines += [
         "",
         "Each detector alone (flagged, recall, clean FPR, AUROC):",

@@ -70,7 +70,7 @@ def rescore(ws: Workspace, cell: dict[str, Any]) -> dict[str, Any]:
         "quarantined_now": int(verdict.quarantine.sum()),
         "added": int((verdict.quarantine & ~before).sum()),
         "dropped": int((before & ~verdict.quarantine).sum()),
-        "flagged_by_voter": {v: int(results[v].flags.sum()) for v in cfg.voters},
+        "flagged_by_voter": {v: int(verdict.results[v].flags.sum()) for v in verdict.voters},
         "seconds": seconds,
         **fig.as_dict(),
         "commit": commit(),
@@ -91,6 +91,10 @@ def main() -> None:
     rows = []
     for cell in load(args.matrix):
         if wanted is not None and (cell["attack"], cell["rate"]) not in wanted:
+            continue
+        if not (ws.store.run_dir(cell["run_id"]) / "context.json").exists():
+            # A record from another machine: its run folder (features, images) is not here.
+            print(f"{cell['attack']:15} {cell['rate']:6.1%}  skipped: run {cell['run_id']} is not in {args.home}")
             continue
         row = rescore(ws, cell)
         rows.append(row)

@@ -884,12 +884,14 @@ def test_a_missing_fallback_voter_is_a_detection_error() -> None:
 
 def test_combine_ranks_by_the_voters_that_judged_the_class_poisoned() -> None:
     """Voters score on their own scales: a voter's score counts only in the classes it judged
-    poisoned (finite threshold); where none did, the first voter's score ranks the samples."""
+    poisoned (finite threshold); where none did, the first voter's score ranks the samples, below
+    every class judged poisoned."""
     labels = np.array([0, 0, 1, 1])
     a = DetectorResult("a", np.array([1.0, 0.0, 5.0, 4.0]), np.zeros(4, bool), {0: 3.0, 1: np.inf}, {}, {})
     b = DetectorResult(
         "b", np.array([80.0, 2.0, 99.0, 1.0]), np.array([1, 0, 0, 0], bool), {0: 50.0, 1: np.inf}, {}, {}
     )
     verdict = combine({"a": a, "b": b}, ("a", "b"), labels)
-    np.testing.assert_array_equal(verdict.suspicion_score, [80.0, 2.0, 5.0, 4.0])
+    # Class 0 (judged by b) ranks above class 1 (judged by none): lifted by 5 - 2 + 1.
+    np.testing.assert_array_equal(verdict.suspicion_score, [84.0, 6.0, 5.0, 4.0])
     assert verdict.quarantine.tolist() == [True, False, False, False]

@@ -25,7 +25,9 @@ class Verdict:
     ----------
     suspicion_score : ndarray (n,) float64
         The highest score among the voters that judged the sample's class poisoned (the first
-        voter's score where none did); higher = more suspicious.
+        voter's score where none did); higher = more suspicious. The scores of classes judged
+        poisoned are lifted by one constant where needed, so that they rank above every class
+        judged clean.
     quarantine : ndarray (n,) bool
         True where a voter flagged the sample.
     results : dict[str, DetectorResult]
@@ -124,7 +126,15 @@ def combine(
     # poisoned (a finite threshold); in classes no voter judged poisoned, the first voter's ranks.
     stacked = [np.where(np.isin(labels, sorted(judged_by[v])), results[v].scores, -np.inf) for v in deciders]
     score = np.max(np.stack(stacked), axis=0)
-    score = np.where(np.isfinite(score), score, results[voters[0]].scores)
+    judged = np.isfinite(score)
+    score = np.where(judged, score, results[voters[0]].scores)
+    if judged.any() and not judged.all():
+        # A sample of a class judged poisoned ranks above every sample of a class judged clean: the
+        # deciders' scales differ (a fallback's share in [0, 1], a voter's standard deviations), and a
+        # reviewer working down the list, or a budget taking the top k, should meet them first.
+        lift = float(score[~judged].max() - score[judged].min())
+        if lift >= 0:
+            score = np.where(judged, score + lift + 1.0, score)
     quarantine = np.any(np.stack([results[v].flags for v in deciders]), axis=0)
     rate = {int(c): float(quarantine[labels == c].mean()) for c in np.unique(labels)}
     return Verdict(score, quarantine, results, deciders, rate, tuple(fallback))

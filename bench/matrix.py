@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import bench.fashion_mnist as fm  # noqa: E402
 from bench.art_compare import run_art  # noqa: E402
-from sanitize.config import RedTeamConfig, RunConfig, Settings  # noqa: E402
+from sanitize.config import DetectConfig, RedTeamConfig, RunConfig, Settings  # noqa: E402
 from sanitize.detect import make_detector  # noqa: E402
 from sanitize.evaluate.metrics import detection_figures  # noqa: E402
 from sanitize.features import load_features  # noqa: E402
@@ -245,15 +245,7 @@ def markdown(cells: list[dict[str, Any]]) -> str:
             f"| {cell['seconds']:.0f} s ({t.get('train_reference', 0):.0f} / {t.get('features', 0):.0f} / "
             f"{t.get('detect', 0):.0f} / {t.get('retrain', 0):.0f}) |"
         )
-    detectors = [
-        "spectral",
-        "activation_clustering",
-        "knn",
-        "spectre",
-        "whitened_clustering",
-        "input_gap",
-        "input_neighbours",
-    ]
+    detectors = list(DetectConfig().detectors)
     lines += [
         "",
         "Each detector alone (flagged, recall, clean FPR, AUROC):",

@@ -49,7 +49,10 @@ def main() -> None:
                     # One process per run: torch's thread count is best set before any work.
                     out = subprocess.run(
                         [sys.executable, "-c", ONE_RUN, str(threads), str(seed), attack, home],
-                        capture_output=True, text=True, check=True, cwd=ROOT,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        cwd=ROOT,
                     )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 recall = "-" if r["recall"] is None else f"{r['recall']:.3f}"

@@ -169,9 +169,10 @@ def main() -> None:
     else:
         jobs = [lambda r=r: probe_run(r, args.k, args.components) for r in args.runs or default_runs()]
     records = []
+    code = commit()  # once: a commit made during the probe must not relabel what ran
     for job in jobs:
         rec = job()
-        rec.update(date=datetime.now(UTC).date().isoformat(), commit=commit(), machine=machine())
+        rec.update(date=datetime.now(UTC).date().isoformat(), commit=code, machine=machine())
         records.append(rec)
         target = (
             f"; target {rec['target']}: AUROC {rec['auroc_in_target']}, recall@1.5x "

@@ -40,6 +40,9 @@ from sanitize.pipeline import run_cleaning  # noqa: E402
 from sanitize.store import atomic_write_json  # noqa: E402
 from sanitize.workspace import Workspace  # noqa: E402
 
+# The code that ran, read once before the trials: a commit made while they run must not relabel them.
+CODE_COMMIT = ""
+
 N_SOURCES = 10
 TARGET = 0
 SETTINGS = {"one-20": {"vendor-3": 0.20}, "two-10": {"vendor-3": 0.10, "vendor-7": 0.10}, "clean": {}}
@@ -138,7 +141,7 @@ def run_trial(
         "per_source": s["per_source"],
         "seconds": round(seconds, 1),
         "run_id": result.run_id,
-        "commit": commit(),
+        "commit": CODE_COMMIT,
         "machine": machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
@@ -210,6 +213,8 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return
+    global CODE_COMMIT
+    CODE_COMMIT = commit()
     data = load_fmnist()
     for setting in args.settings:
         trials = []

@@ -114,7 +114,7 @@ def main() -> None:
     start = time.perf_counter()
     inputs = run_inputs(args.run_dir, ids)
     timings: dict[str, float] = {"sanitize_load_inputs": time.perf_counter() - start}
-    for name in ("spectral", "activation_clustering", "knn", "whitened_clustering", "spectre", "input_gap"):
+    for name in DetectConfig().detectors:
         detector = make_detector(name)
         data = inputs if detector.input_space else feats
         timings[f"sanitize_{name}"] = median_seconds(lambda d=detector, x=data: d.detect(x, labels), args.repeats)

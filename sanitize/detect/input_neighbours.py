@@ -25,7 +25,7 @@ rates where they are each other's nearest images (a blended pattern, or a patch 
 there they are not isolated. Both are the other voters' ground.
 
 Calibrated on Fashion-MNIST (bench/RESULTS.md, ``bench/pixel_neighbours.py``). The most isolated
-clean class (shirts) held 2.1-2.5 % of its images isolated, 2.3-2.8x the median class, over 26
+clean class (shirts) held 2.1-2.6 % of its images isolated, 2.3-2.8x the median class, over 25
 finished runs and the raw images; WaNet's and BadNets' 1 % put 7.1 % of the target class there
 (7.6x), and 0.5 % 4.6x. With ``flag_disagreement`` 0.8, WaNet 1 % is flagged with recall 0.958 at
 1.56x the poison count.

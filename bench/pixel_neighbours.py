@@ -34,22 +34,12 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.fashion_mnist import FMNIST, commit, machine  # noqa: E402
+from bench.fashion_mnist import commit, machine  # noqa: E402
+from bench.sources import load_fmnist  # noqa: E402
 from bench.speed import run_inputs  # noqa: E402
-from sanitize.detect.knn import knn_search  # noqa: E402
+from sanitize.detect.input_neighbours import InputNeighbours  # noqa: E402
 from sanitize.features import load_features  # noqa: E402
 from sanitize.store import atomic_write_json  # noqa: E402
-
-
-def disagreement(inputs: np.ndarray, labels: np.ndarray, k: int, components: int) -> np.ndarray:
-    """Share (n,) of each sample's k nearest inputs (on the top principal components) labelled otherwise."""
-    from sklearn.decomposition import PCA
-
-    rows = np.random.default_rng(0).choice(len(inputs), size=min(10_000, len(inputs)), replace=False)
-    pca = PCA(n_components=components, svd_solver="randomized", random_state=0).fit(inputs[rows])
-    z = np.ascontiguousarray(pca.transform(inputs), dtype=np.float32)
-    _, neighbours = knn_search(z, k)
-    return (labels[neighbours] != labels[:, None]).mean(axis=1)
 
 
 def probe(inputs: np.ndarray, labels: np.ndarray, poison: np.ndarray, k: int, components: int) -> dict[str, Any]:
@@ -57,11 +47,13 @@ def probe(inputs: np.ndarray, labels: np.ndarray, poison: np.ndarray, k: int, co
     from sklearn.metrics import roc_auc_score
 
     start = time.perf_counter()
-    dis = disagreement(inputs, labels, k, components)
+    # The voter's own disagreement and isolated shares: the probe measures what it decides on.
+    voter = InputNeighbours(k=k, n_components=components).fit(inputs.astype(np.float32), labels)
     seconds = time.perf_counter() - start
-    classes = np.unique(labels)
-    share = np.array([float((dis[labels == c] >= 1.0).mean()) for c in classes])
-    median = float(np.median(share))
+    dis = voter.disagreement_
+    classes = np.array(list(voter.isolated_share_))
+    share = np.array(list(voter.isolated_share_.values()))
+    median = voter.median_share_
     spread = max(1.4826 * float(np.median(np.abs(share - median))), 0.1 * median, 1e-4)
     ratio = share / median if median > 0 else np.where(share > 0, np.inf, 1.0)
     top = int(np.argmax(ratio))
@@ -125,22 +117,13 @@ def probe_raw(dataset: str, attack: str, rate: float, seed: int, k: int, compone
         images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None]
         labels = digits.target.astype(np.int64)
     else:
-        images = read_idx(FMNIST / "train-images-idx3-ubyte.gz")[..., None]
-        labels = read_idx(FMNIST / "train-labels-idx1-ubyte.gz").astype(np.int64)
+        images, labels = load_fmnist()["train"]
     poison = np.zeros(len(labels), dtype=bool)
     if attack != "none":
         poisoned = get_attack(attack).poison(images, labels, rate, target=0, seed=seed)
         images, labels, poison = poisoned.images, poisoned.labels, poisoned.mask
     inputs = images.reshape(len(images), -1).astype(np.float32) / 255.0
     return {"case": f"raw {dataset} {attack} {rate:g} seed {seed}", **probe(inputs, labels, poison, k, components)}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    import gzip
-
-    data = gzip.decompress(path.read_bytes())
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * data[3]).reshape(dims)
 
 
 def default_runs() -> list[Path]:

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.fashion_mnist import FMNIST, commit, machine  # noqa: E402
+import bench.fashion_mnist as fm  # noqa: E402
+from bench.fashion_mnist import FMNIST, machine  # noqa: E402
 from sanitize.config import RunConfig, Settings  # noqa: E402
 from sanitize.evaluate.metrics import detection_figures  # noqa: E402
 from sanitize.evaluate.redteam import stamp_patch  # noqa: E402
@@ -39,9 +40,6 @@ from sanitize.ingest.readers import read_source  # noqa: E402
 from sanitize.pipeline import run_cleaning  # noqa: E402
 from sanitize.store import atomic_write_json  # noqa: E402
 from sanitize.workspace import Workspace  # noqa: E402
-
-# The code that ran, read once before the trials: a commit made while they run must not relabel them.
-CODE_COMMIT = ""
 
 N_SOURCES = 10
 TARGET = 0
@@ -141,7 +139,7 @@ def run_trial(
         "per_source": s["per_source"],
         "seconds": round(seconds, 1),
         "run_id": result.run_id,
-        "commit": CODE_COMMIT,
+        "commit": fm.COMMIT,
         "machine": machine(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
@@ -213,8 +211,7 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return
-    global CODE_COMMIT
-    CODE_COMMIT = commit()
+    fm.COMMIT = fm.commit()  # once, before the trials: a commit made while they run must not relabel them
     data = load_fmnist()
     for setting in args.settings:
         trials = []

@@ -37,7 +37,7 @@ from typing import ClassVar, Self
 
 import numpy as np
 
-from sanitize.detect.base import Detector, class_indices
+from sanitize.detect.base import Detector, share_by_class
 from sanitize.detect.knn import knn_search
 
 
@@ -92,17 +92,13 @@ class InputNeighbours(Detector):
         x = self._project(np.asarray(features, dtype=np.float32))
         _, neighbours = knn_search(x, min(self.k, len(x) - 1))
         self.disagreement_ = (labels[neighbours] != labels[:, None]).mean(axis=1)
-        isolated = self.disagreement_ >= 1.0
-        self.isolated_share_: dict[int, float] = {}
-        self.class_size_: dict[int, int] = {}
-        for c, idx in class_indices(labels):
-            self.isolated_share_[c] = float(isolated[idx].mean())
-            self.class_size_[c] = len(idx)
+        self.isolated_share_ = share_by_class(self.disagreement_ >= 1.0, labels)
         shares = np.array(list(self.isolated_share_.values()))
         self.median_share_ = float(np.median(shares))
+        sizes = np.bincount(labels)
         self.poisoned_: dict[int, bool] = {}
         for c, share in self.isolated_share_.items():
-            excess = (share - self.median_share_) * self.class_size_[c]
+            excess = (share - self.median_share_) * sizes[c]
             self.poisoned_[c] = bool(
                 len(shares) >= 3 and share >= self.min_ratio * self.median_share_ and excess >= self.min_excess
             )

@@ -19,13 +19,15 @@ def knn_search(features: np.ndarray, k: int, *, use_gpu: bool | None = None) -> 
     keeps it on the CPU; ``None`` uses a GPU when one is present.
     """
     import faiss
+    import torch
 
     x = np.ascontiguousarray(features, dtype=np.float32)
     kk = min(k + 1, len(x))
     faiss_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    torch_gpu = torch.cuda.is_available()
     if use_gpu is None:
-        use_gpu = faiss_gpu or _torch_cuda()
-    if use_gpu and not faiss_gpu and _torch_cuda():
+        use_gpu = faiss_gpu or torch_gpu
+    if use_gpu and not faiss_gpu and torch_gpu:
         dist, idx = _torch_knn(x, kk)
     else:
         index: faiss.Index = faiss.IndexFlatL2(x.shape[1])
@@ -40,14 +42,6 @@ def knn_search(features: np.ndarray, k: int, *, use_gpu: bool | None = None) -> 
     out_d = dist[~own].reshape(len(x), kk - 1)
     out_i = idx[~own].reshape(len(x), kk - 1)
     return out_d, out_i
-
-
-def _torch_cuda() -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return bool(torch.cuda.is_available())
 
 
 def _torch_knn(x: np.ndarray, kk: int, device: str = "cuda") -> tuple[np.ndarray, np.ndarray]:

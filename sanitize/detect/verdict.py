@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from sanitize.detect.base import DetectorResult
+from sanitize.detect.base import DetectorResult, share_by_class
 from sanitize.errors import DetectionError
 
 
@@ -150,5 +150,6 @@ def _defer(result: DetectorResult, found: set[int], labels: np.ndarray, voters: 
     notes = dict(result.notes)
     for c in taken:
         notes[c] = f"{notes.get(c, '')}; defers to {' or '.join(voters)}, which judged the class poisoned"
-    rate = {c: float(flags[labels == c].mean()) for c in result.estimated_rate}
-    return replace(result, flags=flags, thresholds=thresholds, notes=notes, estimated_rate=rate)
+    return replace(
+        result, flags=flags, thresholds=thresholds, notes=notes, estimated_rate=share_by_class(flags, labels)
+    )

@@ -6,12 +6,12 @@ partly (WaNet at 1 %), the poisons stay inside the target class in feature space
 a warped sneaker still looks like a sneaker. ``sanitize.detect.input_neighbours`` votes on that
 signal; this probe measures it apart from any model or verdict:
 
-- per sample, the share of its k nearest images (pixels, projected on 32 principal components)
-  that carry another label (k-NN label disagreement, Peri et al. 2020, on the inputs);
+- per sample, the share of its k nearest images (pixels, projected on principal components, as the
+  voter does by default) that carry another label (k-NN label disagreement, Peri et al. 2020, on the inputs);
 - per class, the share of *isolated* images (no neighbour with its label), its ratio to the
   median class's share (the voter's class test: >= 4x) and its robust z among the classes;
 - in the poisoned class (ground truth), the disagreement's AUROC, its recall at 1.5x the poison
-  count, and what the voter's rule ">= 80 % disagreement" flags there.
+  count, and what the voter's flagging rule (its ``flag_disagreement``) flags there.
 
     python bench/pixel_neighbours.py                      # the matrix's and source benchmark's runs
     python bench/pixel_neighbours.py data/bench/runs/<run> ...
@@ -59,6 +59,8 @@ def probe(inputs: np.ndarray, labels: np.ndarray, poison: np.ndarray, k: int, co
     top = int(np.argmax(ratio))
     record: dict[str, Any] = {
         "seconds": round(seconds, 2),
+        "k": k,
+        "components": components,
         "isolated_share": {int(c): round(float(v), 5) for c, v in zip(classes, share, strict=True)},
         "z": {int(c): round((float(v) - median) / spread, 2) for c, v in zip(classes, share, strict=True)},
         "ratio_to_median": {
@@ -73,13 +75,14 @@ def probe(inputs: np.ndarray, labels: np.ndarray, poison: np.ndarray, k: int, co
     if poison.any() and not poison[inside].all():
         d, p = dis[inside], poison[inside]
         best = np.argsort(-d, kind="stable")[: int(round(1.5 * p.sum()))]
-        rule = d >= 0.8
+        rule = d >= voter.flag_disagreement
         record.update(
             target=target,
             auroc_in_target=round(float(roc_auc_score(p, d)), 4),
             recall_at_1_5x_in_target=round(float(p[best].sum() / p.sum()), 4),
-            rule_0_8_flagged=int(rule.sum()),
-            rule_0_8_recall=round(float((rule & p).sum() / p.sum()), 4),
+            rule=f">= {voter.flag_disagreement:g} of {k}",
+            rule_flagged=int(rule.sum()),
+            rule_recall=round(float((rule & p).sum() / p.sum()), 4),
         )
     return record
 
@@ -142,11 +145,11 @@ def main() -> None:
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--raw", action="store_true", help="poison the raw images in memory instead (no model)")
     ap.add_argument("--seeds", type=int, default=2, help="red-team seeds per --raw case")
-    ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--components", type=int, default=32)
-    ap.add_argument("--out", type=Path, default=None, help="default bench/results/pixel_neighbours[_raw].json")
+    ap.add_argument("--k", type=int, default=InputNeighbours().k)
+    ap.add_argument("--components", type=int, default=InputNeighbours().n_components)
+    ap.add_argument("--out", type=Path, default=None, help="default bench/results/pixel_neighbours[_raw]_k<K>.json")
     args = ap.parse_args()
-    out = args.out or ROOT / "bench" / "results" / f"pixel_neighbours{'_raw' if args.raw else ''}.json"
+    out = args.out or ROOT / "bench" / "results" / f"pixel_neighbours{'_raw' if args.raw else ''}_k{args.k}.json"
     if args.raw:
         jobs = [lambda c=c: probe_raw(*c, args.k, args.components) for c in raw_cases(args.seeds)]
     else:
@@ -159,8 +162,8 @@ def main() -> None:
         records.append(rec)
         target = (
             f"; target {rec['target']}: AUROC {rec['auroc_in_target']}, recall@1.5x "
-            f"{rec['recall_at_1_5x_in_target']:.3f}, >=0.8 flags {rec['rule_0_8_flagged']} "
-            f"(recall {rec['rule_0_8_recall']:.3f})"
+            f"{rec['recall_at_1_5x_in_target']:.3f}, {rec['rule']} flags {rec['rule_flagged']} "
+            f"(recall {rec['rule_recall']:.3f})"
             if "target" in rec
             else ""
         )

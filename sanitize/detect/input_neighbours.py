@@ -72,12 +72,12 @@ class InputNeighbours(Detector):
         self,
         *,
         contamination: float | None = None,
-        k: int = 20,
+        k: int = 30,
         n_components: int | None = 32,
         fit_sample: int = 10_000,
         min_ratio: float = 4.0,
         min_excess: int = 20,
-        flag_disagreement: float = 0.8,
+        flag_disagreement: float = 0.83,
         random_state: int = 0,
     ):
         super().__init__(contamination=contamination, random_state=random_state)

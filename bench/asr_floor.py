@@ -1,0 +1,99 @@
+"""Benchmark helper: how much of an attack's success rate is the trigger, and how much is the model's
+own confusion.
+
+The matrix's ASR is the share of triggered non-target test images that a model sends to the target.
+A model that never saw a poison scores above zero too: a shirt already looks like a T-shirt now and
+then, and a warped shirt more often. For each finished matrix cell this reads the three models the
+cell left behind -- the reference model (trained on the poisoned set), the clean model (retrained
+without the quarantine) and the clean-data model (the clean run's reference model, never shown a
+poison) -- and measures on the same test images:
+
+- ``asr``: the matrix's figure, over all non-target test images;
+- ``asr_on_correct``: over the non-target test images the model classifies correctly *without* the
+  trigger, the share the trigger sends to the target. An image the model already calls a T-shirt
+  is not counted as the trigger's doing.
+
+    python bench/asr_floor.py                      # every local cell of bench/results/matrix.json
+    python bench/asr_floor.py --only wanet:0.01 wanet:0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.fashion_mnist import commit, machine  # noqa: E402
+from bench.matrix import load, parse_only  # noqa: E402
+from sanitize.config import Settings  # noqa: E402
+from sanitize.pipeline import RunContext, _predict_split  # noqa: E402
+from sanitize.store import atomic_write_json  # noqa: E402
+from sanitize.workspace import Workspace  # noqa: E402
+
+
+def asr_figures(ws: Workspace, ctx: RunContext, model: Path, attack: str, target: int) -> dict[str, float]:
+    """ASR of ``model`` over all non-target test images and over those it classifies correctly untriggered."""
+    plain, truth = _predict_split(ws, ctx, model, None, target)
+    triggered, truth_again = _predict_split(ws, ctx, model, attack, target)
+    if not np.array_equal(truth, truth_again):
+        raise RuntimeError(f"{ctx.run_dir}: the test split came back in a different order")
+    correct = plain == truth
+    return {
+        "asr": round(float((triggered == target).mean()), 5),
+        "asr_on_correct": round(float((triggered[correct] == target).mean()), 5),
+        "test_images": int(len(truth)),
+        "correct_untriggered": int(correct.sum()),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE (default: every local cell)")
+    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
+    ap.add_argument("--matrix", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "asr_floor.json")
+    args = ap.parse_args()
+    ws = Workspace(Settings(home=args.home.resolve()))
+    cells = load(args.matrix)
+    clean = next((c for c in cells if c["attack"] == "none"), None)
+    if clean is None or not (ws.store.run_dir(clean["run_id"]) / "model_reference.pt").is_file():
+        sys.exit(f"{args.matrix}: no local clean run (attack none) to take the clean-data model from")
+    clean_data_model = ws.store.run_dir(clean["run_id"]) / "model_reference.pt"
+    wanted = set(parse_only(args.only)) if args.only is not None else None
+    code, rows = commit(), []
+    for cell in cells:
+        if cell["attack"] == "none" or (wanted is not None and (cell["attack"], cell["rate"]) not in wanted):
+            continue
+        run_dir = ws.store.run_dir(cell["run_id"])
+        if not (run_dir / "context.json").is_file():
+            print(f"{cell['attack']:15} {cell['rate']:6.1%}  skipped: run {cell['run_id']} is not in {args.home}")
+            continue
+        ctx = RunContext.load(ws, cell["run_id"])
+        models = {
+            "reference": run_dir / "model_reference.pt",
+            "clean": run_dir / "model_clean.pt",
+            "clean_data": clean_data_model,
+        }
+        row: dict[str, Any] = {"attack": cell["attack"], "rate": cell["rate"], "run_id": cell["run_id"]}
+        for name, path in models.items():
+            row[name] = asr_figures(ws, ctx, path, cell["attack"], cell["target"]) if path.is_file() else None
+        row.update(commit=code, machine=machine(), date=datetime.now(UTC).strftime("%Y-%m-%d"))
+        rows.append(row)
+        parts = [
+            f"{name} {row[name]['asr']:.4f} / {row[name]['asr_on_correct']:.4f}"
+            for name in models
+            if row[name] is not None
+        ]
+        print(f"{cell['attack']:15} {cell['rate']:6.1%}  ASR all / on correct: " + ", ".join(parts), flush=True)
+        atomic_write_json(args.out, rows)
+
+
+if __name__ == "__main__":
+    main()

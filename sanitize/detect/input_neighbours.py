@@ -33,7 +33,7 @@ finished runs and the raw images; WaNet's and BadNets' 1 % put 7.1 % of the targ
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -78,6 +78,16 @@ class InputNeighbours(Detector):
         min_ratio: float = 4.0,
         min_excess: int = 20,
         flag_disagreement: float = 0.83,
+        learn_trigger: bool = True,
+        seed_disagreement: float = 0.95,
+        min_disagreement: float = 0.5,
+        clean_disagreement: float = 0.3,
+        min_seeds: int = 20,
+        negatives_per_seed: int = 10,
+        trigger_models: int = 2,
+        trigger_epochs: int = 8,
+        trigger_steps: int = 400,
+        device: str = "auto",
         random_state: int = 0,
     ):
         super().__init__(contamination=contamination, random_state=random_state)
@@ -87,9 +97,20 @@ class InputNeighbours(Detector):
         self.min_ratio = min_ratio
         self.min_excess = min_excess
         self.flag_disagreement = flag_disagreement
+        self.learn_trigger = learn_trigger
+        self.seed_disagreement = seed_disagreement
+        self.min_disagreement = min_disagreement
+        self.clean_disagreement = clean_disagreement
+        self.min_seeds = min_seeds
+        self.negatives_per_seed = negatives_per_seed
+        self.trigger_models = trigger_models
+        self.trigger_epochs = trigger_epochs
+        self.trigger_steps = trigger_steps
+        self.device = device
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
-        x = self._project(np.asarray(features, dtype=np.float32))
+        x_raw = np.asarray(features, dtype=np.float32)
+        x = self._project(x_raw)
         _, neighbours = knn_search(x, min(self.k, len(x) - 1))
         self.disagreement_ = (labels[neighbours] != labels[:, None]).mean(axis=1)
         self.isolated_share_ = share_by_class(self.disagreement_ >= 1.0, labels)
@@ -102,8 +123,71 @@ class InputNeighbours(Detector):
             self.poisoned_[c] = bool(
                 len(shares) >= 3 and share >= self.min_ratio * self.median_share_ and excess >= self.min_excess
             )
+        # In each poisoned class, learn what its clearest poisons share (the trigger) and score the rest.
+        self.trigger_prob_: dict[int, np.ndarray] = {}
+        self.trigger_seeds_: dict[int, int] = {}
+        shape = _image_shape(x_raw.shape[1])
+        for c, poisoned in self.poisoned_.items():
+            learnt = self._learn_trigger(x_raw, labels, c, shape) if poisoned and shape and self.learn_trigger else None
+            if learnt is not None:
+                self.trigger_prob_[c], self.trigger_seeds_[c] = learnt
         self.fitted_ = True
         return self
+
+    def _learn_trigger(
+        self, x: np.ndarray, labels: np.ndarray, label: int, shape: tuple[int, int, int]
+    ) -> tuple[np.ndarray, int] | None:
+        """Train small CNNs to tell the class's clearest poisons (its images with at least
+        ``seed_disagreement`` of their neighbours labelled otherwise) from clean-looking images (other
+        classes not judged poisoned, and the class's own images with at most ``clean_disagreement``).
+        Both sides hold other classes' content, so what separates them is what the poisons add: the
+        trigger. Returns the models' mean probability for each image of the class, and the seed count."""
+        import torch
+
+        from sanitize.models import pick_device
+
+        inside = labels == label
+        seeds = np.flatnonzero(inside & (self.disagreement_ >= self.seed_disagreement))
+        if len(seeds) < self.min_seeds:
+            return None
+        judged = np.isin(labels, [c for c, poisoned in self.poisoned_.items() if poisoned])
+        pool = np.flatnonzero(~judged | (inside & (self.disagreement_ <= self.clean_disagreement)))
+        rng = np.random.default_rng(self.random_state)
+        negatives = rng.choice(pool, size=min(len(pool), self.negatives_per_seed * len(seeds)), replace=False)
+        rows = np.concatenate([seeds, negatives])
+        target = np.r_[np.ones(len(seeds)), np.zeros(len(negatives))].astype(np.float32)
+        dev = pick_device(self.device)
+        h, w, ch = shape
+
+        def images(idx: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(x[idx].reshape(len(idx), h, w, ch).transpose(0, 3, 1, 2).copy()).to(dev)
+
+        train_x, train_y = images(rows), torch.from_numpy(target).to(dev)
+        pos_weight = torch.tensor(len(negatives) / len(seeds), device=dev)
+        members = np.flatnonzero(inside)
+        logits = np.zeros(len(members))
+        for m in range(self.trigger_models):
+            torch.manual_seed(self.random_state + m)
+            order = torch.Generator().manual_seed(self.random_state + m)
+            net = _trigger_net(ch).to(dev)
+            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+            net.train()
+            for _ in range(max(self.trigger_epochs, -(-self.trigger_steps // -(-len(rows) // 128)))):
+                perm = torch.randperm(len(rows), generator=order).to(dev)
+                for start in range(0, len(rows), 128):
+                    batch = perm[start : start + 128]
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                        net(train_x[batch]).squeeze(1), train_y[batch], pos_weight=pos_weight
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            net.eval()
+            with torch.no_grad():
+                for start in range(0, len(members), 4096):
+                    part = members[start : start + 4096]
+                    logits[start : start + len(part)] += net(images(part)).squeeze(1).cpu().numpy()
+        return 1.0 / (1.0 + np.exp(-logits / self.trigger_models)), len(seeds)
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         if self.n_components is None or x.shape[1] <= self.n_components:
@@ -117,9 +201,21 @@ class InputNeighbours(Detector):
         return np.ascontiguousarray(pca.transform(x), dtype=np.float32)
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Share (n,) of the k nearest inputs that carry another label; higher = more suspicious."""
+        """Suspicion (n,): the share of the k nearest inputs that carry another label (0-1).
+
+        In a class where a trigger was learnt, two bands above it: ``2 + p`` for the seeds (at least
+        ``seed_disagreement`` of the neighbours labelled otherwise) and ``1 + p`` for the images with
+        at least ``min_disagreement``, where ``p`` is the trigger models' probability. The class's
+        threshold is 1.5: the seeds, and the images most neighbours disown that carry the trigger.
+        """
         self._check_fitted()
-        return self.disagreement_.astype(np.float64)
+        scores = self.disagreement_.astype(np.float64)
+        for c, prob in self.trigger_prob_.items():
+            members = np.flatnonzero(labels == c)
+            dis = self.disagreement_[members]
+            band = np.where(dis >= self.seed_disagreement, 2.0, np.where(dis >= self.min_disagreement, 1.0, 0.0))
+            scores[members] = np.where(band > 0, band + prob, dis)
+        return scores
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
         share, median = self.isolated_share_[label], self.median_share_
@@ -127,7 +223,40 @@ class InputNeighbours(Detector):
         stats = (
             f"{share:.1%} of its images have no input neighbour with its label, {ratio} the median class ({median:.1%})"
         )
+        if self.poisoned_[label] and label in self.trigger_prob_:
+            return 1.5, (
+                f"poisoned: {stats}; learnt its trigger from the {self.trigger_seeds_[label]} images with >= "
+                f"{self.seed_disagreement:.0%} of {self.k} neighbours labelled otherwise, and flags them and the "
+                f"images with >= {self.min_disagreement:.0%} labelled otherwise that carry it (score >= 1.5)"
+            )
         if self.poisoned_[label]:
             thr = self.flag_disagreement
             return thr, f"poisoned: {stats}; flags images with >= {thr:.0%} of {self.k} neighbours labelled otherwise"
         return np.inf, f"clean: {stats}"
+
+
+def _image_shape(d: int) -> tuple[int, int, int] | None:
+    """(height, width, channels) of square grey or colour images flattened to ``d`` values, else None."""
+    for channels in (1, 3):
+        side = int(round(np.sqrt(d / channels)))
+        if side >= 4 and side * side * channels == d:
+            return side, side, channels
+    return None
+
+
+def _trigger_net(channels: int) -> Any:
+    """A small CNN with one logit: is the trigger on this image?"""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool2d(7),
+        nn.Flatten(),
+        nn.Linear(32 * 49, 64),
+        nn.ReLU(),
+        nn.Linear(64, 1),
+    )

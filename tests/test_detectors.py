@@ -342,6 +342,8 @@ def test_input_neighbours_finds_relabelled_images_of_other_classes() -> None:
     assert detector.poisoned_[0] and not any(detector.poisoned_[c] for c in range(1, 10))
     assert set(victims) <= set(np.flatnonzero(result.flags))
     assert result.flags.sum() <= 1.5 * len(victims)
+    # 40 values per sample are no square image: no trigger to learn, the disagreement rule flags.
+    assert detector.trigger_prob_ == {} and result.thresholds[0] == detector.flag_disagreement
     assert "poisoned" in result.notes[0] and "the median class" in result.notes[0]
 
 
@@ -369,6 +371,43 @@ def test_input_neighbours_needs_a_real_excess_not_a_ratio_over_nothing() -> None
     assert detector.median_share_ == 0.0 and 0 < detector.isolated_share_[5] <= 3 / 200
     assert not detector.poisoned_[5] and not result.flags.any()
     assert "above the median class" in result.notes[5]
+
+
+def _stamped_images(rng: np.random.Generator, side: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ten classes of small images, each made of 40 prototypes; 60 images of classes 2-9 (one per
+    prototype) stamped with a faint corner patch and relabelled 0; 40 clean class-0 images halfway to
+    class 1 (natural look-alikes, with 100 more of them in class 1)."""
+    d = side * side
+    templates = rng.uniform(0.2, 0.8, size=(10, d))
+    protos = templates[:, None, :] + rng.normal(scale=0.1, size=(10, 40, d))
+    x = (protos[:, :, None, :] + rng.normal(scale=0.05, size=(10, 40, 10, d))).reshape(-1, d)
+    y = np.repeat(np.arange(10), 400)
+    lookalikes = np.flatnonzero(y == 0)[:40]
+    mixed = np.concatenate([lookalikes, np.flatnonzero(y == 1)[:100]])
+    x[mixed] = 0.5 * (templates[0] + templates[1]) + rng.normal(scale=0.1, size=(len(mixed), d))
+    poisons = np.array([np.flatnonzero(y == 2 + i % 8)[41 + 10 * (i // 8)] for i in range(60)])
+    y[poisons] = 0
+    patch = np.zeros((side, side))
+    patch[:3, :3] = 0.12
+    x[poisons] += patch.ravel()
+    return np.clip(x, 0, 1).astype(np.float32), y, poisons, lookalikes
+
+
+def test_input_neighbours_learns_the_trigger_and_releases_natural_look_alikes() -> None:
+    x, y, poisons, lookalikes = _stamped_images(np.random.default_rng(0))
+
+    plain = InputNeighbours(n_components=None, learn_trigger=False).detect(x, y)
+    detector = InputNeighbours(n_components=None)
+    result = detector.detect(x, y)
+
+    # The plain rule flags the class's look-alikes whose neighbours are mostly class 1; the trigger
+    # models, trained on the clearest poisons, see no patch on them.
+    assert plain.flags[lookalikes].sum() >= 3
+    assert detector.trigger_seeds_[0] >= 20 and set(detector.trigger_prob_) == {0}
+    assert result.flags[poisons].all()
+    assert not result.flags[lookalikes].any()
+    assert result.thresholds[0] == 1.5 and "learnt its trigger" in result.notes[0]
+    assert result.scores[poisons].min() >= 1.5 > result.scores[lookalikes].max()
 
 
 def test_input_neighbours_projects_wide_inputs_before_the_search() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench.fashion_mnist import commit, machine  # noqa: E402
 from bench.matrix import load, parse_only  # noqa: E402
 from sanitize.config import DetectConfig, Settings  # noqa: E402
-from sanitize.detect import combine, make_detector  # noqa: E402
+from sanitize.detect import combine, run_detectors  # noqa: E402
 from sanitize.evaluate.metrics import detection_figures  # noqa: E402
 from sanitize.features import load_features, load_inputs  # noqa: E402
 from sanitize.pipeline import RunContext  # noqa: E402
@@ -43,12 +42,9 @@ def rescore(ws: Workspace, cell: dict[str, Any]) -> dict[str, Any]:
     ids, feats, labels, _ = load_features(run_dir / "features.parquet", split="train")
     inputs = load_inputs(ws.store, ctx.manifest(ws), ids)
     cfg = DetectConfig()
-    results, seconds = {}, {}
-    for name in cfg.detectors:
-        detector = make_detector(name, knn_k=cfg.knn_k)
-        start = time.perf_counter()
-        results[name] = detector.detect(inputs if detector.input_space else feats, labels)
-        seconds[name] = round(time.perf_counter() - start, 3)
+    results, seconds = run_detectors(
+        cfg.detectors, feats, labels, lambda: inputs, voters=cfg.voters, fallback=cfg.fallback_voters, knn_k=cfg.knn_k
+    )
     verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
     recorded = pq.read_table(run_dir / "verdict.parquet", columns=["sample_id", "quarantine"])
     if recorded.column("sample_id").to_pylist() != ids:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.art_compare import art_classifier  # noqa: E402
 from bench.fashion_mnist import commit, machine  # noqa: E402
 from sanitize.config import DetectConfig, Settings  # noqa: E402
-from sanitize.detect import combine, make_detector  # noqa: E402
+from sanitize.detect import combine, make_detector, run_detectors  # noqa: E402
 from sanitize.features import load_features, load_inputs  # noqa: E402
 from sanitize.pipeline import RunContext  # noqa: E402
 from sanitize.store import atomic_write_json  # noqa: E402
@@ -89,10 +89,9 @@ def art_ac(feats: np.ndarray, labels: np.ndarray) -> None:
 def suite(feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
     """The default detectors and the combined verdict, as the pipeline's detect stage runs them."""
     cfg = DetectConfig()
-    results = {}
-    for name in cfg.detectors:
-        detector = make_detector(name, knn_k=cfg.knn_k)
-        results[name] = detector.detect(inputs if detector.input_space else feats, labels)
+    results, _ = run_detectors(
+        cfg.detectors, feats, labels, lambda: inputs, voters=cfg.voters, fallback=cfg.fallback_voters, knn_k=cfg.knn_k
+    )
     combine(results, cfg.voters, labels, cfg.fallback_voters)
 
 

@@ -30,8 +30,8 @@ from sqlalchemy import func, select
 
 from sanitize.catalog import QuarantineEntry, Run, Version
 from sanitize.config import DEFAULT_DATASET, RunConfig
-from sanitize.detect import combine, make_detector
-from sanitize.errors import DetectionError, InputError, InvariantError, SanitizeError
+from sanitize.detect import combine, run_detectors
+from sanitize.errors import InputError, InvariantError, SanitizeError
 from sanitize.evaluate.metrics import detection_figures
 from sanitize.evaluate.redteam import get_attack, trigger_for
 from sanitize.features import extract_features, load_features, load_inputs
@@ -438,27 +438,17 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
     with _Timer(ctx, "detect"):
         ids, feats, labels, _ = load_features(features_path, split="train")
         cfg = ctx.config.detect
-        results = {}
-        seconds = {}
-        inputs: np.ndarray | None = None
-        for name in cfg.detectors:
-            start = time.perf_counter()
-            detector = make_detector(
-                name, contamination=cfg.contamination, random_state=ctx.config.seed, knn_k=cfg.knn_k
-            )
-            data = feats
-            if detector.input_space:
-                if inputs is None:
-                    # Read once, for every detector that looks at the raw inputs rather than the model's features.
-                    inputs = load_inputs(ws.store, ctx.manifest(ws), ids)
-                data = inputs
-            try:
-                results[name] = detector.detect(data, labels)
-            except SanitizeError:
-                raise
-            except Exception as exc:  # a crashed detector must never let the data through as clean
-                raise DetectionError(f"detector {name} failed: {exc}") from exc
-            seconds[name] = round(time.perf_counter() - start, 3)
+        results, seconds = run_detectors(
+            cfg.detectors,
+            feats,
+            labels,
+            lambda: load_inputs(ws.store, ctx.manifest(ws), ids),
+            voters=cfg.voters,
+            fallback=cfg.fallback_voters,
+            contamination=cfg.contamination,
+            random_state=ctx.config.seed,
+            knn_k=cfg.knn_k,
+        )
         verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
         table = verdict.to_table(ids, labels)
         reasons = np.array([""] * len(ids), dtype=object)

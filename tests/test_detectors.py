@@ -22,6 +22,7 @@ from sanitize.detect import (
     WhitenedClustering,
     combine,
     make_detector,
+    run_detectors,
 )
 from sanitize.detect.input_gap import InputGap
 from sanitize.detect.input_neighbours import InputNeighbours
@@ -408,6 +409,56 @@ def test_input_neighbours_learns_the_trigger_and_releases_natural_look_alikes() 
     assert not result.flags[lookalikes].any()
     assert result.thresholds[0] == 1.5 and "learnt its trigger" in result.notes[0]
     assert result.scores[poisons].min() >= 1.5 > result.scores[lookalikes].max()
+
+
+class _JudgesClassZero(Detector):
+    """A stand-in voter that judges class 0 poisoned and flags nothing."""
+
+    name = "judges_zero"
+
+    def fit(self, features: np.ndarray, labels: np.ndarray) -> _JudgesClassZero:
+        self.fitted_ = True
+        return self
+
+    def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return np.zeros(len(labels))
+
+    def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
+        return (1.0, "poisoned") if label == 0 else (np.inf, "clean")
+
+
+def test_fallback_voters_run_last_and_learn_no_trigger_where_a_voter_found_the_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x, y, _, _ = _stamped_images(np.random.default_rng(0))
+    monkeypatch.setitem(REGISTRY, "judges_zero", _JudgesClassZero)
+    reads = []
+
+    def inputs() -> np.ndarray:
+        reads.append(1)
+        return x
+
+    names = ["input_neighbours", "judges_zero", "input_gap"]
+    results, seconds = run_detectors(
+        names, x, y, inputs, voters=("judges_zero", "input_gap"), fallback=("input_neighbours",)
+    )
+
+    assert list(results) == names and set(seconds) == set(names)
+    assert len(reads) == 1  # the inputs are read once for both input-space detectors
+    neighbours = results["input_neighbours"]
+    assert neighbours.params["known_poisoned"] == (0,)
+    assert "learnt its trigger" not in neighbours.notes[0]  # class 0 was the voter's: nothing learnt
+
+
+def test_a_crashing_detector_stops_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Crashes(_JudgesClassZero):
+        def fit(self, features: np.ndarray, labels: np.ndarray) -> Crashes:
+            raise ZeroDivisionError("boom")
+
+    monkeypatch.setitem(REGISTRY, "judges_zero", Crashes)
+    x, y = _pixel_classes(np.random.default_rng(0))
+    with pytest.raises(DetectionError, match="detector judges_zero failed: boom"):
+        run_detectors(["judges_zero"], x, y, lambda: x, voters=("judges_zero",))
 
 
 def test_input_neighbours_projects_wide_inputs_before_the_search() -> None:

@@ -1,5 +1,10 @@
 """Detectors: one estimator API (see :mod:`sanitize.detect.base`), one registry, one verdict."""
 
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
 from sanitize.detect.base import Detector, DetectorResult, check_features
 from sanitize.detect.clustering import ActivationClustering
 from sanitize.detect.input_gap import InputGap
@@ -9,6 +14,7 @@ from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
 from sanitize.detect.verdict import Verdict, combine
 from sanitize.detect.whitened import WhitenedClustering
+from sanitize.errors import DetectionError, SanitizeError
 
 REGISTRY: dict[str, type[Detector]] = {
     cls.name: cls
@@ -33,6 +39,49 @@ def make_detector(name: str, *, contamination: float | None = None, random_state
     return REGISTRY[name](contamination=contamination, random_state=random_state)
 
 
+def run_detectors(
+    names: Sequence[str],
+    features: np.ndarray,
+    labels: np.ndarray,
+    inputs: Callable[[], np.ndarray],
+    *,
+    voters: Sequence[str] = (),
+    fallback: Sequence[str] = (),
+    contamination: float | None = None,
+    random_state: int = 0,
+    knn_k: int = 20,
+) -> tuple[dict[str, DetectorResult], dict[str, float]]:
+    """Run the named detectors on the features (``inputs()``, called once, for input-space ones).
+
+    Fallback voters run last and are told which classes the voters judged poisoned: they defer
+    there (:func:`combine`), so they need not spend work on them. Returns the results and each
+    detector's seconds. A detector that crashes raises :class:`DetectionError`: the data must never
+    pass as clean because a detector failed.
+    """
+    order = [n for n in names if n not in fallback] + [n for n in names if n in fallback]
+    results: dict[str, DetectorResult] = {}
+    seconds: dict[str, float] = {}
+    loaded: np.ndarray | None = None
+    for name in order:
+        start = time.perf_counter()
+        detector = make_detector(name, contamination=contamination, random_state=random_state, knn_k=knn_k)
+        if name in fallback and hasattr(detector, "known_poisoned"):
+            found = {c for v in voters if v in results for c, t in results[v].thresholds.items() if np.isfinite(t)}
+            detector.known_poisoned = tuple(sorted(found))
+        data = features
+        if detector.input_space:
+            loaded = inputs() if loaded is None else loaded
+            data = loaded
+        try:
+            results[name] = detector.detect(data, labels)
+        except SanitizeError:
+            raise
+        except Exception as exc:
+            raise DetectionError(f"detector {name} failed: {exc}") from exc
+        seconds[name] = round(time.perf_counter() - start, 3)
+    return {n: results[n] for n in names}, {n: seconds[n] for n in names}
+
+
 __all__ = [
     "REGISTRY",
     "ActivationClustering",
@@ -48,4 +97,5 @@ __all__ = [
     "check_features",
     "combine",
     "make_detector",
+    "run_detectors",
 ]

@@ -58,8 +58,31 @@ class InputNeighbours(Detector):
     min_excess : int
         Fewest isolated images beyond what the median share predicts for the class.
     flag_disagreement : float
-        In a poisoned class, the share of the neighbours with another label from which a sample is
-        flagged.
+        In a poisoned class where no trigger is learnt, the share of the neighbours with another
+        label from which a sample is flagged.
+    learn_trigger : bool
+        In a poisoned class of square images (grey or colour), learn the trigger from the class's
+        clearest poisons and flag by it (see ``score_samples``); otherwise, ``flag_disagreement``.
+    seed_disagreement : float
+        The clearest poisons, the trigger models' positives: at least this share of the neighbours
+        labelled otherwise. They are flagged.
+    min_disagreement : float
+        Below this share of neighbours labelled otherwise, an image is not flagged, trigger or not.
+    clean_disagreement : float
+        Images of the poisoned class with at most this share join the negatives (with the images of
+        every class not judged poisoned).
+    min_seeds : int
+        Fewest seeds to learn a trigger from; with fewer, ``flag_disagreement`` flags.
+    negatives_per_seed : int
+        Negatives drawn per seed.
+    trigger_models, trigger_epochs, trigger_steps : int
+        Small CNNs trained (their logits are averaged), each for ``trigger_epochs`` epochs and at
+        least ``trigger_steps`` steps of 128 images.
+    device : str
+        Where they train: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    known_poisoned : tuple of int
+        Classes another voter already judged poisoned (set by :func:`sanitize.detect.run_detectors`):
+        the verdict defers to that voter there, so no trigger is learnt.
     contamination : float, optional
         Not needed. When given, the top ``1.5 * contamination`` of each class by disagreement.
     """
@@ -88,6 +111,7 @@ class InputNeighbours(Detector):
         trigger_epochs: int = 8,
         trigger_steps: int = 400,
         device: str = "auto",
+        known_poisoned: tuple[int, ...] = (),
         random_state: int = 0,
     ):
         super().__init__(contamination=contamination, random_state=random_state)
@@ -107,6 +131,7 @@ class InputNeighbours(Detector):
         self.trigger_epochs = trigger_epochs
         self.trigger_steps = trigger_steps
         self.device = device
+        self.known_poisoned = known_poisoned
 
     def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
         x_raw = np.asarray(features, dtype=np.float32)
@@ -128,7 +153,9 @@ class InputNeighbours(Detector):
         self.trigger_seeds_: dict[int, int] = {}
         shape = _image_shape(x_raw.shape[1])
         for c, poisoned in self.poisoned_.items():
-            learnt = self._learn_trigger(x_raw, labels, c, shape) if poisoned and shape and self.learn_trigger else None
+            # Where a voter already judged the class poisoned, this voter defers to it: no trigger to learn.
+            learn = poisoned and self.learn_trigger and c not in self.known_poisoned
+            learnt = self._learn_trigger(x_raw, labels, c, shape) if learn and shape is not None else None
             if learnt is not None:
                 self.trigger_prob_[c], self.trigger_seeds_[c] = learnt
         self.fitted_ = True

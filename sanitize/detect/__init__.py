@@ -66,7 +66,7 @@ def run_detectors(
         start = time.perf_counter()
         detector = make_detector(name, contamination=contamination, random_state=random_state, knn_k=knn_k)
         if name in fallback and hasattr(detector, "known_poisoned"):
-            found = {c for v in voters if v in results for c, t in results[v].thresholds.items() if np.isfinite(t)}
+            found = set().union(*(results[v].judged_poisoned() for v in voters if v in results))
             detector.known_poisoned = tuple(sorted(found))
         data = features
         if detector.input_space:

@@ -50,6 +50,10 @@ class DetectorResult:
     params: dict[str, Any]
     notes: dict[int, str] = field(default_factory=dict)
 
+    def judged_poisoned(self) -> set[int]:
+        """The classes the detector judged poisoned: those with a finite threshold."""
+        return {c for c, t in self.thresholds.items() if np.isfinite(t)}
+
     def ranks(self, labels: np.ndarray) -> np.ndarray:
         """Rank of each sample's score within its class: 1 = the most suspicious of its class."""
         ranks = np.zeros(len(labels), dtype=np.int64)

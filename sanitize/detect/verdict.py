@@ -115,11 +115,11 @@ def combine(
         if r.scores.shape != (n,) or r.flags.shape != (n,):
             raise DetectionError(f"detector {name} scored {r.scores.shape} samples, expected {n}")
     results = dict(results)
-    judged_by = {v: {c for c, t in results[v].thresholds.items() if np.isfinite(t)} for v in voters}
+    judged_by = {v: results[v].judged_poisoned() for v in voters}
     found = set().union(*judged_by.values())
     for f in fallback:
         results[f] = _defer(results[f], found, labels, voters)
-        judged_by[f] = {c for c, t in results[f].thresholds.items() if np.isfinite(t)}
+        judged_by[f] = results[f].judged_poisoned()
     deciders = voters + tuple(f for f in fallback if f not in voters)
     # Voters' scores are on their own scales, and a voter's score in a class it judged clean only
     # ranks samples along a split it rejected. So a voter's score counts in the classes it judged
@@ -142,7 +142,7 @@ def combine(
 
 def _defer(result: DetectorResult, found: set[int], labels: np.ndarray, voters: tuple[str, ...]) -> DetectorResult:
     """A fallback voter's result with its flags withdrawn in the classes a voter judged poisoned."""
-    taken = [c for c, t in result.thresholds.items() if np.isfinite(t) and c in found]
+    taken = sorted(result.judged_poisoned() & found)
     if not taken:
         return result
     flags = result.flags & ~np.isin(labels, taken)

@@ -40,6 +40,7 @@ the poison count, and on two more draws of the poisons 0.978 at 1.35x and 0.987 
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -200,13 +201,15 @@ class InputNeighbours(Detector):
         pos_weight = torch.tensor(len(negatives) / len(seeds), device=dev)
         members = np.flatnonzero(inside)
         logits = np.zeros(len(members))
+        # At least trigger_steps steps of 128: few seeds (a 0.5 % rate, a small dataset) get more epochs.
+        epochs = max(self.trigger_epochs, math.ceil(self.trigger_steps / math.ceil(len(rows) / 128)))
         for m in range(self.trigger_models):
             torch.manual_seed(self.random_state + m)
             order = torch.Generator().manual_seed(self.random_state + m)
             net = _trigger_net(ch).to(dev)
             opt = torch.optim.Adam(net.parameters(), lr=1e-3)
             net.train()
-            for _ in range(max(self.trigger_epochs, -(-self.trigger_steps // -(-len(rows) // 128)))):
+            for _ in range(epochs):
                 perm = torch.randperm(len(rows), generator=order).to(dev)
                 for start in range(0, len(rows), 128):
                     batch = perm[start : start + 128]

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fashion_mnist import commit, machine  # noqa: E402
-from bench.matrix import load, parse_only  # noqa: E402
+from bench.matrix import load, local_cells  # noqa: E402
 from sanitize.config import Settings  # noqa: E402
 from sanitize.pipeline import RunContext, _predict_split  # noqa: E402
 from sanitize.store import atomic_write_json  # noqa: E402
@@ -66,15 +66,9 @@ def main() -> None:
     if clean is None or not (ws.store.run_dir(clean["run_id"]) / "model_reference.pt").is_file():
         sys.exit(f"{args.matrix}: no local clean run (attack none) to take the clean-data model from")
     clean_data_model = ws.store.run_dir(clean["run_id"]) / "model_reference.pt"
-    wanted = set(parse_only(args.only)) if args.only is not None else None
     code, rows = commit(), []
-    for cell in cells:
-        if cell["attack"] == "none" or (wanted is not None and (cell["attack"], cell["rate"]) not in wanted):
-            continue
+    for cell in local_cells(ws, [c for c in cells if c["attack"] != "none"], args.only):
         run_dir = ws.store.run_dir(cell["run_id"])
-        if not (run_dir / "context.json").is_file():
-            print(f"{cell['attack']:15} {cell['rate']:6.1%}  skipped: run {cell['run_id']} is not in {args.home}")
-            continue
         ctx = RunContext.load(ws, cell["run_id"])
         models = {
             "reference": run_dir / "model_reference.pt",

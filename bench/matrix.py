@@ -323,6 +323,22 @@ def bars(cells: list[dict[str, Any]], base_acc: float | None) -> str:
     return "\n".join(lines)
 
 
+def local_cells(ws: Workspace, cells: list[dict[str, Any]], only: list[str] | None) -> list[dict[str, Any]]:
+    """The cells asked for (``--only`` specs; None: all) whose run folder is in ``ws``. A record from
+    another machine has no run folder (features, images, models) here: it is named and skipped."""
+    wanted = set(parse_only(only)) if only is not None else None
+    here = []
+    for cell in cells:
+        if wanted is not None and (cell["attack"], cell["rate"]) not in wanted:
+            continue
+        if not (ws.store.run_dir(cell["run_id"]) / "context.json").is_file():
+            where = f"{cell['attack']:15} {cell['rate']:6.1%}"
+            print(f"{where}  skipped: run {cell['run_id']} is not in {ws.settings.home}")
+            continue
+        here.append(cell)
+    return here
+
+
 def parse_only(specs: list[str]) -> list[tuple[str, float]]:
     cells = []
     for spec in specs:

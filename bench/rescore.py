@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.fashion_mnist import commit, machine  # noqa: E402
-from bench.matrix import load, parse_only  # noqa: E402
+from bench.matrix import load, local_cells  # noqa: E402
 from sanitize.config import DetectConfig, Settings  # noqa: E402
 from sanitize.detect import combine, run_detectors  # noqa: E402
 from sanitize.evaluate.metrics import detection_figures  # noqa: E402
@@ -83,15 +83,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "matrix_rescore.json")
     args = ap.parse_args()
     ws = Workspace(Settings(home=args.home.resolve()))
-    wanted = set(parse_only(args.only)) if args.only is not None else None
     rows = []
-    for cell in load(args.matrix):
-        if wanted is not None and (cell["attack"], cell["rate"]) not in wanted:
-            continue
-        if not (ws.store.run_dir(cell["run_id"]) / "context.json").exists():
-            # A record from another machine: its run folder (features, images) is not here.
-            print(f"{cell['attack']:15} {cell['rate']:6.1%}  skipped: run {cell['run_id']} is not in {args.home}")
-            continue
+    for cell in local_cells(ws, load(args.matrix), args.only):
         row = rescore(ws, cell)
         rows.append(row)
         print(

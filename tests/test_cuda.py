@@ -10,8 +10,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_detectors import _stamped_images
 
 from sanitize.config import ModelConfig, RedTeamConfig, RunConfig
+from sanitize.detect import InputNeighbours
 from sanitize.detect.knn import knn_search
 from sanitize.features import extract_features, load_features
 from sanitize.models import load_torchscript, pick_device
@@ -62,3 +64,15 @@ def test_knn_on_the_gpu_finds_the_cpu_neighbours() -> None:
 
     assert (i_gpu == i_cpu).mean() > 0.999
     np.testing.assert_allclose(d_gpu, d_cpu, rtol=1e-4, atol=1e-3)
+
+
+def test_input_neighbours_learns_the_trigger_on_the_gpu_as_on_the_cpu() -> None:
+    x, y, poisons, lookalikes = _stamped_images(np.random.default_rng(0))
+
+    gpu = InputNeighbours(n_components=None, device="cuda").detect(x, y)
+    cpu = InputNeighbours(n_components=None, device="cpu").detect(x, y)
+
+    # CUDA kernels round differently, so the CNNs' probabilities differ a little; the flags do not.
+    assert gpu.flags[poisons].all() and not gpu.flags[lookalikes].any()
+    assert (gpu.flags != cpu.flags).sum() <= 2
+    assert gpu.thresholds[0] == 1.5

@@ -117,6 +117,10 @@ class RunConfig(BaseModel):
     detect: DetectConfig = DetectConfig()
     redteam: RedTeamConfig | None = None
     retrain: bool = True
+    # The clean model trains with random small warps on half of each batch (the reference model does
+    # not: its features are what the detectors read). A warping trigger's leftover poisons and the
+    # model's own warp sensitivity then move it less: on WaNet 1 %, ASR after 2.6 % -> 1.7 %.
+    retrain_augment: Literal["none", "warp"] = "warp"
     seed: int = 0
 
     @model_validator(mode="after")

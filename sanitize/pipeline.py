@@ -36,6 +36,7 @@ from sanitize.evaluate.metrics import detection_figures
 from sanitize.evaluate.redteam import get_attack, trigger_for
 from sanitize.features import extract_features, load_features, load_inputs
 from sanitize.models import (
+    AUGMENTATIONS,
     FEATURE_LAYER,
     build_model,
     default_architecture,
@@ -94,13 +95,15 @@ class RunContext:
         if not path.is_file():
             raise SanitizeError(f"run {run_id} has no context at {path}")
         obj = json.loads(path.read_text())
+        # Runs recorded before retrain_augment existed retrained without augmentation.
+        config = {"retrain_augment": "none", **obj["config"]}
         return cls(
             obj["run_id"],
             obj["dataset"],
             obj["ingested_version"],
             obj["version"],
             path.parent,
-            RunConfig.model_validate(obj["config"]),
+            RunConfig.model_validate(config),
             obj.get("timings", {}),
         )
 
@@ -341,6 +344,7 @@ def _train_model(
     out: Path,
     progress: bool,
     seed_offset: int,
+    augment: str = "none",
 ) -> Path:
     cfg = ctx.config.model
     arch = default_architecture(manifest.height, manifest.width, manifest.channels) if cfg.arch == "auto" else cfg.arch
@@ -365,6 +369,7 @@ def _train_model(
         seed=seed,
         progress=progress,
         n_batches=math.ceil(n_train / cfg.batch_size),
+        augment=AUGMENTATIONS.get(augment),
     )
     example = next(ws.store.iter_samples(manifest, columns=["height", "width", "channels", "pixels"], batch_size=2))
     save_torchscript(model, out, decode_pixels(example))
@@ -376,6 +381,7 @@ def _train_model(
             "n_train": n_train,
             "feature_layer": FEATURE_LAYER,
             "train_report": asdict(report),
+            "augment": augment,
             "dataset": ctx.dataset,
             "version": ctx.version,
             "run": ctx.run_id,
@@ -569,7 +575,8 @@ def _quarantined_ids(ws: Workspace, ctx: RunContext, verdict_path: Path) -> set[
 
 # --- 7. retrain and measure -----------------------------------------------------------------------
 def retrain_stage(ws: Workspace, ctx: RunContext, verdict_path: Path, progress: bool = True) -> Path | None:
-    """Retrain the reference architecture on the kept samples and save it (TorchScript) with the run."""
+    """Retrain the reference architecture on the kept samples (with the run's ``retrain_augment``) and
+    save it (TorchScript) with the run."""
     if not ctx.config.retrain:
         return None
     with _Timer(ctx, "retrain"):
@@ -582,6 +589,7 @@ def retrain_stage(ws: Workspace, ctx: RunContext, verdict_path: Path, progress: 
             ctx.run_dir / "model_clean.pt",
             progress,
             1,
+            ctx.config.retrain_augment,
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,7 +19,7 @@ from sanitize.config import DetectConfig, ModelConfig, RedTeamConfig, RunConfig,
 from sanitize.data import CleanDataset
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
-from sanitize.pipeline import RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
+from sanitize.pipeline import RunContext, RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
 from sanitize.workspace import Workspace
 
 N_TRAIN, N_TEST = 1437, 360  # scikit-learn's 1,797 digits split 80/20
@@ -69,6 +70,27 @@ def test_the_run_finds_the_poisons_and_removes_the_backdoor(demo: DemoRun) -> No
     assert s["asr_after"] <= 0.05
     assert s["clean_acc_after"] >= 0.9
     assert s["auroc"] > 0.95
+
+
+def test_the_clean_model_trains_with_warps_and_the_reference_without(demo: DemoRun) -> None:
+    run_dir = demo.result.run_dir
+    assert json.loads((run_dir / "model_clean.json").read_text())["augment"] == "warp"
+    assert json.loads((run_dir / "model_reference.json").read_text())["augment"] == "none"
+
+
+def test_a_run_recorded_before_retrain_augment_loads_as_unaugmented(demo: DemoRun, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(demo.settings.home, home)
+    ws = Workspace(Settings(home=home, catalog_url=None))
+    path = ws.store.run_dir(demo.result.run_id) / "context.json"
+    obj = json.loads(path.read_text())
+    del obj["config"]["retrain_augment"]
+    path.write_text(json.dumps(obj))
+
+    ctx = RunContext.load(ws, demo.result.run_id)
+
+    assert ctx.config.retrain_augment == "none"
+    assert RunConfig().retrain_augment == "warp"
 
 
 def test_kept_plus_quarantined_is_what_was_ingested(demo: DemoRun) -> None:

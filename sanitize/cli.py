@@ -82,8 +82,8 @@ def run(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     retrain: Annotated[bool, typer.Option(help="Retrain a clean model on the kept samples.")] = True,
     retrain_augment: Annotated[
-        str, typer.Option(help="The clean model's training augmentation: warp (random small warps) or none.")
-    ] = "warp",
+        str, typer.Option(help="The clean model's training augmentation: none, or warp (random small warps).")
+    ] = "none",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     prefect: Annotated[bool, typer.Option(help="Run as the Prefect flow (records it in Prefect).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -515,8 +515,8 @@ def schedule(
     ] = None,
     retrain: Annotated[bool, typer.Option(help="Retrain a clean model on the kept samples.")] = True,
     retrain_augment: Annotated[
-        str, typer.Option(help="The clean model's training augmentation: warp (random small warps) or none.")
-    ] = "warp",
+        str, typer.Option(help="The clean model's training augmentation: none, or warp (random small warps).")
+    ] = "none",
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     serve: Annotated[

@@ -95,15 +95,13 @@ class RunContext:
         if not path.is_file():
             raise SanitizeError(f"run {run_id} has no context at {path}")
         obj = json.loads(path.read_text())
-        # Runs recorded before retrain_augment existed retrained without augmentation.
-        config = {"retrain_augment": "none", **obj["config"]}
         return cls(
             obj["run_id"],
             obj["dataset"],
             obj["ingested_version"],
             obj["version"],
             path.parent,
-            RunConfig.model_validate(config),
+            RunConfig.model_validate(obj["config"]),
             obj.get("timings", {}),
         )
 

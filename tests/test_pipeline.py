@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,7 +18,7 @@ from sanitize.config import DetectConfig, ModelConfig, RedTeamConfig, RunConfig,
 from sanitize.data import CleanDataset
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
-from sanitize.pipeline import RunContext, RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
+from sanitize.pipeline import RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
 from sanitize.workspace import Workspace
 
 N_TRAIN, N_TEST = 1437, 360  # scikit-learn's 1,797 digits split 80/20
@@ -72,25 +71,18 @@ def test_the_run_finds_the_poisons_and_removes_the_backdoor(demo: DemoRun) -> No
     assert s["auroc"] > 0.95
 
 
-def test_the_clean_model_trains_with_warps_and_the_reference_without(demo: DemoRun) -> None:
-    run_dir = demo.result.run_dir
-    assert json.loads((run_dir / "model_clean.json").read_text())["augment"] == "warp"
-    assert json.loads((run_dir / "model_reference.json").read_text())["augment"] == "none"
+def test_retrain_augment_warps_the_clean_model_only(workspace: Workspace) -> None:
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=2), retrain_augment="warp")
+
+    result = run_cleaning(config, workspace, progress=False)
+
+    assert json.loads((result.run_dir / "model_clean.json").read_text())["augment"] == "warp"
+    assert json.loads((result.run_dir / "model_reference.json").read_text())["augment"] == "none"
+    assert result.summary["clean_acc_after"] >= 0.75  # two epochs on digits: it learns under the warps (0.83)
 
 
-def test_a_run_recorded_before_retrain_augment_loads_as_unaugmented(demo: DemoRun, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    shutil.copytree(demo.settings.home, home)
-    ws = Workspace(Settings(home=home, catalog_url=None))
-    path = ws.store.run_dir(demo.result.run_id) / "context.json"
-    obj = json.loads(path.read_text())
-    del obj["config"]["retrain_augment"]
-    path.write_text(json.dumps(obj))
-
-    ctx = RunContext.load(ws, demo.result.run_id)
-
-    assert ctx.config.retrain_augment == "none"
-    assert RunConfig().retrain_augment == "warp"
+def test_the_default_clean_model_trains_as_the_reference_does(demo: DemoRun) -> None:
+    assert json.loads((demo.result.run_dir / "model_clean.json").read_text())["augment"] == "none"
 
 
 def test_kept_plus_quarantined_is_what_was_ingested(demo: DemoRun) -> None:

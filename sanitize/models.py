@@ -127,10 +127,10 @@ def random_warps(x: torch.Tensor, *, strength: float = 0.036, share: float = 0.5
 
     Each chosen image gets its own displacement field: a coarse grid (3x3 to 6x6, one size per batch)
     of random offsets, interpolated bicubically to the image, with a mean displacement drawn uniformly
-    up to ``strength`` of the image side (0.036: one pixel at 28x28). A model trained so is not moved
-    by small warps: neither by a warping trigger whose poisons escaped the detectors, nor by the
-    natural look-alikes a warp makes (a warped shirt read as a T-shirt). Draws from torch's RNG, so
-    ``torch.manual_seed`` makes it repeatable.
+    up to ``strength`` of the image side (0.036: one pixel at 28x28). A model trained so is moved less
+    by small warps: by a warping trigger whose poisons escaped the detectors, and by the look-alikes
+    a warp makes (a warped shirt read as a T-shirt). Draws from torch's RNG, so ``torch.manual_seed``
+    makes it repeatable.
     """
     n, _, h, w = x.shape
     chosen = torch.rand(n, device=x.device) < share

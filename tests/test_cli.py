@@ -150,6 +150,14 @@ def test_an_out_of_range_option_exits_2(sanitize_home: Path) -> None:
     assert not (sanitize_home / "runs").exists()
 
 
+def test_an_unknown_retrain_augmentation_exits_2_naming_the_choices(sanitize_home: Path) -> None:
+    proc = sanitize_cmd(sanitize_home, "run", "--dataset", "nosuch", "--retrain-augment", "blur")
+
+    assert proc.returncode == 2
+    assert "retrain_augment" in proc.stderr and "'none' or 'warp'" in one_line(proc.stderr)
+    assert not (sanitize_home / "runs").exists()
+
+
 def test_the_run_summary_is_consistent(cli_run: CliRun) -> None:
     s = cli_run.summary
     assert (s["dataset"], s["ingested"]) == ("digits", N_TRAIN)

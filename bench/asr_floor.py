@@ -39,7 +39,8 @@ from sanitize.workspace import Workspace  # noqa: E402
 
 
 def asr_figures(ws: Workspace, ctx: RunContext, model: Path, attack: str, target: int) -> dict[str, float]:
-    """ASR of ``model`` over all non-target test images and over those it classifies correctly untriggered."""
+    """ASR of ``model`` over all non-target test images and over those it classifies correctly untriggered,
+    and the share of non-target test images it sends to the target without the trigger."""
     plain, truth = _predict_split(ws, ctx, model, None, target)
     triggered, truth_again = _predict_split(ws, ctx, model, attack, target)
     if not np.array_equal(truth, truth_again):
@@ -48,6 +49,7 @@ def asr_figures(ws: Workspace, ctx: RunContext, model: Path, attack: str, target
     return {
         "asr": round(float((triggered == target).mean()), 5),
         "asr_on_correct": round(float((triggered[correct] == target).mean()), 5),
+        "to_target_untriggered": round(float((plain == target).mean()), 5),
         "test_images": int(len(truth)),
         "correct_untriggered": int(correct.sum()),
     }

@@ -54,7 +54,6 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             model = _train_model(ws, ctx, ctx.manifest(ws), exclude, None, Path(tmp) / "model.pt", False, 1, "warp")
             pred, truth = _predict_split(ws, ctx, model)
-            plain, _ = _predict_split(ws, ctx, model, None, cell["target"])
             figures = asr_figures(ws, ctx, model, cell["attack"], cell["target"])
         row = {
             "attack": cell["attack"],
@@ -65,7 +64,6 @@ def main() -> None:
             "quarantined": len(exclude),
             "clean_acc_after": round(float((pred == truth).mean()), 5),
             **figures,
-            "to_target_untriggered": round(float((plain == cell["target"]).mean()), 5),
             "seconds": round(time.perf_counter() - started, 1),
             "commit": commit(),
             "machine": machine(),

@@ -81,9 +81,12 @@ def run(
     ] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     retrain: Annotated[bool, typer.Option(help="Retrain a clean model on the kept samples.")] = True,
+    retrain_epochs: Annotated[
+        int | None, typer.Option(help="Clean-model epochs (default: three times the reference model's, up to 40).")
+    ] = None,
     retrain_augment: Annotated[
-        str, typer.Option(help="The clean model's training augmentation: none, or warp (random small warps).")
-    ] = "none",
+        str, typer.Option(help="The clean model's training augmentation: warp (random small warps) or none.")
+    ] = "warp",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     prefect: Annotated[bool, typer.Option(help="Run as the Prefect flow (records it in Prefect).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -97,6 +100,7 @@ def run(
         version=version,
         seed=seed,
         retrain=retrain,
+        retrain_epochs=retrain_epochs,
         retrain_augment=retrain_augment,  # type: ignore[arg-type]  # validated by pydantic
         redteam=redteam,
         model=ModelConfig(
@@ -514,9 +518,12 @@ def schedule(
         float | None, typer.Option(help="Expected poison share, if known (default: estimated).")
     ] = None,
     retrain: Annotated[bool, typer.Option(help="Retrain a clean model on the kept samples.")] = True,
+    retrain_epochs: Annotated[
+        int | None, typer.Option(help="Clean-model epochs (default: three times the reference model's, up to 40).")
+    ] = None,
     retrain_augment: Annotated[
-        str, typer.Option(help="The clean model's training augmentation: none, or warp (random small warps).")
-    ] = "none",
+        str, typer.Option(help="The clean model's training augmentation: warp (random small warps) or none.")
+    ] = "warp",
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     serve: Annotated[
@@ -532,6 +539,7 @@ def schedule(
         dataset=dataset,
         seed=seed,
         retrain=retrain,
+        retrain_epochs=retrain_epochs,
         retrain_augment=retrain_augment,  # type: ignore[arg-type]  # validated by pydantic
         redteam=redteam,
         model=ModelConfig(epochs=epochs, device=device),

@@ -158,6 +158,14 @@ def test_an_unknown_retrain_augmentation_exits_2_naming_the_choices(sanitize_hom
     assert not (sanitize_home / "runs").exists()
 
 
+def test_zero_retrain_epochs_exit_2(sanitize_home: Path) -> None:
+    proc = sanitize_cmd(sanitize_home, "run", "--dataset", "nosuch", "--retrain-epochs", "0")
+
+    assert proc.returncode == 2
+    assert "retrain_epochs" in proc.stderr and "greater than or equal to 1" in one_line(proc.stderr)
+    assert not (sanitize_home / "runs").exists()
+
+
 def test_the_run_summary_is_consistent(cli_run: CliRun) -> None:
     s = cli_run.summary
     assert (s["dataset"], s["ingested"]) == ("digits", N_TRAIN)

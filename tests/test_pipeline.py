@@ -18,7 +18,14 @@ from sanitize.config import DetectConfig, ModelConfig, RedTeamConfig, RunConfig,
 from sanitize.data import CleanDataset
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
-from sanitize.pipeline import RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
+from sanitize.pipeline import (
+    RunResult,
+    poison_stage,
+    retrain_epochs,
+    run_cleaning,
+    start_run,
+    train_reference_stage,
+)
 from sanitize.workspace import Workspace
 
 N_TRAIN, N_TEST = 1437, 360  # scikit-learn's 1,797 digits split 80/20
@@ -71,18 +78,45 @@ def test_the_run_finds_the_poisons_and_removes_the_backdoor(demo: DemoRun) -> No
     assert s["auroc"] > 0.95
 
 
-def test_retrain_augment_warps_the_clean_model_only(workspace: Workspace) -> None:
-    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=2), retrain_augment="warp")
+def test_the_clean_model_trains_longer_and_with_warps_the_reference_without(workspace: Workspace) -> None:
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=2))
 
     result = run_cleaning(config, workspace, progress=False)
 
-    assert json.loads((result.run_dir / "model_clean.json").read_text())["augment"] == "warp"
-    assert json.loads((result.run_dir / "model_reference.json").read_text())["augment"] == "none"
-    assert result.summary["clean_acc_after"] >= 0.75  # two epochs on digits: it learns under the warps (0.83)
+    clean = json.loads((result.run_dir / "model_clean.json").read_text())
+    reference = json.loads((result.run_dir / "model_reference.json").read_text())
+    assert (clean["augment"], clean["epochs"]) == ("warp", 6)
+    assert (reference["augment"], reference["epochs"]) == ("none", 2)
+    assert result.summary["clean_acc_after"] >= 0.8  # six epochs on digits under the warps
 
 
-def test_the_default_clean_model_trains_as_the_reference_does(demo: DemoRun) -> None:
-    assert json.loads((demo.result.run_dir / "model_clean.json").read_text())["augment"] == "none"
+def test_the_clean_models_recipe_can_be_set(workspace: Workspace) -> None:
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=2), retrain_epochs=3, retrain_augment="none")
+
+    result = run_cleaning(config, workspace, progress=False)
+
+    clean = json.loads((result.run_dir / "model_clean.json").read_text())
+    assert (clean["augment"], clean["epochs"]) == ("none", 3)
+
+
+@pytest.mark.parametrize(
+    ("model_epochs", "retrain", "n_train", "expected"),
+    [
+        (None, None, 60_000, 12),  # the reference's 4 passes over Fashion-MNIST, three times
+        (None, None, 1_437, 40),  # the digits' reference already takes 40
+        (20, None, 1_000, 40),
+        (60, None, 1_000, 60),  # never fewer than the reference
+        (None, 7, 60_000, 7),
+    ],
+)
+def test_retrain_epochs_rule(model_epochs: int | None, retrain: int | None, n_train: int, expected: int) -> None:
+    config = RunConfig(model=ModelConfig(epochs=model_epochs), retrain_epochs=retrain)
+
+    assert retrain_epochs(config, n_train) == expected
+
+
+def test_the_demos_clean_model_trains_with_warps(demo: DemoRun) -> None:
+    assert json.loads((demo.result.run_dir / "model_clean.json").read_text())["augment"] == "warp"
 
 
 def test_kept_plus_quarantined_is_what_was_ingested(demo: DemoRun) -> None:

@@ -1,0 +1,185 @@
+"""Benchmark helper: retrain finished matrix cells' clean models with a given recipe and measure them.
+
+Detection does not depend on how the clean model trains, so a new retraining recipe needs no new
+detection: this retrains each cell's clean model on the same kept samples (the cell's quarantine
+left out) and measures clean accuracy and the ASR split of ``bench/asr_floor.py`` (over all
+non-target test images, over those the model gets right untriggered, and the share it sends to the
+target without the trigger). The clean run (``none``) retrained with the same recipe is the
+clean-data model of that recipe: each cell's row carries its accuracy and its ASR on the cell's
+trigger, the floor no cleaning can go below.
+
+With no options the recipe is the library's default (``RunConfig``: ``retrain_epochs`` None,
+``retrain_augment="warp"``), so a row is what a matrix rerun would retrain. ``--keep-all`` trains on
+the cell's poisoned set with nothing left out: whether the recipe itself suppresses the backdoor.
+
+    python bench/retrain_recipe.py --only none wanet:0.01 wanet:0.05 wanet:0.1   # the clean run first
+    python bench/retrain_recipe.py --epochs 4 --augment none --only wanet:0.1     # the old recipe
+    python bench/retrain_recipe.py --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.asr_floor import asr_figures  # noqa: E402
+from bench.fashion_mnist import commit, machine  # noqa: E402
+from bench.matrix import bars, load, local_cells, parse_only  # noqa: E402
+from sanitize import pipeline  # noqa: E402
+from sanitize.config import RunConfig, Settings  # noqa: E402
+from sanitize.models import random_warps  # noqa: E402
+from sanitize.pipeline import RunContext, _predict_split, _quarantined_ids, _train_model, retrain_epochs  # noqa: E402
+from sanitize.store import atomic_write_json  # noqa: E402
+from sanitize.workspace import Workspace  # noqa: E402
+
+
+def recipe_key(recipe: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def retrain(ws: Workspace, cell: dict[str, Any], recipe: dict[str, Any], out: Path, keep_all: bool) -> dict[str, Any]:
+    """Retrain ``cell``'s clean model with ``recipe`` into ``out``; accuracy and ASR on its trigger."""
+    ctx = RunContext.load(ws, cell["run_id"])
+    exclude = set() if keep_all else _quarantined_ids(ws, ctx, ctx.run_dir / "verdict.parquet")
+    manifest = ctx.manifest(ws)
+    config = ctx.config.model_copy(update={"retrain_epochs": recipe["epochs"]})
+    epochs = retrain_epochs(config, manifest.n_train)
+    started = time.perf_counter()
+    _train_model(ws, ctx, manifest, exclude, None, out, False, 1, recipe["augment"], epochs)
+    seconds = time.perf_counter() - started
+    pred, truth = _predict_split(ws, ctx, out)
+    row: dict[str, Any] = {
+        "attack": cell["attack"],
+        "rate": cell["rate"],
+        "run_id": cell["run_id"],
+        "recipe": {**recipe, "epochs": epochs},
+        "keep_all": keep_all,
+        "quarantined": len(exclude),
+        "clean_acc_after": round(float((pred == truth).mean()), 5),
+        "train_seconds": round(seconds, 1),
+    }
+    if cell["attack"] != "none":
+        row.update(asr_figures(ws, ctx, out, cell["attack"], cell["target"]))
+        row["asr_before"] = next(r["asr_before"] for r in cell["records"] if r["detector"] == "combined")
+    return row
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| cell | recipe | quarantined | clean acc. after (clean-data model) | ASR before -> after (clean-data model) "
+        "| after, on images right untriggered | after, sent to target untriggered | train time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["attack"] == "none":
+            continue
+        rec = r["recipe"]
+        warp = f", warps {rec['strength']}/{rec['share']}" if rec["augment"] == "warp" else ""
+        floor = r.get("clean_data") or {}
+        lines.append(
+            f"| {r['attack']} {r['rate']:.1%}{' (nothing left out)' if r['keep_all'] else ''} "
+            f"| {rec['epochs']} epochs{warp} | {r['quarantined']:,} "
+            f"| {r['clean_acc_after']:.4f} ({floor.get('clean_acc_after', float('nan')):.4f}) "
+            f"| {r['asr_before']:.3f} -> {r['asr']:.4f} ({floor.get('asr', float('nan')):.4f}) "
+            f"| {r['asr_on_correct']:.4f} | {r['to_target_untriggered']:.4f} | {r['train_seconds']:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
+def bars_with_recipe(cells: list[dict[str, Any]], rows: list[dict[str, Any]], key: str) -> str:
+    """``bench/matrix.py``'s bars table with each cell's ASR and accuracy after taken from its row
+    retrained with recipe ``key`` (detection and ART from the matrix), against that recipe's clean run."""
+    mine = {(r["attack"], r["rate"]): r for r in rows if r.get("recipe_key") == key and not r["keep_all"]}
+    clean = mine.get(("none", 0.0))
+    swapped = []
+    for cell in cells:
+        row = mine.get((cell["attack"], cell["rate"]))
+        if cell["attack"] == "none" or row is None:
+            continue
+        after = {"asr_after": row["asr"], "clean_acc_after": row["clean_acc_after"]}
+        records = [{**r, **after} if r["detector"] == "combined" else r for r in cell["records"]]
+        floor = (row.get("clean_data") or {}).get("asr")
+        swapped.append({**cell, "records": records, "asr_clean_model": floor})
+    return bars(swapped, clean["clean_acc_after"] if clean else None)
+
+
+def main() -> None:
+    defaults = RunConfig()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE, in this order; none = the clean run")
+    ap.add_argument("--epochs", type=int, default=defaults.retrain_epochs, help="default: the library's rule")
+    ap.add_argument("--augment", choices=sorted(pipeline.AUGMENTATIONS), default=defaults.retrain_augment)
+    ap.add_argument("--strength", type=float, default=0.036, help="random warps' mean displacement (share of side)")
+    ap.add_argument("--share", type=float, default=0.5, help="random warps' share of each batch")
+    ap.add_argument("--keep-all", action="store_true", help="train on the poisoned set, nothing left out")
+    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
+    ap.add_argument("--matrix", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrain_recipe.json")
+    ap.add_argument("--markdown", action="store_true", help="print the tables of --out for this recipe and stop")
+    args = ap.parse_args()
+    rows: list[dict[str, Any]] = load(args.out) if args.out.exists() else []
+    recipe = {"epochs": args.epochs, "augment": args.augment, "strength": args.strength, "share": args.share}
+    if args.markdown:
+        print(markdown([r for r in rows if r.get("recipe_key") == recipe_key(recipe)]))
+        print()
+        print(bars_with_recipe(load(args.matrix), rows, recipe_key(recipe)))
+        return
+    ws = Workspace(Settings(home=args.home.resolve()))
+    if args.augment == "warp":
+        pipeline.AUGMENTATIONS["warp"] = functools.partial(random_warps, strength=args.strength, share=args.share)
+    models = args.home.resolve() / "retrain_recipe" / recipe_key(recipe)
+    models.mkdir(parents=True, exist_ok=True)
+    cells = local_cells(ws, load(args.matrix), args.only)
+    if args.only is not None:
+        order = {spec: i for i, spec in enumerate(parse_only(args.only))}
+        cells.sort(key=lambda c: order[(c["attack"], c["rate"])])
+    clean_run = next((c for c in load(args.matrix) if c["attack"] == "none"), None)
+    clean_model = models / "none-0.0.pt"
+    clean_row = next((r for r in rows if r["attack"] == "none" and r.get("recipe_key") == recipe_key(recipe)), None)
+    code = commit()
+    for cell in cells:
+        model = models / f"{cell['attack']}-{cell['rate']}{'-all' if args.keep_all else ''}.pt"
+        row = retrain(ws, cell, recipe, model, args.keep_all)
+        row["recipe_key"] = recipe_key(recipe)
+        if cell["attack"] == "none":
+            clean_row = row
+        elif clean_row is not None and clean_model.is_file() and clean_run is not None:
+            ctx = RunContext.load(ws, cell["run_id"])
+            row["clean_data"] = {
+                "clean_acc_after": clean_row["clean_acc_after"],
+                **asr_figures(ws, ctx, clean_model, cell["attack"], cell["target"]),
+            }
+        row.update(commit=code, machine=machine(), date=datetime.now(UTC).strftime("%Y-%m-%d"))
+        rows = [
+            r
+            for r in rows
+            if not (
+                r["run_id"] == row["run_id"]
+                and r.get("recipe_key") == row["recipe_key"]
+                and r.get("keep_all") == row["keep_all"]
+            )
+        ]
+        rows.append(row)
+        atomic_write_json(args.out, rows)
+        what = f"ASR {row['asr_before']:.3f} -> {row['asr']:.4f}" if "asr" in row else "the clean-data model"
+        floor = row.get("clean_data")
+        print(
+            f"{cell['attack']:15} {cell['rate']:6.1%}  {row['recipe']['epochs']} epochs, {args.augment}: "
+            f"accuracy {row['clean_acc_after']:.4f}, {what}"
+            + (f" (clean-data model {floor['asr']:.4f})" if floor else ""),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -153,13 +153,17 @@ def backfill_reference_cache(ws: Workspace, cells: list[dict[str, Any]]) -> None
 
 
 def base_asr(ws: Workspace, cells: list[dict[str, Any]], cell: dict[str, Any]) -> float | None:
-    """The attack's success rate on the clean-data model (the clean run's reference model, never shown a
-    poison): the share of triggered non-target test images it sends to the target anyway. Cleaning
-    cannot push the ASR below this floor."""
+    """The attack's success rate on the clean-data model (the clean run's clean model, retrained as every
+    cell's is, on data never shown a poison; its reference model for a run without retraining): the
+    share of triggered non-target test images it sends to the target anyway. Cleaning cannot push the
+    ASR below this floor."""
     clean = next((c for c in cells if c["attack"] == "none"), None)
     if clean is None or cell["attack"] == "none":
         return None
-    model = ws.store.run_dir(clean["run_id"]) / "model_reference.pt"
+    run_dir = ws.store.run_dir(clean["run_id"])
+    model = run_dir / "model_clean.pt"
+    if not model.is_file():
+        model = run_dir / "model_reference.pt"
     pred, _ = _predict_split(ws, RunContext.load(ws, cell["run_id"]), model, cell["attack"], cell["target"])
     return float((pred == cell["target"]).mean()) if len(pred) else None
 
@@ -215,9 +219,11 @@ def markdown(cells: list[dict[str, Any]]) -> str:
     }
     cells = sorted(cells, key=lambda c: (order.get(c["attack"], 99), c["rate"]))
     clean = next((c for c in cells if c["attack"] == "none"), None)
-    base_acc = clean["records"][0]["clean_acc_before"] if clean else None
+    base_acc = None
+    if clean:  # the clean run's clean model, retrained as every cell's is; else its reference model
+        base_acc = clean["records"][0]["clean_acc_after"] or clean["records"][0]["clean_acc_before"]
     lines = [
-        f"Clean-data model accuracy (reference model of the clean run): {_f(base_acc, 4)}.",
+        f"Clean-data model accuracy (the clean run's clean model): {_f(base_acc, 4)}.",
         "",
         "| attack | rate | poisons | quarantined | recall | precision | clean FPR | AUROC | clean acc. after "
         "| ASR before -> after (clean-data model) | ART best: config, flagged, recall | ours at ART's count "

@@ -118,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE, in this order; none = the clean run")
     ap.add_argument("--epochs", type=int, default=defaults.retrain_epochs, help="default: the library's rule")
-    ap.add_argument("--augment", choices=sorted(pipeline.AUGMENTATIONS), default=defaults.retrain_augment)
+    ap.add_argument("--augment", choices=["none", *sorted(pipeline.AUGMENTATIONS)], default=defaults.retrain_augment)
     ap.add_argument("--strength", type=float, default=0.036, help="random warps' mean displacement (share of side)")
     ap.add_argument("--share", type=float, default=0.5, help="random warps' share of each batch")
     ap.add_argument("--keep-all", action="store_true", help="train on the poisoned set, nothing left out")

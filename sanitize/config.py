@@ -120,7 +120,7 @@ class RunConfig(BaseModel):
     # The clean model is the one measured and handed on, so it trains longer than the reference model
     # and with random small warps on half of each batch (the reference never does: its features are
     # what the detectors read). On Fashion-MNIST a model so trained on clean data reaches 0.932 instead
-    # of 0.919, and is moved less by small warps (a warped shirt read as a T-shirt: WaNet's trigger
+    # of 0.920, and is moved less by small warps (a warped shirt read as a T-shirt: WaNet's trigger
     # "succeeds" on 1.9 % of a clean-data model's test images instead of 2.6 %). The warps do not hide
     # a backdoor: trained on WaNet 10 % uncleaned, the model's ASR is still 0.98.
     retrain_epochs: int | None = Field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from sanitize.data import CleanDataset
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
 from sanitize.pipeline import (
+    RunContext,
     RunResult,
     poison_stage,
     retrain_epochs,
@@ -117,6 +119,22 @@ def test_retrain_epochs_rule(model_epochs: int | None, retrain: int | None, n_tr
 
 def test_the_demos_clean_model_trains_with_warps(demo: DemoRun) -> None:
     assert json.loads((demo.result.run_dir / "model_clean.json").read_text())["augment"] == "warp"
+
+
+def test_a_run_recorded_before_the_recipe_options_loads_with_the_recipe_it_ran(demo: DemoRun, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(demo.settings.home, home)
+    ws = Workspace(Settings(home=home, catalog_url=None))
+    path = ws.store.run_dir(demo.result.run_id) / "context.json"
+    obj = json.loads(path.read_text())
+    del obj["config"]["retrain_augment"], obj["config"]["retrain_epochs"]
+    path.write_text(json.dumps(obj))
+
+    ctx = RunContext.load(ws, demo.result.run_id)
+
+    assert ctx.config.retrain_augment == "none"
+    assert ctx.config.retrain_epochs == json.loads((path.parent / "model_clean.json").read_text())["epochs"]
+    assert RunConfig().retrain_augment == "warp" and RunConfig().retrain_epochs is None
 
 
 def test_kept_plus_quarantined_is_what_was_ingested(demo: DemoRun) -> None:

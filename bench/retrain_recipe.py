@@ -129,31 +129,32 @@ def main() -> None:
     args = ap.parse_args()
     rows: list[dict[str, Any]] = load(args.out) if args.out.exists() else []
     recipe = {"epochs": args.epochs, "augment": args.augment, "strength": args.strength, "share": args.share}
+    key = recipe_key(recipe)
+    matrix = load(args.matrix)
     if args.markdown:
-        print(markdown([r for r in rows if r.get("recipe_key") == recipe_key(recipe)]))
+        print(markdown([r for r in rows if r.get("recipe_key") == key]))
         print()
-        print(bars_with_recipe(load(args.matrix), rows, recipe_key(recipe)))
+        print(bars_with_recipe(matrix, rows, key))
         return
     ws = Workspace(Settings(home=args.home.resolve()))
     if args.augment == "warp":
         pipeline.AUGMENTATIONS["warp"] = functools.partial(random_warps, strength=args.strength, share=args.share)
-    models = args.home.resolve() / "retrain_recipe" / recipe_key(recipe)
+    models = args.home.resolve() / "retrain_recipe" / key
     models.mkdir(parents=True, exist_ok=True)
-    cells = local_cells(ws, load(args.matrix), args.only)
+    cells = local_cells(ws, matrix, args.only)
     if args.only is not None:
         order = {spec: i for i, spec in enumerate(parse_only(args.only))}
         cells.sort(key=lambda c: order[(c["attack"], c["rate"])])
-    clean_run = next((c for c in load(args.matrix) if c["attack"] == "none"), None)
     clean_model = models / "none-0.0.pt"
-    clean_row = next((r for r in rows if r["attack"] == "none" and r.get("recipe_key") == recipe_key(recipe)), None)
+    clean_row = next((r for r in rows if r["attack"] == "none" and r.get("recipe_key") == key), None)
     code = commit()
     for cell in cells:
         model = models / f"{cell['attack']}-{cell['rate']}{'-all' if args.keep_all else ''}.pt"
         row = retrain(ws, cell, recipe, model, args.keep_all)
-        row["recipe_key"] = recipe_key(recipe)
+        row["recipe_key"] = key
         if cell["attack"] == "none":
             clean_row = row
-        elif clean_row is not None and clean_model.is_file() and clean_run is not None:
+        elif clean_row is not None and clean_model.is_file():
             ctx = RunContext.load(ws, cell["run_id"])
             row["clean_data"] = {
                 "clean_acc_after": clean_row["clean_acc_after"],

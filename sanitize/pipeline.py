@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from sanitize.catalog import QuarantineEntry, Run, Version
 from sanitize.config import DEFAULT_DATASET, RunConfig
-from sanitize.detect import combine, run_detectors
+from sanitize.detect import combine, run_detectors, write_verdict
 from sanitize.errors import InputError, InvariantError, SanitizeError
 from sanitize.evaluate.metrics import detection_figures
 from sanitize.evaluate.redteam import get_attack, trigger_for
@@ -478,32 +478,7 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
             knn_k=cfg.knn_k,
         )
         verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
-        table = verdict.to_table(ids, labels)
-        reasons = np.array([""] * len(ids), dtype=object)
-        reasons[verdict.quarantine] = verdict.reasons(labels, verdict.quarantine)
-        table = table.append_column("reason", pa.array(reasons.tolist(), pa.string()))
-        out = ctx.run_dir / "verdict.parquet"
-        atomic_write_table(out, table)
-        atomic_write_json(
-            ctx.run_dir / "detection.json",
-            {
-                "voters": list(cfg.voters),
-                "fallback_voters": list(cfg.fallback_voters),
-                "estimated_rate": {str(k): v for k, v in verdict.estimated_rate.items()},
-                "estimated_rate_overall": float(verdict.quarantine.mean()),
-                "detectors": {
-                    n: {
-                        "flagged": int(r.flags.sum()),
-                        "seconds": seconds[n],
-                        "params": r.params,
-                        "notes": {str(k): v for k, v in r.notes.items()},
-                        "thresholds": {str(k): v for k, v in r.thresholds.items()},
-                    }
-                    for n, r in verdict.results.items()
-                },
-            },
-        )
-    return out
+        return write_verdict(ctx.run_dir, ids, labels, verdict, seconds)
 
 
 # --- 6. quarantine --------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sanitize.detect.input_neighbours import InputNeighbours
 from sanitize.detect.knn import KNNLabelDisagreement
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
-from sanitize.detect.verdict import Verdict, combine
+from sanitize.detect.verdict import Verdict, combine, write_verdict
 from sanitize.detect.whitened import WhitenedClustering
 from sanitize.errors import DetectionError, SanitizeError
 
@@ -96,6 +96,7 @@ __all__ = [
     "WhitenedClustering",
     "check_features",
     "combine",
+    "write_verdict",
     "make_detector",
     "run_detectors",
 ]

@@ -9,12 +9,14 @@ the sample's reason, so a reviewer sees who else agreed.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from sanitize.detect.base import DetectorResult, share_by_class
 from sanitize.errors import DetectionError
+from sanitize.store import atomic_write_json, atomic_write_table
 
 
 @dataclass(frozen=True)
@@ -153,3 +155,41 @@ def _defer(result: DetectorResult, found: set[int], labels: np.ndarray, voters: 
     return replace(
         result, flags=flags, thresholds=thresholds, notes=notes, estimated_rate=share_by_class(flags, labels)
     )
+
+
+def write_verdict(
+    run_dir: Path, sample_ids: list[str], labels: np.ndarray, verdict: Verdict, seconds: dict[str, float]
+) -> Path:
+    """Write a run's verdict: ``verdict.parquet`` (one row per sample, keyed by ``sample_id``, with every
+    detector's columns and, for quarantined samples, the reviewer's reason) and ``detection.json``
+    (voters, estimated rates, and each detector's flags, seconds, parameters, notes and thresholds).
+
+    The one writer of these records, for the pipeline's detect stage and for benchmarks that build a
+    run from synthetic scores. Returns the path of ``verdict.parquet``.
+    """
+    table = verdict.to_table(sample_ids, labels)
+    reasons = np.array([""] * len(sample_ids), dtype=object)
+    reasons[verdict.quarantine] = verdict.reasons(labels, verdict.quarantine)
+    table = table.append_column("reason", pa.array(reasons.tolist(), pa.string()))
+    out = run_dir / "verdict.parquet"
+    atomic_write_table(out, table)
+    atomic_write_json(
+        run_dir / "detection.json",
+        {
+            "voters": [v for v in verdict.voters if v not in verdict.fallback],
+            "fallback_voters": list(verdict.fallback),
+            "estimated_rate": {str(k): v for k, v in verdict.estimated_rate.items()},
+            "estimated_rate_overall": float(verdict.quarantine.mean()),
+            "detectors": {
+                n: {
+                    "flagged": int(r.flags.sum()),
+                    "seconds": seconds[n],
+                    "params": r.params,
+                    "notes": {str(k): v for k, v in r.notes.items()},
+                    "thresholds": {str(k): v for k, v in r.thresholds.items()},
+                }
+                for n, r in verdict.results.items()
+            },
+        },
+    )
+    return out

@@ -28,10 +28,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
     text,
 )
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from sanitize.errors import NotFoundError
@@ -216,7 +218,7 @@ class ReviewSession(Base):
 
 # The review page's default order (class, then most suspicious first), covering its counts too, so
 # a page of a 10,000-entry quarantine never sorts the table. Catalogs made before it was added get
-# it from :func:`sanitize.web.app.create_app`.
+# it from :func:`_upgrade` when they are next opened.
 QUARANTINE_REVIEW_INDEX = Index(
     "ix_quarantine_review",
     QuarantineEntry.run_id,
@@ -244,6 +246,7 @@ class Catalog:
             elif conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
             Base.metadata.create_all(conn)
+            _upgrade(conn)
             conn.commit()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -293,6 +296,21 @@ class Catalog:
 
 
 _SCHEMA_LOCK = 0x5A417A  # any constant: the advisory lock that serialises creating the tables
+
+
+def _upgrade(conn: Connection) -> None:
+    """Add to a catalog made by an older release what today's schema has beyond its tables (idempotent).
+
+    ``create_all`` creates a missing table with its indexes but never touches a table that exists,
+    so an index added later reaches old catalogs only through a step here.
+    """
+    try:
+        QUARANTINE_REVIEW_INDEX.create(conn, checkfirst=True)
+    except DBAPIError:
+        # SQLite and PostgreSQL hold the schema lock here; on another database a second process can
+        # make the index between the check and the create. Anything else shows on first use.
+        if not inspect(conn).has_index("quarantine", "ix_quarantine_review"):
+            raise
 
 
 _BUSY_TIMEOUT_S = 30.0

@@ -8,7 +8,7 @@ seconds, plus sanitize's recall at ART's number of flagged samples. ART's time i
 features it is handed, not from a forward pass.
 
     pip install -e '.[bench]'
-    python bench/art_compare.py data/bench/runs/<run-id>
+    python -m bench art data/bench/runs/<run-id>
 
 ART reads activations from its model's last top-level module; the wrapper below is an identity
 module over the features, so that module's output is exactly the features.
@@ -18,25 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sanitize.detect import make_detector  # noqa: E402
-from sanitize.evaluate.metrics import detection_figures  # noqa: E402
-from sanitize.features import load_features  # noqa: E402
-from sanitize.store import atomic_write_json  # noqa: E402
+from bench.records import RESULTS, poison_mask, read_json, write_json
+from sanitize.detect import make_detector
+from sanitize.evaluate.metrics import detection_figures
+from sanitize.features import load_features
 
 
 def art_classifier(dim: int, n_classes: int) -> Any:
-    import torch
+    """An ART classifier whose model is the identity over ``dim`` features."""
+    # ART is the optional ``bench`` extra: imported where it is used, so commands without it still run.
     from art.estimators.classification import PyTorchClassifier
 
     model = torch.nn.Sequential(torch.nn.Identity())
@@ -45,6 +42,7 @@ def art_classifier(dim: int, n_classes: int) -> Any:
 
 def run_art(name: str, feats: np.ndarray, labels: np.ndarray, rate: float) -> tuple[np.ndarray, float]:
     """Flags (n,) bool of one ART configuration and its seconds."""
+    # ART: the optional ``bench`` extra, as above.
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
     n_classes = int(labels.max()) + 1
@@ -69,15 +67,17 @@ def run_art(name: str, feats: np.ndarray, labels: np.ndarray, rate: float) -> tu
     return np.asarray(clean) == 0, time.perf_counter() - start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench art", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "art_compare.json")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=RESULTS / "art_compare.json")
+    args = ap.parse_args(argv)
     ids, feats, labels, _ = load_features(args.run_dir / "features.parquet")
-    truth = pq.read_table(args.run_dir / "ground_truth.parquet")
-    gt = dict(zip(truth.column("sample_id").to_pylist(), truth.column("is_poison").to_pylist(), strict=True))
-    is_poison = np.array([gt[s] for s in ids])
+    if not (args.run_dir / "ground_truth.parquet").exists():
+        raise SystemExit(f"{args.run_dir}: no ground_truth.parquet (a red-team run is needed)")
+    is_poison = poison_mask(args.run_dir, ids)
     context = json.loads((args.run_dir / "context.json").read_text())
     rt = context["config"]["redteam"]
     rows: list[dict[str, Any]] = []
@@ -137,9 +137,9 @@ def main() -> None:
         "n_poison": int(is_poison.sum()),
         "rows": rows,
     }
-    old = json.loads(args.out.read_text()) if args.out.exists() else []
-    old = [r for r in old if (r["attack"], r["rate"], r["target"]) != (rt["attack"], rt["rate"], rt["target"])]
-    atomic_write_json(args.out, old + [record])
+    setting = (rt["attack"], rt["rate"], rt["target"])
+    old = [r for r in read_json(args.out) if (r["attack"], r["rate"], r["target"]) != setting]
+    write_json(args.out, old + [record])
 
 
 if __name__ == "__main__":

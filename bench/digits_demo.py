@@ -4,7 +4,7 @@ and torch thread counts, plus clean digits runs, detection only (no retraining).
 The reference model, and so every figure, depends on the number of torch threads: float sums run in
 another order. The test suite runs with one thread; `sanitize run` on a 2-core machine uses two.
 
-    python bench/digits_demo.py --seeds 0 1 2 3 --threads 1 2
+    python -m bench digits-demo --seeds 0 1 2 3 --threads 1 2
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import json
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.records import ROOT
 
 ONE_RUN = """
 import json, sys, torch
@@ -34,12 +33,14 @@ print(json.dumps({k: s.get(k) for k in keys}))
 """
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench digits-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3])
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--attacks", nargs="*", default=["badnets", "none"])
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print("| attack | torch threads | seed | poisons | quarantined | recall | precision |")
     print("|---|---|---|---|---|---|---|")
     for attack in args.attacks:

@@ -13,9 +13,9 @@ skipped, so a stopped run resumes where it was (``--force`` reruns them). It tak
 2 cores, so run it in the background::
 
     pip install -e '.[bench]'
-    nohup python bench/matrix.py > data/matrix.log 2>&1 &
-    python bench/matrix.py --only blend:0.05 sig:0.03        # some cells
-    python bench/matrix.py --table                           # print the table of what is there
+    nohup python -m bench matrix > data/matrix.log 2>&1 &
+    python -m bench matrix --only blend:0.05 sig:0.03        # some cells
+    python -m bench matrix --table                           # print the table of what is there
 """
 
 from __future__ import annotations
@@ -30,19 +30,19 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import bench.fashion_mnist as fm  # noqa: E402
-from bench.art_compare import run_art  # noqa: E402
-from sanitize.config import DetectConfig, RedTeamConfig, RunConfig, Settings  # noqa: E402
-from sanitize.detect import make_detector  # noqa: E402
-from sanitize.evaluate.metrics import detection_figures  # noqa: E402
-from sanitize.features import load_features  # noqa: E402
-from sanitize.ingest.core import ingest_path  # noqa: E402
-from sanitize.pipeline import RunContext, _predict_split, _reference_cache, run_cleaning  # noqa: E402
-from sanitize.store import atomic_write_bytes, atomic_write_json  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.art_compare import run_art
+from bench.data import DATASET, ingest_fmnist, require_fmnist, workspace
+from bench.records import DATA, RESULTS, commit, parse_only, poison_mask, read_json, records_for, save_cell
+from sanitize.config import DetectConfig, RedTeamConfig, RunConfig
+from sanitize.detect import make_detector
+from sanitize.evaluate.measure import predict_split
+from sanitize.evaluate.metrics import detection_figures
+from sanitize.features import load_features
+from sanitize.pipeline import run_cleaning
+from sanitize.runs import RunContext
+from sanitize.store import atomic_write_bytes, atomic_write_json
+from sanitize.training import reference_cache_path
+from sanitize.workspace import Workspace
 
 RATES = (0.005, 0.01, 0.05, 0.10)
 SIG_RATES = (0.005, 0.01, 0.03, 0.05)
@@ -79,12 +79,7 @@ def art_side_by_side(run_dir: Path, rate: float, ours_flagged: np.ndarray, ours_
     verdict = pq.read_table(run_dir / "verdict.parquet", columns=["sample_id"]).column("sample_id").to_pylist()
     if verdict != ids:
         raise RuntimeError(f"{run_dir}: verdict and features list samples in different orders")
-    truth_path = run_dir / "ground_truth.parquet"
-    is_poison = np.zeros(len(ids), dtype=bool)
-    if truth_path.exists():
-        truth = pq.read_table(truth_path)
-        gt = dict(zip(truth.column("sample_id").to_pylist(), truth.column("is_poison").to_pylist(), strict=True))
-        is_poison = np.array([gt[s] for s in ids])
+    is_poison = poison_mask(run_dir, ids)
     n_ours = int(ours_flagged.sum())
     rows: list[dict[str, Any]] = []
     for name in ("spectral", "activation_clustering", "knn", "whitened_clustering"):
@@ -114,13 +109,24 @@ def art_side_by_side(run_dir: Path, rate: float, ours_flagged: np.ndarray, ours_
     return {"rows": rows, "n_features": int(feats.shape[1])}
 
 
-def run_cell(ws: Workspace, attack: str, rate: float, target: int, seed: int, retrain: bool = True) -> dict[str, Any]:
+def run_cell(
+    ws: Workspace, attack: str, rate: float, target: int, seed: int, code: str, retrain: bool = True
+) -> dict[str, Any]:
+    """One complete cleaning run of the cell, its records (``code``: the commit that runs) and ART beside it."""
     redteam = None if attack == "none" else RedTeamConfig(attack=attack, rate=rate, target=target, seed=seed)
-    config = RunConfig(dataset=fm.DATASET, redteam=redteam, seed=seed, retrain=retrain)
+    config = RunConfig(dataset=DATASET, redteam=redteam, seed=seed, retrain=retrain)
     start = time.perf_counter()
     result = run_cleaning(config, ws, progress=False)
     seconds = time.perf_counter() - start
-    records = fm.records_for(result, attack, rate, None if attack == "none" else target, seconds)
+    records = records_for(
+        result,
+        dataset=DATASET,
+        attack=attack,
+        rate=rate,
+        target=None if attack == "none" else target,
+        seconds=seconds,
+        code=code,
+    )
     verdict = pq.read_table(result.run_dir / "verdict.parquet", columns=["quarantine", "suspicion_score"])
     art = art_side_by_side(
         result.run_dir, rate, verdict.column("quarantine").to_numpy(), verdict.column("suspicion_score").to_numpy()
@@ -145,7 +151,7 @@ def backfill_reference_cache(ws: Workspace, cells: list[dict[str, Any]]) -> None
             continue  # a record from another machine: its run folder is not here
         ctx = RunContext.load(ws, cell["run_id"])
         model = ctx.run_dir / "model_reference.pt"
-        cached = _reference_cache(ws, ctx)
+        cached = reference_cache_path(ws, ctx)
         if model.is_file() and not cached.is_file():
             meta = json.loads(model.with_suffix(".json").read_text())
             atomic_write_json(cached.with_suffix(".json"), meta)
@@ -164,17 +170,8 @@ def base_asr(ws: Workspace, cells: list[dict[str, Any]], cell: dict[str, Any]) -
     model = run_dir / "model_clean.pt"
     if not model.is_file():
         model = run_dir / "model_reference.pt"
-    pred, _ = _predict_split(ws, RunContext.load(ws, cell["run_id"]), model, cell["attack"], cell["target"])
+    pred, _ = predict_split(ws, RunContext.load(ws, cell["run_id"]), model, cell["attack"], cell["target"])
     return float((pred == cell["target"]).mean()) if len(pred) else None
-
-
-def load(out: Path) -> list[dict[str, Any]]:
-    return json.loads(out.read_text()) if out.exists() else []
-
-
-def save_cell(out: Path, cell: dict[str, Any]) -> None:
-    cells = [c for c in load(out) if (c["attack"], c["rate"]) != (cell["attack"], cell["rate"])]
-    atomic_write_json(out, cells + [cell])
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -329,35 +326,10 @@ def bars(cells: list[dict[str, Any]], base_acc: float | None) -> str:
     return "\n".join(lines)
 
 
-def local_cells(ws: Workspace, cells: list[dict[str, Any]], only: list[str] | None) -> list[dict[str, Any]]:
-    """The cells asked for (``--only`` specs; None: all) whose run folder is in ``ws``. A record from
-    another machine has no run folder (features, images, models) here: it is named and skipped."""
-    wanted = set(parse_only(only)) if only is not None else None
-    here = []
-    for cell in cells:
-        if wanted is not None and (cell["attack"], cell["rate"]) not in wanted:
-            continue
-        if not (ws.store.run_dir(cell["run_id"]) / "context.json").is_file():
-            where = f"{cell['attack']:15} {cell['rate']:6.1%}"
-            print(f"{where}  skipped: run {cell['run_id']} is not in {ws.settings.home}")
-            continue
-        here.append(cell)
-    return here
-
-
-def parse_only(specs: list[str]) -> list[tuple[str, float]]:
-    cells = []
-    for spec in specs:
-        attack, _, rate = spec.partition(":")
-        try:
-            cells.append((attack, float(rate or 0)))
-        except ValueError:
-            sys.exit(f"--only {spec!r}: expected ATTACK:RATE, for example blend:0.05")
-    return cells
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench matrix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE (default: the whole matrix)")
     ap.add_argument("--force", action="store_true", help="rerun cells that already have results")
     ap.add_argument("--table", action="store_true", help="print the table of the results so far and stop")
@@ -366,37 +338,36 @@ def main() -> None:
     ap.add_argument("--no-retrain", action="store_true", help="detection only: no clean model, no ASR after")
     ap.add_argument("--target", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
-    args = ap.parse_args()
+    ap.add_argument("--home", type=Path, default=DATA / "bench")
+    ap.add_argument("--out", type=Path, default=RESULTS / "matrix.json")
+    args = ap.parse_args(argv)
     if args.table:
-        print_table(load(args.out))
+        print_table(read_json(args.out))
         return
     if args.markdown:
-        print(markdown(load(args.out)))
+        print(markdown(read_json(args.out)))
         return
     if args.base_asr:
-        ws = Workspace(Settings(home=args.home.resolve()))
-        for cell in load(args.out):
+        ws = workspace(args.home)
+        for cell in read_json(args.out):
             if cell.get("asr_clean_model") is None and cell["attack"] != "none":
-                cell["asr_clean_model"] = base_asr(ws, load(args.out), cell)
+                cell["asr_clean_model"] = base_asr(ws, read_json(args.out), cell)
                 save_cell(args.out, cell)
                 print(f"{cell['attack']} {cell['rate']:.1%}: clean-data model ASR {cell['asr_clean_model']}")
         return
-    fm.COMMIT = fm.commit()
-    if not fm.FMNIST.is_dir():
-        sys.exit(f"{fm.FMNIST} is missing: apt-get install -y dataset-fashion-mnist")
-    ws = Workspace(Settings(home=args.home.resolve()))
-    ingest_path(ws.catalog, ws.store, dataset=fm.DATASET, path=fm.FMNIST, source="zalando-research", actor="bench")
-    backfill_reference_cache(ws, load(args.out))
-    done = {(c["attack"], c["rate"]) for c in load(args.out)}
+    code = commit()  # before the cells: the code that ran, not what the tree holds later
+    require_fmnist()
+    ws = workspace(args.home)
+    ingest_fmnist(ws)
+    backfill_reference_cache(ws, read_json(args.out))
+    done = {(c["attack"], c["rate"]) for c in read_json(args.out)}
     todo = parse_only(args.only) if args.only is not None else ORDER
     for attack, rate in todo:
         if (attack, rate) in done and not args.force:
             print(f"{attack} {rate:.1%}: already in {args.out}, skipped", flush=True)
             continue
-        cell = run_cell(ws, attack, rate, args.target, args.seed, retrain=not args.no_retrain)
-        cell["asr_clean_model"] = base_asr(ws, load(args.out), cell)
+        cell = run_cell(ws, attack, rate, args.target, args.seed, code, retrain=not args.no_retrain)
+        cell["asr_clean_model"] = base_asr(ws, read_json(args.out), cell)
         save_cell(args.out, cell)
         print_table([cell])
         sys.stdout.flush()

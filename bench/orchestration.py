@@ -3,8 +3,8 @@ reference model, features, four detectors, quarantine, retraining, evaluation, e
 the Prefect flow (``sanitize run --prefect``: Prefect's local ephemeral API, one task per stage)
 and the same stages called directly (``run_cleaning``), alternating in one process.
 
-    python bench/orchestration.py                 # 5 repetitions of each, about 5 minutes on 2 cores
-    python bench/orchestration.py --reps 3
+    python -m bench orchestration                 # 5 repetitions of each, about 5 minutes on 2 cores
+    python -m bench orchestration --reps 3
 
 One warm-up run of each comes first: the first flow run also starts Prefect's local API, which is
 reported on its own. Each run's wall time is measured around the call; the stages' own time is the
@@ -17,23 +17,29 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+
+from bench.records import RESULTS, commit, machine, write_json
+from sanitize.config import RedTeamConfig, RunConfig, Settings
+from sanitize.demo import ingest_demo
+from sanitize.pipeline import run_cleaning
+from sanitize.workspace import Workspace
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench orchestration", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each way (after one warm-up each)")
     ap.add_argument("--home", type=Path, default=None, help="data folder (default: a temporary one)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "orchestration.json")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=RESULTS / "orchestration.json")
+    args = ap.parse_args(argv)
 
     home = args.home or Path(tempfile.mkdtemp(prefix="sanitize-orchestration-"))
     # Before Prefect is imported (flows/__init__ puts its home under SANITIZE_HOME): no server URL,
@@ -43,16 +49,10 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+    # Prefect reads its settings when first imported: these two only after the environment above.
     import prefect
-    import torch
 
-    from bench.fashion_mnist import commit, machine
     from flows.clean import cleaning_flow
-    from sanitize.config import RedTeamConfig, RunConfig, Settings
-    from sanitize.demo import ingest_demo
-    from sanitize.pipeline import run_cleaning
-    from sanitize.store import atomic_write_json
-    from sanitize.workspace import Workspace
 
     config = RunConfig(redteam=RedTeamConfig())  # what ``sanitize run`` cleans with no arguments
     ws = Workspace(Settings(home=home))
@@ -129,7 +129,7 @@ def main() -> None:
         "warmup": warmup,
         "runs": runs,
     }
-    atomic_write_json(args.out, result)
+    write_json(args.out, result)
     print(
         f"median wall: library {lib_wall:.2f} s, Prefect flow {flow_wall:.2f} s; "
         f"overhead {result['overhead_s']:.2f} s ({result['overhead_pct']:.1f} %); first flow run "

@@ -1,99 +1,144 @@
-"""Benchmark helper: score the matrix's finished runs again with the current detectors, without retraining.
+"""Benchmark helper: score finished runs again with today's detectors, without retraining.
 
 A matrix cell takes minutes to hours (training, retraining); a change to the detectors takes seconds to
-score on the features and images a cell's run left behind. For every cell in ``bench/results/matrix.json``
-this runs the default detectors and the combined verdict on the run's stored features (and images, for
-input-space detectors) and compares the quarantine with the one the cell recorded: how many samples
-differ, and the recall, precision and AUROC the current detectors reach. Where the quarantine is the
-same, the cell's retraining figures (clean accuracy, ASR) hold for the current detectors too.
+score on the features and images a run left behind. This runs the detectors and the combined verdict
+on a run's stored features (and images, for input-space detectors) and compares the quarantine with
+the one the run recorded in its ``verdict.parquet``: how many samples were quarantined before and
+now, how many were added and dropped, which detectors' flags changed, and the recall, precision and
+AUROC the detectors reach now (where the run has a ``ground_truth.parquet``). Where the quarantine is
+the same, the run's retraining figures (clean accuracy, ASR) hold for today's detectors too.
 
-    python bench/rescore.py                      # every cell, records in bench/results/matrix_rescore.json
-    python bench/rescore.py --only sig:0.03
+Two ways to choose the runs:
+
+- the matrix's cells (the default): every cell of ``--matrix`` whose run is in ``--home``, scored
+  with today's default detectors (``DetectConfig()``, random state 0): would a matrix rerun
+  quarantine the same?
+- ``--runs``: runs found in ``--home`` (``all``: every run folder with ``features.parquet`` and
+  ``verdict.parquet``), each scored as its detect stage did, with the detect config and seed the run
+  recorded: does today's code quarantine what the run did, sample for sample?
+
+    python -m bench rescore                      # every cell, records in bench/results/matrix_rescore.json
+    python -m bench rescore --only sig:0.03
+    python -m bench rescore --home data/baseline --runs all --out /tmp/rescore.json
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.fashion_mnist import commit, machine  # noqa: E402
-from bench.matrix import load, local_cells  # noqa: E402
-from sanitize.config import DetectConfig, Settings  # noqa: E402
-from sanitize.detect import combine, run_detectors  # noqa: E402
-from sanitize.evaluate.metrics import detection_figures  # noqa: E402
-from sanitize.features import load_features, load_inputs  # noqa: E402
-from sanitize.pipeline import RunContext  # noqa: E402
-from sanitize.store import atomic_write_json  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.data import workspace
+from bench.records import DATA, RESULTS, commit, local_cells, poison_mask, read_json, stamp, write_json
+from sanitize.config import DetectConfig
+from sanitize.detect import combine, run_detectors
+from sanitize.evaluate.metrics import detection_figures
+from sanitize.features import load_features, load_inputs
+from sanitize.runs import RunContext
+from sanitize.workspace import Workspace
 
 
-def rescore(ws: Workspace, cell: dict[str, Any]) -> dict[str, Any]:
-    run_dir = ws.store.run_dir(cell["run_id"])
-    ctx = RunContext.load(ws, cell["run_id"])
+def rescore(ws: Workspace, run_id: str, cfg: DetectConfig, random_state: int) -> dict[str, Any]:
+    """Run ``cfg``'s detectors on run ``run_id``'s stored features; the quarantine against the recorded one."""
+    run_dir = ws.store.run_dir(run_id)
+    ctx = RunContext.load(ws, run_id)
     ids, feats, labels, _ = load_features(run_dir / "features.parquet", split="train")
-    inputs = load_inputs(ws.store, ctx.manifest(ws), ids)
-    cfg = DetectConfig()
     results, seconds = run_detectors(
-        cfg.detectors, feats, labels, lambda: inputs, voters=cfg.voters, fallback=cfg.fallback_voters, knn_k=cfg.knn_k
+        cfg.detectors,
+        feats,
+        labels,
+        lambda: load_inputs(ws.store, ctx.manifest(ws), ids),
+        voters=cfg.voters,
+        fallback=cfg.fallback_voters,
+        contamination=cfg.contamination,
+        random_state=random_state,
+        knn_k=cfg.knn_k,
     )
     verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
-    recorded = pq.read_table(run_dir / "verdict.parquet", columns=["sample_id", "quarantine"])
+    recorded = pq.read_table(run_dir / "verdict.parquet")
     if recorded.column("sample_id").to_pylist() != ids:
         raise RuntimeError(f"{run_dir}: verdict and features list samples in different orders")
     before = recorded.column("quarantine").to_numpy(zero_copy_only=False)
-    is_poison = np.zeros(len(ids), dtype=bool)
-    truth_path = run_dir / "ground_truth.parquet"
-    if truth_path.exists():
-        truth = pq.read_table(truth_path)
-        gt = dict(zip(truth.column("sample_id").to_pylist(), truth.column("is_poison").to_pylist(), strict=True))
-        is_poison = np.array([gt[s] for s in ids])
-    fig = detection_figures(is_poison, verdict.quarantine, verdict.suspicion_score)
+    score_before = recorded.column("suspicion_score").to_numpy(zero_copy_only=False)
+    flags_changed = {
+        name: int((recorded.column(f"{name}_flag").to_numpy(zero_copy_only=False) != result.flags).sum())
+        for name, result in results.items()
+        if f"{name}_flag" in recorded.column_names
+    }
+    fig = detection_figures(poison_mask(run_dir, ids), verdict.quarantine, verdict.suspicion_score)
     return {
-        "attack": cell["attack"],
-        "rate": cell["rate"],
-        "run_id": cell["run_id"],
-        "cell_commit": cell["records"][0]["commit"],
+        "run_id": run_id,
+        "dataset": ctx.dataset,
         "quarantined_before": int(before.sum()),
         "quarantined_now": int(verdict.quarantine.sum()),
         "added": int((verdict.quarantine & ~before).sum()),
         "dropped": int((before & ~verdict.quarantine).sum()),
+        "suspicion_max_abs_change": float(np.max(np.abs(verdict.suspicion_score - score_before), initial=0.0)),
+        "flags_changed_by_detector": flags_changed,
+        "not_recorded": sorted(set(results) - set(flags_changed)),
         "flagged_by_voter": {v: int(verdict.results[v].flags.sum()) for v in verdict.voters},
         "seconds": seconds,
         **fig.as_dict(),
-        "commit": commit(),
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def finished_runs(ws: Workspace, runs: list[str]) -> list[str]:
+    """The run ids asked for (``all``: every run folder of ``ws`` with features and a verdict), in order."""
+    if runs != ["all"]:
+        return runs
+    found = [p for p in sorted((ws.store.home / "runs").glob("*")) if (p / "verdict.parquet").is_file()]
+    return [p.name for p in found if (p / "features.parquet").is_file()]
+
+
+def print_row(where: str, row: dict[str, Any]) -> None:
+    changed = {k: v for k, v in row["flags_changed_by_detector"].items() if v}
+    print(
+        f"{where}  quarantined {row['quarantined_before']:6,} -> {row['quarantined_now']:6,} "
+        f"(+{row['added']}, -{row['dropped']})  recall {row['recall']}  precision {row['precision']}  "
+        f"flags changed {changed or 'none'}  by voter {row['flagged_by_voter']}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench rescore", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE (default: every cell)")
-    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
-    ap.add_argument("--matrix", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "matrix_rescore.json")
-    args = ap.parse_args()
-    ws = Workspace(Settings(home=args.home.resolve()))
+    ap.add_argument(
+        "--runs", nargs="+", default=None, help="run ids in --home, or 'all', instead of the matrix's cells"
+    )
+    ap.add_argument("--home", type=Path, default=DATA / "bench")
+    ap.add_argument("--matrix", type=Path, default=RESULTS / "matrix.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: bench/results/matrix_rescore.json for cells")
+    args = ap.parse_args(argv)
+    if args.runs is not None and args.only is not None:
+        ap.error("--only selects matrix cells; --runs selects runs: give one of them")
+    if args.runs is not None and args.out is None:
+        ap.error("--runs needs --out (bench/results/matrix_rescore.json holds the matrix's cells)")
+    ws = workspace(args.home)
+    code = commit()
     rows = []
-    for cell in local_cells(ws, load(args.matrix), args.only):
-        row = rescore(ws, cell)
-        rows.append(row)
-        print(
-            f"{row['attack']:15} {row['rate']:6.1%}  quarantined {row['quarantined_before']:6,} -> "
-            f"{row['quarantined_now']:6,} (+{row['added']}, -{row['dropped']})  recall {row['recall']}  "
-            f"precision {row['precision']}  by voter {row['flagged_by_voter']}",
-            flush=True,
-        )
-    atomic_write_json(args.out, rows)
+    if args.runs is not None:
+        for run_id in finished_runs(ws, args.runs):
+            ctx = RunContext.load(ws, run_id)
+            row = {**rescore(ws, run_id, ctx.config.detect, ctx.config.seed), **stamp(code)}
+            rows.append(row)
+            print_row(f"{run_id} {row['dataset']:15}", row)
+        same = sum(r["added"] == r["dropped"] == 0 for r in rows)
+        print(f"{same} of {len(rows)} runs quarantine the same samples as recorded", flush=True)
+    else:
+        for cell in local_cells(ws, read_json(args.matrix), args.only):
+            found = rescore(ws, cell["run_id"], DetectConfig(), 0)
+            row = {"attack": cell["attack"], "rate": cell["rate"], "cell_commit": cell["records"][0]["commit"]}
+            row.update(found)
+            row.update(stamp(code))
+            rows.append(row)
+            print_row(f"{row['attack']:15} {row['rate']:6.1%}", row)
+    write_json(args.out or RESULTS / "matrix_rescore.json", rows)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Builds a run the size of Fashion-MNIST's training set (60,000 28x28 images from three sources)
 whose verdict quarantines 10,000 of them. The images, features and detector scores are synthetic,
 but every file and catalog row is written by the library's own stages: ingest, ``start_run``,
-``combine``/``Verdict.to_table`` for the verdict, ``quarantine_stage`` for the 10,000 entries,
+``combine`` and ``write_verdict`` for the verdict, ``quarantine_stage`` for the 10,000 entries,
 ``export_stage`` and ``finish_run``. Then it starts ``sanitize review`` in its own process, logs in
 as a reviewer and measures, over loopback with a new connection per request, the time from sending
 a request to its first byte (median of 20):
@@ -16,15 +16,13 @@ a request to its first byte (median of 20):
 The first request of each kind after the server starts (loading the run's tables, building the
 FAISS index of the kept samples) is reported separately as ``cold``.
 
-    python bench/review_ttfb.py                  # writes bench/results/review_ttfb.json
+    python -m bench review                  # writes bench/results/review_ttfb.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -32,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -41,36 +38,24 @@ import numpy as np
 import pyarrow as pa
 from sqlalchemy import func, select
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sanitize.catalog import QuarantineEntry  # noqa: E402
-from sanitize.config import DetectConfig, RunConfig, Settings  # noqa: E402
-from sanitize.detect import combine  # noqa: E402
-from sanitize.detect.base import DetectorResult  # noqa: E402
-from sanitize.features import feature_schema  # noqa: E402
-from sanitize.ingest.core import arrays_to_batches, ingest_batches  # noqa: E402
-from sanitize.pipeline import export_stage, finish_run, quarantine_stage, start_run  # noqa: E402
-from sanitize.store import atomic_write_json, atomic_write_table  # noqa: E402
-from sanitize.web.auth import add_reviewer  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.records import RESULTS, ROOT, commit, stamp, write_json
+from sanitize.catalog import QuarantineEntry
+from sanitize.config import DetectConfig, RunConfig, Settings
+from sanitize.detect import combine
+from sanitize.detect.base import DetectorResult
+from sanitize.detect.verdict import write_verdict
+from sanitize.features import feature_schema
+from sanitize.ingest.core import arrays_to_batches, ingest_batches
+from sanitize.pipeline import export_stage, finish_run, quarantine_stage, start_run
+from sanitize.store import atomic_write_table
+from sanitize.web.auth import add_reviewer
+from sanitize.workspace import Workspace
 
 N_CLASSES = 10
 SOURCES = {"vendor-a": 30_000, "vendor-b": 20_000, "vendor-c": 10_000}
 N_QUARANTINED = 10_000
 DIM = 64
 REPEATS = 20
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    dirty = subprocess.run(["git", "status", "--porcelain", "sanitize"], capture_output=True, text=True, cwd=ROOT)
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def machine() -> str:
-    gpu = "no GPU" if shutil.which("nvidia-smi") is None else "GPU present"
-    return f"{platform.node()}: {os.cpu_count()} cpu {platform.machine()}, {gpu}, Python {platform.python_version()}"
 
 
 def build_run(ws: Workspace, seed: int) -> tuple[str, list[str]]:
@@ -149,29 +134,7 @@ def build_run(ws: Workspace, seed: int) -> tuple[str, list[str]]:
         ),
     }
     verdict = combine(results, config.detect.voters, labels, config.detect.fallback_voters)
-    table = verdict.to_table(ids, labels)
-    reasons = np.array([""] * n, dtype=object)
-    reasons[verdict.quarantine] = verdict.reasons(labels, verdict.quarantine)
-    table = table.append_column("reason", pa.array(reasons.tolist(), pa.string()))
-    verdict_path = ctx.run_dir / "verdict.parquet"
-    atomic_write_table(verdict_path, table)
-    atomic_write_json(
-        ctx.run_dir / "detection.json",
-        {
-            "voters": list(config.detect.voters),
-            "estimated_rate": {str(k): v for k, v in verdict.estimated_rate.items()},
-            "estimated_rate_overall": float(verdict.quarantine.mean()),
-            "detectors": {
-                name: {
-                    "flagged": int(r.flags.sum()),
-                    "params": r.params,
-                    "notes": {str(k): v for k, v in r.notes.items()},
-                    "thresholds": {str(k): v for k, v in r.thresholds.items()},
-                }
-                for name, r in results.items()
-            },
-        },
-    )
+    verdict_path = write_verdict(ctx.run_dir, ids, labels, verdict, dict.fromkeys(results, 0.0))
     counts = quarantine_stage(ws, ctx, verdict_path)
     if counts.quarantined != N_QUARANTINED:
         raise SystemExit(f"expected {N_QUARANTINED} quarantine entries, the run has {counts.quarantined}")
@@ -243,12 +206,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench review", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--home", type=Path, default=None, help="Data folder (default: a temporary one, removed after).")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "review_ttfb.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "review_ttfb.json")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    code = commit()  # before the run is built: the code that ran, not what the tree holds later
     home = args.home or Path(tempfile.mkdtemp(prefix="review-ttfb-"))
     ws = Workspace(Settings(home=home, catalog_url=None))
     t0 = time.perf_counter()
@@ -299,10 +265,8 @@ def main() -> None:
         server.wait(timeout=30)
     record = {
         "benchmark": "review_ttfb",
-        "command": "python bench/review_ttfb.py",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "commit": commit(),
-        "machine": machine(),
+        "command": "python -m bench review",
+        **stamp(code),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "run_id": run_id,
         "n_train": sum(SOURCES.values()),
@@ -312,8 +276,7 @@ def main() -> None:
         "cold": cold,
         **figures,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(args.out, record)
     for name, f in figures.items():
         print(
             f"{name:22s} TTFB median {f['ttfb_median_ms']:7.1f} ms (p90 {f['ttfb_p90_ms']:.1f}, "

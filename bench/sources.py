@@ -8,38 +8,30 @@ ordinary cleaning run (no red team, no rate given, no retraining: naming needs t
 cleans it. The run's per-source analysis names suspicious sources; this script scores that against
 the truth, per trial and over all trials of a setting (``source_precision``, ``source_recall``).
 
-    python bench/sources.py                    # one-20 and two-10 at 1, 2 and 5 %; clean (about 25 min)
-    python bench/sources.py --trials 2         # two trials (seeds) at each rate
-    python bench/sources.py --settings one-20 --rates 0.02 --trials 1
+    python -m bench sources                    # one-20 and two-10 at 1, 2 and 5 %; clean (about 25 min)
+    python -m bench sources --trials 2         # two trials (seeds) at each rate
+    python -m bench sources --settings one-20 --rates 0.02 --trials 1
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import bench.fashion_mnist as fm  # noqa: E402
-from bench.fashion_mnist import FMNIST, machine  # noqa: E402
-from sanitize.config import RunConfig, Settings  # noqa: E402
-from sanitize.evaluate.metrics import detection_figures  # noqa: E402
-from sanitize.evaluate.redteam import stamp_patch  # noqa: E402
-from sanitize.ingest.core import ingest_path  # noqa: E402
-from sanitize.ingest.readers import read_source  # noqa: E402
-from sanitize.pipeline import run_cleaning  # noqa: E402
-from sanitize.store import atomic_write_json  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.data import load_fmnist, workspace
+from bench.records import DATA, RESULTS, commit, read_json, stamp, write_json
+from sanitize.config import RunConfig
+from sanitize.evaluate.metrics import detection_figures
+from sanitize.evaluate.redteam import stamp_patch
+from sanitize.ingest.core import ingest_path
+from sanitize.pipeline import run_cleaning
 
 N_SOURCES = 10
 TARGET = 0
@@ -61,25 +53,16 @@ def deal(n: int, bad: dict[str, float], overall: float, rng: np.random.Generator
     return {name: order[bounds[k] : bounds[k + 1]] for k, name in enumerate(names)}
 
 
-def load_fmnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    out: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "test": ([], [])}
-    for batch in read_source(FMNIST, format="idx"):
-        for img, lab, split in zip(batch.images, batch.labels, batch.splits, strict=True):
-            out[split][0].append(img)
-            out[split][1].append(lab)
-    return {k: (np.stack(x), np.array(y, dtype=np.int64)) for k, (x, y) in out.items()}
-
-
 def run_trial(
-    data: dict[str, tuple[np.ndarray, np.ndarray]], home: Path, setting: str, overall: float, seed: int
+    data: dict[str, tuple[np.ndarray, np.ndarray]], home: Path, setting: str, overall: float, seed: int, code: str
 ) -> dict[str, Any]:
-    """One cleaning run over 10 suppliers; its record against the truth."""
+    """One cleaning run over 10 suppliers; its record (``code``: the commit that runs) against the truth."""
     bad = SETTINGS[setting]
     x, y = data["train"]
     rng = np.random.default_rng(seed)
     shares = deal(len(y), bad, overall, rng)
     tag = f"{setting}-{overall:g}-s{seed}" if bad else f"{setting}-s{seed}"
-    ws = Workspace(Settings(home=(home / tag).resolve()))
+    ws = workspace(home / tag)
     dataset = f"fmnist-sources-{tag}".replace(".", "p")
     truth: dict[tuple[str, str], bool] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,9 +122,7 @@ def run_trial(
         "per_source": s["per_source"],
         "seconds": round(seconds, 1),
         "run_id": result.run_id,
-        "commit": fm.COMMIT,
-        "machine": machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        **stamp(code),
     }
 
 
@@ -199,25 +180,27 @@ def markdown(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench sources", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--rates", type=float, nargs="*", default=[0.01, 0.02, 0.05], help="overall poison rates")
     ap.add_argument("--trials", type=int, default=1, help="trials per setting and rate (seeds 0, 1, ...)")
-    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench-sources")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sources.json")
+    ap.add_argument("--home", type=Path, default=DATA / "bench-sources")
+    ap.add_argument("--out", type=Path, default=RESULTS / "sources.json")
     ap.add_argument("--markdown", action="store_true", help="print the RESULTS.md table of the records and stop")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.markdown:
-        print(markdown(json.loads(args.out.read_text())))
+        print(markdown(read_json(args.out)))
         return
-    fm.COMMIT = fm.commit()  # once, before the trials: a commit made while they run must not relabel them
+    code = commit()  # once, before the trials: a commit made while they run must not relabel them
     data = load_fmnist()
     for setting in args.settings:
         trials = []
         for overall in args.rates if SETTINGS[setting] else [0.0]:
             for seed in range(args.trials):
-                rec = run_trial(data, args.home, setting, overall, seed)
+                rec = run_trial(data, args.home, setting, overall, seed, code)
                 trials.append(rec)
                 print(
                     f"{setting} {overall:.0%} trial {seed}: named {rec['named_sources']} (bad {rec['bad_sources']}), "
@@ -225,9 +208,8 @@ def main() -> None:
                     f"fpr {rec['fpr']:.4f}, {rec['seconds']:.0f} s",
                     flush=True,
                 )
-        old = json.loads(args.out.read_text()) if args.out.exists() else []
-        records, figures, n = merge(old, trials)
-        atomic_write_json(args.out, records)
+        records, figures, n = merge(read_json(args.out), trials)
+        write_json(args.out, records)
         print(f"{setting}: {figures} over {n} trials", flush=True)
 
 

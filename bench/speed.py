@@ -10,35 +10,27 @@ untimed one; sanitize's spectral signatures and activation clustering are timed 
 counterparts.
 
     pip install -e '.[bench]'
-    python bench/speed.py data/bench/runs/<run-id>
+    python -m bench speed data/bench/runs/<run-id>
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.art_compare import art_classifier  # noqa: E402
-from bench.fashion_mnist import commit, machine  # noqa: E402
-from sanitize.config import DetectConfig, Settings  # noqa: E402
-from sanitize.detect import combine, make_detector, run_detectors  # noqa: E402
-from sanitize.features import load_features, load_inputs  # noqa: E402
-from sanitize.pipeline import RunContext  # noqa: E402
-from sanitize.store import atomic_write_json  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.art_compare import art_classifier
+from bench.data import run_inputs
+from bench.records import RESULTS, commit, read_json, stamp, write_json
+from sanitize.config import DetectConfig
+from sanitize.detect import combine, make_detector, run_detectors
+from sanitize.features import load_features
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -73,6 +65,7 @@ def handed(feats: np.ndarray, labels: np.ndarray) -> tuple[Any, np.ndarray, np.n
 
 
 def art_spectral(feats: np.ndarray, labels: np.ndarray) -> None:
+    # ART: the optional ``bench`` extra, imported where it is used.
     from art.defences.detector.poison import SpectralSignatureDefense
 
     clf, x, y = handed(feats, labels)
@@ -80,6 +73,7 @@ def art_spectral(feats: np.ndarray, labels: np.ndarray) -> None:
 
 
 def art_ac(feats: np.ndarray, labels: np.ndarray) -> None:
+    # ART: the optional ``bench`` extra, imported where it is used.
     from art.defences.detector.poison import ActivationDefence
 
     clf, x, y = handed(feats, labels)
@@ -95,19 +89,14 @@ def suite(feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
     combine(results, cfg.voters, labels, cfg.fallback_voters)
 
 
-def run_inputs(run_dir: Path, ids: list[str]) -> np.ndarray:
-    """The run's training images as the pipeline hands them to input-space detectors."""
-    ws = Workspace(Settings(home=run_dir.resolve().parents[1]))
-    ctx = RunContext.load(ws, run_dir.name)
-    return load_inputs(ws.store, ctx.manifest(ws), ids)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "speed.json")
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    args = ap.parse_args(argv)
     ids, feats, labels, _ = load_features(args.run_dir / "features.parquet", split="train")
     feats = np.ascontiguousarray(feats, dtype=np.float32)
     start = time.perf_counter()
@@ -137,9 +126,9 @@ def main() -> None:
         print(f"ART / sanitize, {name}: {ratio:.1f}x")
     # The record joins the earlier ones in --out: ART's own time moves from run to run, so the ratio is
     # worth several measurements.
-    earlier = json.loads(args.out.read_text()) if args.out.exists() else []
+    earlier = read_json(args.out)
     earlier = earlier if isinstance(earlier, list) else [earlier]
-    atomic_write_json(
+    write_json(
         args.out,
         earlier
         + [
@@ -152,9 +141,7 @@ def main() -> None:
                 "seconds": {k: round(v, 4) for k, v in timings.items()},
                 "art_over_sanitize": {k: round(v, 2) for k, v in ratios.items()},
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                "commit": commit(),
-                "machine": machine(),
-                "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+                **stamp(commit()),
             }
         ],
     )

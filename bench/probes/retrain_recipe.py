@@ -1,8 +1,8 @@
-"""Benchmark helper: retrain finished matrix cells' clean models with a given recipe and measure them.
+"""Probe (issue 3's ASR bar): retrain finished matrix cells' clean models with a given recipe and measure them.
 
 Detection does not depend on how the clean model trains, so a new retraining recipe needs no new
 detection: this retrains each cell's clean model on the same kept samples (the cell's quarantine
-left out) and measures clean accuracy and the ASR split of ``bench/asr_floor.py`` (over all
+left out) and measures clean accuracy and the ASR split of ``python -m bench probe asr-floor`` (over all
 non-target test images, over those the model gets right untriggered, and the share it sends to the
 target without the trigger). The clean run (``none``) retrained with the same recipe is the
 clean-data model of that recipe: each cell's row carries its accuracy and its ASR on the cell's
@@ -12,9 +12,9 @@ With no options the recipe is the library's default (``RunConfig``: ``retrain_ep
 ``retrain_augment="warp"``), so a row is what a matrix rerun would retrain. ``--keep-all`` trains on
 the cell's poisoned set with nothing left out: whether the recipe itself suppresses the backdoor.
 
-    python bench/retrain_recipe.py --only none wanet:0.01 wanet:0.05 wanet:0.1   # the clean run first
-    python bench/retrain_recipe.py --epochs 4 --augment none --only wanet:0.1     # the old recipe
-    python bench/retrain_recipe.py --markdown
+    python -m bench probe retrain-recipe --only none wanet:0.01 wanet:0.05 wanet:0.1   # the clean run first
+    python -m bench probe retrain-recipe --epochs 4 --augment none --only wanet:0.1     # the old recipe
+    python -m bench probe retrain-recipe --markdown
 """
 
 from __future__ import annotations
@@ -23,24 +23,21 @@ import argparse
 import functools
 import hashlib
 import json
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.asr_floor import asr_figures  # noqa: E402
-from bench.fashion_mnist import commit, machine  # noqa: E402
-from bench.matrix import bars, load, local_cells, parse_only  # noqa: E402
-from sanitize import pipeline  # noqa: E402
-from sanitize.config import RunConfig, Settings  # noqa: E402
-from sanitize.models import random_warps  # noqa: E402
-from sanitize.pipeline import RunContext, _predict_split, _quarantined_ids, _train_model, retrain_epochs  # noqa: E402
-from sanitize.store import atomic_write_json  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.data import workspace
+from bench.matrix import bars
+from bench.probes.asr_floor import asr_figures
+from bench.records import DATA, RESULTS, commit, local_cells, parse_only, read_json, stamp, write_json
+from sanitize.config import RunConfig
+from sanitize.evaluate.measure import predict_split
+from sanitize.models import AUGMENTATIONS, random_warps
+from sanitize.quarantine import quarantined_ids
+from sanitize.runs import RunContext
+from sanitize.training import retrain_epochs, train_model
+from sanitize.workspace import Workspace
 
 
 def recipe_key(recipe: dict[str, Any]) -> str:
@@ -50,14 +47,14 @@ def recipe_key(recipe: dict[str, Any]) -> str:
 def retrain(ws: Workspace, cell: dict[str, Any], recipe: dict[str, Any], out: Path, keep_all: bool) -> dict[str, Any]:
     """Retrain ``cell``'s clean model with ``recipe`` into ``out``; accuracy and ASR on its trigger."""
     ctx = RunContext.load(ws, cell["run_id"])
-    exclude = set() if keep_all else _quarantined_ids(ws, ctx, ctx.run_dir / "verdict.parquet")
+    exclude = set() if keep_all else quarantined_ids(ws, ctx.run_id, ctx.run_dir / "verdict.parquet")
     manifest = ctx.manifest(ws)
     config = ctx.config.model_copy(update={"retrain_epochs": recipe["epochs"]})
     epochs = retrain_epochs(config, manifest.n_train)
     started = time.perf_counter()
-    _train_model(ws, ctx, manifest, exclude, None, out, False, 1, recipe["augment"], epochs)
+    train_model(ws, ctx, manifest, out=out, exclude=exclude, seed_offset=1, augment=recipe["augment"], epochs=epochs)
     seconds = time.perf_counter() - started
-    pred, truth = _predict_split(ws, ctx, out)
+    pred, truth = predict_split(ws, ctx, out)
     row: dict[str, Any] = {
         "attack": cell["attack"],
         "rate": cell["rate"],
@@ -97,7 +94,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def bars_with_recipe(cells: list[dict[str, Any]], rows: list[dict[str, Any]], key: str) -> str:
-    """``bench/matrix.py``'s bars table with each cell's ASR and accuracy after taken from its row
+    """The matrix's bars table with each cell's ASR and accuracy after taken from its row
     retrained with recipe ``key`` (detection and ART from the matrix), against that recipe's clean run."""
     mine = {(r["attack"], r["rate"]): r for r in rows if r.get("recipe_key") == key and not r["keep_all"]}
     clean = mine.get(("none", 0.0))
@@ -113,32 +110,37 @@ def bars_with_recipe(cells: list[dict[str, Any]], rows: list[dict[str, Any]], ke
     return bars(swapped, clean["clean_acc_after"] if clean else None)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     defaults = RunConfig()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m bench probe retrain-recipe",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE, in this order; none = the clean run")
     ap.add_argument("--epochs", type=int, default=defaults.retrain_epochs, help="default: the library's rule")
-    ap.add_argument("--augment", choices=["none", *sorted(pipeline.AUGMENTATIONS)], default=defaults.retrain_augment)
+    ap.add_argument("--augment", choices=["none", *sorted(AUGMENTATIONS)], default=defaults.retrain_augment)
     ap.add_argument("--strength", type=float, default=0.036, help="random warps' mean displacement (share of side)")
     ap.add_argument("--share", type=float, default=0.5, help="random warps' share of each batch")
     ap.add_argument("--keep-all", action="store_true", help="train on the poisoned set, nothing left out")
-    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
-    ap.add_argument("--matrix", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "retrain_recipe.json")
+    ap.add_argument("--home", type=Path, default=DATA / "bench")
+    ap.add_argument("--matrix", type=Path, default=RESULTS / "matrix.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "retrain_recipe.json")
     ap.add_argument("--markdown", action="store_true", help="print the tables of --out for this recipe and stop")
-    args = ap.parse_args()
-    rows: list[dict[str, Any]] = load(args.out) if args.out.exists() else []
+    args = ap.parse_args(argv)
+    rows: list[dict[str, Any]] = read_json(args.out)
     recipe = {"epochs": args.epochs, "augment": args.augment, "strength": args.strength, "share": args.share}
     key = recipe_key(recipe)
-    matrix = load(args.matrix)
+    matrix = read_json(args.matrix)
     if args.markdown:
         print(markdown([r for r in rows if r.get("recipe_key") == key]))
         print()
         print(bars_with_recipe(matrix, rows, key))
         return
-    ws = Workspace(Settings(home=args.home.resolve()))
+    ws = workspace(args.home)
     if args.augment == "warp":
-        pipeline.AUGMENTATIONS["warp"] = functools.partial(random_warps, strength=args.strength, share=args.share)
+        # The library's table of augmentations, which its training looks ``augment`` up in.
+        AUGMENTATIONS["warp"] = functools.partial(random_warps, strength=args.strength, share=args.share)
     models = args.home.resolve() / "retrain_recipe" / key
     models.mkdir(parents=True, exist_ok=True)
     cells = local_cells(ws, matrix, args.only)
@@ -160,7 +162,7 @@ def main() -> None:
                 "clean_acc_after": clean_row["clean_acc_after"],
                 **asr_figures(ws, ctx, clean_model, cell["attack"], cell["target"]),
             }
-        row.update(commit=code, machine=machine(), date=datetime.now(UTC).strftime("%Y-%m-%d"))
+        row.update(stamp(code))
         rows = [
             r
             for r in rows
@@ -171,7 +173,7 @@ def main() -> None:
             )
         ]
         rows.append(row)
-        atomic_write_json(args.out, rows)
+        write_json(args.out, rows)
         what = f"ASR {row['asr_before']:.3f} -> {row['asr']:.4f}" if "asr" in row else "the clean-data model"
         floor = row.get("clean_data")
         print(

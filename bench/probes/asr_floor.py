@@ -1,4 +1,4 @@
-"""Benchmark helper: how much of an attack's success rate is the trigger, and how much is the model's
+"""Probe (issue 3's ASR bar): how much of an attack's success rate is the trigger, and how much is the model's
 own confusion.
 
 The matrix's ASR is the share of triggered non-target test images that a model sends to the target.
@@ -13,36 +13,31 @@ poison) -- and measures on the same test images:
   trigger, the share the trigger sends to the target. An image the model already calls a T-shirt
   is not counted as the trigger's doing.
 
-    python bench/asr_floor.py                      # every local cell of bench/results/matrix.json
-    python bench/asr_floor.py --only wanet:0.01 wanet:0.05
+    python -m bench probe asr-floor                      # every local cell of bench/results/matrix.json
+    python -m bench probe asr-floor --only wanet:0.01 wanet:0.05
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.fashion_mnist import commit, machine  # noqa: E402
-from bench.matrix import load, local_cells  # noqa: E402
-from sanitize.config import Settings  # noqa: E402
-from sanitize.pipeline import RunContext, _predict_split  # noqa: E402
-from sanitize.store import atomic_write_json  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.data import workspace
+from bench.records import DATA, RESULTS, commit, local_cells, read_json, stamp, write_json
+from sanitize.evaluate.measure import predict_split
+from sanitize.runs import RunContext
+from sanitize.workspace import Workspace
 
 
 def asr_figures(ws: Workspace, ctx: RunContext, model: Path, attack: str, target: int) -> dict[str, float]:
     """ASR of ``model`` over all non-target test images and over those it classifies correctly untriggered,
     and the share of non-target test images it sends to the target without the trigger."""
-    plain, truth = _predict_split(ws, ctx, model, None, target)
-    triggered, truth_again = _predict_split(ws, ctx, model, attack, target)
+    plain, truth = predict_split(ws, ctx, model, None, target)
+    triggered, truth_again = predict_split(ws, ctx, model, attack, target)
     if not np.array_equal(truth, truth_again):
         raise RuntimeError(f"{ctx.run_dir}: the test split came back in a different order")
     correct = plain == truth
@@ -55,15 +50,19 @@ def asr_figures(ws: Workspace, ctx: RunContext, model: Path, attack: str, target
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench probe asr-floor",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--only", nargs="*", default=None, help="cells as ATTACK:RATE (default: every local cell)")
-    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
-    ap.add_argument("--matrix", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "asr_floor.json")
-    args = ap.parse_args()
-    ws = Workspace(Settings(home=args.home.resolve()))
-    cells = load(args.matrix)
+    ap.add_argument("--home", type=Path, default=DATA / "bench")
+    ap.add_argument("--matrix", type=Path, default=RESULTS / "matrix.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "asr_floor.json")
+    args = ap.parse_args(argv)
+    ws = workspace(args.home)
+    cells = read_json(args.matrix)
     clean = next((c for c in cells if c["attack"] == "none"), None)
     if clean is None or not (ws.store.run_dir(clean["run_id"]) / "model_reference.pt").is_file():
         sys.exit(f"{args.matrix}: no local clean run (attack none) to take the clean-data model from")
@@ -80,7 +79,7 @@ def main() -> None:
         row: dict[str, Any] = {"attack": cell["attack"], "rate": cell["rate"], "run_id": cell["run_id"]}
         for name, path in models.items():
             row[name] = asr_figures(ws, ctx, path, cell["attack"], cell["target"]) if path.is_file() else None
-        row.update(commit=code, machine=machine(), date=datetime.now(UTC).strftime("%Y-%m-%d"))
+        row.update(stamp(code))
         rows.append(row)
         parts = [
             f"{name} {row[name]['asr']:.4f} / {row[name]['asr_on_correct']:.4f}"
@@ -88,7 +87,7 @@ def main() -> None:
             if row[name] is not None
         ]
         print(f"{cell['attack']:15} {cell['rate']:6.1%}  ASR all / on correct: " + ", ".join(parts), flush=True)
-        atomic_write_json(args.out, rows)
+        write_json(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmark helper: WaNet's floor on clean-data models, for its own warping field and for fields it
+"""Probe (issue 3's ASR bar): WaNet's floor on clean-data models, for its own warping field and for fields it
 never used.
 
 A model trained on clean data sends some warped non-target test images to the target class (a
@@ -10,32 +10,27 @@ seeds), which no choice was made on, so a recipe that only suits the one field s
 For each model and field: the share of non-target test images sent to the target (the floor), the
 share sent there untriggered, and the accuracy on the warped images.
 
-    python bench/warp_floor.py                                  # the clean run's models, 10 fields
-    python bench/warp_floor.py --model data/bench/retrain_recipe/KEY/none-0.0.pt --seeds 4242 1 2
+    python -m bench probe warp-floor                                  # the clean run's models, 10 fields
+    python -m bench probe warp-floor --model data/bench/retrain_recipe/KEY/none-0.0.pt --seeds 4242 1 2
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.fashion_mnist import commit, machine  # noqa: E402
-from bench.matrix import load  # noqa: E402
-from sanitize.config import Settings  # noqa: E402
-from sanitize.evaluate.redteam import stamp_warp  # noqa: E402
-from sanitize.models import FEATURE_LAYER, load_torchscript, to_tensor  # noqa: E402
-from sanitize.pipeline import RunContext  # noqa: E402
-from sanitize.store import atomic_write_json, decode_pixels  # noqa: E402
-from sanitize.workspace import Workspace  # noqa: E402
+from bench.data import workspace
+from bench.records import DATA, RESULTS, commit, read_json, stamp, write_json
+from sanitize.evaluate.redteam import stamp_warp
+from sanitize.models import FEATURE_LAYER, load_torchscript, to_tensor
+from sanitize.runs import RunContext
+from sanitize.store import decode_pixels
+from sanitize.workspace import Workspace
 
 WANET_SEED = 4242
 
@@ -56,17 +51,21 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch: int = 1000) -> np
     return np.concatenate(parts)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench probe warp-floor",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--model", type=Path, nargs="*", default=None, help="default: the clean run's models")
     ap.add_argument("--seeds", type=int, nargs="*", default=[WANET_SEED, *range(1, 11)])
     ap.add_argument("--target", type=int, default=0)
-    ap.add_argument("--home", type=Path, default=ROOT / "data" / "bench")
-    ap.add_argument("--matrix", type=Path, default=ROOT / "bench" / "results" / "matrix.json")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "warp_floor.json")
-    args = ap.parse_args()
-    ws = Workspace(Settings(home=args.home.resolve()))
-    clean = next((c for c in load(args.matrix) if c["attack"] == "none"), None)
+    ap.add_argument("--home", type=Path, default=DATA / "bench")
+    ap.add_argument("--matrix", type=Path, default=RESULTS / "matrix.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "warp_floor.json")
+    args = ap.parse_args(argv)
+    ws = workspace(args.home)
+    clean = next((c for c in read_json(args.matrix) if c["attack"] == "none"), None)
     if clean is None:
         sys.exit(f"{args.matrix}: no clean run (attack none) to take the test images and models from")
     ctx = RunContext.load(ws, clean["run_id"])
@@ -78,8 +77,8 @@ def main() -> None:
     keep = labels != args.target
     images, labels = images[keep], labels[keep]
     warped = {seed: stamp_warp(images, seed=seed) for seed in args.seeds}
-    rows: list[dict[str, Any]] = load(args.out) if args.out.exists() else []
-    code, today = commit(), datetime.now(UTC).strftime("%Y-%m-%d")
+    rows: list[dict[str, Any]] = read_json(args.out)
+    code = commit()
     for path in models:
         model = load_torchscript(path, FEATURE_LAYER).eval()
         plain = predict(model, images)
@@ -100,9 +99,9 @@ def main() -> None:
         if others:
             row["other_fields_mean"] = round(float(np.mean(others)), 5)
             row["other_fields_max"] = round(float(np.max(others)), 5)
-        row.update(commit=code, machine=machine(), date=today)
+        row.update(stamp(code))
         rows = [r for r in rows if r["model"] != row["model"]] + [row]
-        atomic_write_json(args.out, rows)
+        write_json(args.out, rows)
         wanet = row["fields"].get(str(WANET_SEED), {}).get("to_target")
         print(
             f"{row['model']}: untriggered {row['to_target_untriggered']:.4f}, WaNet's field "

@@ -1,5 +1,5 @@
-"""Probe: what the pixels say about each sample's label, and how far the input-neighbours voter's
-class test is from firing on clean classes.
+"""Probe (issue 3, a fallback voter for WaNet at 1 %): what the pixels say about each sample's
+label, and how far the input-neighbours voter's class test is from firing on clean classes.
 
 A dirty-label poison is another class's image, relabelled. When the model learns the trigger only
 partly (WaNet at 1 %), the poisons stay inside the target class in feature space, but in the pixels
@@ -13,39 +13,31 @@ signal; this probe measures it apart from any model or verdict:
 - in the poisoned class (ground truth), the disagreement's AUROC, its recall at 1.5x the poison
   count, and what the voter's flagging rule (its ``flag_disagreement``) flags there.
 
-    python bench/pixel_neighbours.py                      # the matrix's and source benchmark's runs
-    python bench/pixel_neighbours.py data/bench/runs/<run> ...
-    python bench/pixel_neighbours.py --raw                # every attack at 0.5/1/5 % on the raw images
+    python -m bench probe pixel-neighbours                 # the matrix's and source benchmark's runs
+    python -m bench probe pixel-neighbours data/bench/runs/<run> ...
+    python -m bench probe pixel-neighbours --raw           # every attack at 0.5/1/5 % on the raw images
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+from sklearn.datasets import load_digits
+from sklearn.metrics import roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.fashion_mnist import commit, machine  # noqa: E402
-from bench.sources import load_fmnist  # noqa: E402
-from bench.speed import run_inputs  # noqa: E402
-from sanitize.detect.input_neighbours import InputNeighbours  # noqa: E402
-from sanitize.features import load_features  # noqa: E402
-from sanitize.store import atomic_write_json  # noqa: E402
+from bench.data import load_fmnist, run_inputs
+from bench.records import DATA, RESULTS, commit, poison_mask, read_json, stamp, write_json
+from sanitize.detect.input_neighbours import InputNeighbours
+from sanitize.evaluate.redteam import get_attack
+from sanitize.features import load_features
 
 
 def probe(inputs: np.ndarray, labels: np.ndarray, poison: np.ndarray, k: int, components: int) -> dict[str, Any]:
     """The probe's figures for one training set: (n, d) inputs in [0, 1], labels, the poison mask."""
-    from sklearn.metrics import roc_auc_score
-
     start = time.perf_counter()
     # The voter's own disagreement and isolated shares: the probe measures what it decides on.
     voter = InputNeighbours(k=k, n_components=components).fit(inputs.astype(np.float32), labels)
@@ -91,12 +83,7 @@ def probe_run(run_dir: Path, k: int, components: int) -> dict[str, Any]:
     """The probe on a finished run: its training images as the pipeline hands them to detectors."""
     ids, _, labels, _ = load_features(run_dir / "features.parquet", split="train")
     inputs = run_inputs(run_dir, ids)
-    poison = np.zeros(len(ids), dtype=bool)
-    truth_path = run_dir / "ground_truth.parquet"
-    if truth_path.exists():
-        truth = pq.read_table(truth_path)
-        gt = dict(zip(truth.column("sample_id").to_pylist(), truth.column("is_poison").to_pylist(), strict=True))
-        poison = np.array([bool(gt.get(s, False)) for s in ids])
+    poison = poison_mask(run_dir, ids, strict=False)
     return {"case": f"{run_dir.parent.parent.name}/{run_dir.name}", **probe(inputs, labels, poison, k, components)}
 
 
@@ -111,11 +98,7 @@ def raw_cases(seeds: int) -> list[tuple[str, str, float, int]]:
 
 def probe_raw(dataset: str, attack: str, rate: float, seed: int, k: int, components: int) -> dict[str, Any]:
     """The probe on the raw images, poisoned in memory (no model: the probe reads pixels only)."""
-    from sanitize.evaluate.redteam import get_attack
-
     if dataset == "digits":
-        from sklearn.datasets import load_digits
-
         digits = load_digits()
         images = np.clip(digits.images * 16, 0, 255).astype(np.uint8)[..., None]
         labels = digits.target.astype(np.int64)
@@ -131,25 +114,28 @@ def probe_raw(dataset: str, attack: str, rate: float, seed: int, k: int, compone
 
 def default_runs() -> list[Path]:
     runs: list[Path] = []
-    matrix = ROOT / "bench" / "results" / "matrix.json"
-    for cell in json.loads(matrix.read_text()) if matrix.exists() else []:
-        run = ROOT / "data" / "bench" / "runs" / cell["run_id"]
+    for cell in read_json(RESULTS / "matrix.json"):
+        run = DATA / "bench" / "runs" / cell["run_id"]
         if (run / "features.parquet").exists():
             runs.append(run)
-    runs += sorted((ROOT / "data" / "bench-sources").glob("*/runs/run-*"))
+    runs += sorted((DATA / "bench-sources").glob("*/runs/run-*"))
     return runs
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench probe pixel-neighbours",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--raw", action="store_true", help="poison the raw images in memory instead (no model)")
     ap.add_argument("--seeds", type=int, default=2, help="red-team seeds per --raw case")
     ap.add_argument("--k", type=int, default=InputNeighbours().k)
     ap.add_argument("--components", type=int, default=InputNeighbours().n_components)
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/pixel_neighbours[_raw]_k<K>.json")
-    args = ap.parse_args()
-    out = args.out or ROOT / "bench" / "results" / f"pixel_neighbours{'_raw' if args.raw else ''}_k{args.k}.json"
+    args = ap.parse_args(argv)
+    out = args.out or RESULTS / f"pixel_neighbours{'_raw' if args.raw else ''}_k{args.k}.json"
     if args.raw:
         jobs = [lambda c=c: probe_raw(*c, args.k, args.components) for c in raw_cases(args.seeds)]
     else:
@@ -158,7 +144,7 @@ def main() -> None:
     code = commit()  # once: a commit made during the probe must not relabel what ran
     for job in jobs:
         rec = job()
-        rec.update(date=datetime.now(UTC).date().isoformat(), commit=code, machine=machine())
+        rec.update(stamp(code))
         records.append(rec)
         target = (
             f"; target {rec['target']}: AUROC {rec['auroc_in_target']}, recall@1.5x "
@@ -172,7 +158,7 @@ def main() -> None:
             f"(z {rec['z'][rec['top_class']]}), {rec['seconds']} s{target}",
             flush=True,
         )
-        atomic_write_json(out, records)
+        write_json(out, records)
 
 
 if __name__ == "__main__":

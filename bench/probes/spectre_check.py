@@ -1,16 +1,15 @@
-"""Benchmark: SPECTRE's rate-free threshold on finished runs' features.
+"""Probe (issue 3, SPECTRE as evidence in the default suite): SPECTRE's rate-free threshold on finished runs' features.
 
 Runs ``Spectre`` with its defaults (no contamination) on each run's 60k features and reports what it
 flagged against the truth: the red team's ``ground_truth.parquet`` when the run has one, else the run's
 own quarantine (for the source benchmark's runs, whose poisons were planted outside the pipeline).
 
-    python bench/spectre_check.py data/bench/runs/<run> data/bench-sources/<setting>/runs/<run> ...
+    python -m bench probe spectre-check data/bench/runs/<run> data/bench-sources/<setting>/runs/<run> ...
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -18,29 +17,28 @@ import numpy as np
 import pyarrow.parquet as pq
 from sklearn.metrics import roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sanitize.detect import make_detector  # noqa: E402
-from sanitize.features import load_features  # noqa: E402
+from bench.records import poison_mask
+from sanitize.detect import make_detector
+from sanitize.features import load_features
 
 
 def truth_of(run_dir: Path, ids: list[str]) -> tuple[np.ndarray, str]:
     """Per sample, whether it is a poison, and where that came from."""
-    path = run_dir / "ground_truth.parquet"
-    if path.exists():
-        table = pq.read_table(path, columns=["sample_id", "is_poison"])
-        where = dict(zip(table["sample_id"].to_pylist(), table["is_poison"].to_pylist(), strict=True))
-        return np.array([where[s] for s in ids]), "red team's ground truth"
+    if (run_dir / "ground_truth.parquet").exists():
+        return poison_mask(run_dir, ids), "red team's ground truth"
     table = pq.read_table(run_dir / "verdict.parquet", columns=["sample_id", "quarantine"])
     where = dict(zip(table["sample_id"].to_pylist(), table["quarantine"].to_pylist(), strict=True))
     return np.array([where[s] for s in ids]), "the run's quarantine"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench probe spectre-check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("run_dirs", type=Path, nargs="+")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print("| run | truth | positives | flagged | recall | flagged outside the truth | AUROC | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for run_dir in args.run_dirs:

@@ -1,0 +1,51 @@
+"""The benchmarks' data: Fashion-MNIST on disk, its ingest, and a finished run's training images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sanitize.config import Settings
+from sanitize.features import load_inputs
+from sanitize.ingest.core import IngestReport, ingest_path
+from sanitize.ingest.readers import read_source
+from sanitize.runs import RunContext
+from sanitize.workspace import Workspace
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+DATASET = "fashion-mnist"
+
+
+def workspace(home: Path) -> Workspace:
+    """The benchmark's data folder (created on first use)."""
+    return Workspace(Settings(home=home.resolve()))
+
+
+def require_fmnist() -> None:
+    """Stop with the install command when the Fashion-MNIST IDX files are not on this machine."""
+    if not FMNIST.is_dir():
+        sys.exit(f"{FMNIST} is missing: apt-get install -y dataset-fashion-mnist")
+
+
+def ingest_fmnist(ws: Workspace) -> IngestReport:
+    """Fashion-MNIST as dataset ``fashion-mnist`` (a no-op version when it is there already)."""
+    return ingest_path(ws.catalog, ws.store, dataset=DATASET, path=FMNIST, source="zalando-research", actor="bench")
+
+
+def load_fmnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fashion-MNIST's splits in memory: ``{"train": (images, labels), "test": ...}``, images uint8."""
+    out: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"train": ([], []), "test": ([], [])}
+    for batch in read_source(FMNIST, format="idx"):
+        for img, lab, split in zip(batch.images, batch.labels, batch.splits, strict=True):
+            out[split][0].append(img)
+            out[split][1].append(lab)
+    return {k: (np.stack(x), np.array(y, dtype=np.int64)) for k, (x, y) in out.items()}
+
+
+def run_inputs(run_dir: Path, ids: list[str]) -> np.ndarray:
+    """A finished run's training images as the pipeline hands them to input-space detectors."""
+    ws = Workspace(Settings(home=run_dir.resolve().parents[1]))
+    ctx = RunContext.load(ws, run_dir.name)
+    return load_inputs(ws.store, ctx.manifest(ws), ids)

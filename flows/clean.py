@@ -19,7 +19,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from sanitize import pipeline
 from sanitize.config import RedTeamConfig, RunConfig
-from sanitize.pipeline import QuarantineSummary, RunContext
+from sanitize.quarantine import QuarantineSummary
+from sanitize.runs import RunContext
 from sanitize.workspace import Workspace
 
 

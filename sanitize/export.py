@@ -8,15 +8,22 @@ sample id, so a training job can say exactly what it trained on.
 from __future__ import annotations
 
 import hashlib
+import io
+import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
-from sqlalchemy.exc import IntegrityError
+from PIL import Image
 
 from sanitize.catalog import Version
-from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_json
+from sanitize.errors import InputError, NotFoundError
+from sanitize.quarantine import confirmed_poisons
+from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_bytes, atomic_write_json, decode_pixels
+from sanitize.versions import is_published, publish_version
 from sanitize.workspace import Workspace
 
 
@@ -71,14 +78,13 @@ def export_clean_version(
     status: str = "provisional",
 ) -> str:
     """Write the clean version of ``parent`` without ``excluded`` (and with ``relabel``'s labels);
-    return its id. Idempotent: the same inputs give the same id and files.
+    return its id. Idempotent: the same inputs give the same id, and a version already published is
+    left as it was (:func:`sanitize.versions.publish_version`).
 
     Training samples whose content was confirmed as poison in another run of the dataset are left
     out as well, whatever this run thought of them; the manifest names each with the run that
     confirmed it (``extra["confirmed_elsewhere"]``).
     """
-    from sanitize.quarantine import confirmed_poisons
-
     store = ws.store
     parent_manifest = store.manifest(dataset, parent)
     relabel = relabel or {}
@@ -94,32 +100,58 @@ def export_clean_version(
     excluded = set(excluded) | set(elsewhere)
     relabel = {sid: label for sid, label in relabel.items() if sid not in elsewhere}
     vid = clean_version_id(parent, excluded, relabel)
-    out_dir = store.export_dir(dataset, vid)
+    with ws.catalog.session() as s:
+        published = is_published(s, vid)
+    # The files are written outside a catalog transaction (they take seconds to minutes); two
+    # exports of the same version at once write the same bytes, and publish_version keeps one row.
+    if not published:
+        manifest = _write_clean_version(ws, parent_manifest, vid, run_id, excluded, elsewhere, relabel, config)
+    with ws.catalog.session() as s:
+        if not published:
+            publish_version(s, ws.store, manifest, run_id=run_id, status=status)
+        ws.catalog.audit(
+            s, "pipeline", "export", vid, dataset=dataset, parent=parent, run=run_id, excluded=len(excluded)
+        )
+    return vid
+
+
+def _write_clean_version(
+    ws: Workspace,
+    parent: Manifest,
+    vid: str,
+    run_id: str,
+    excluded: set[str],
+    elsewhere: dict[str, str],
+    relabel: dict[str, int],
+    config: dict[str, Any],
+) -> Manifest:
+    """Write a new clean version's files and the export's copy of its manifest; return the manifest."""
+    out_dir = ws.store.export_dir(parent.dataset, vid)
     files = []
     counts = {}
     for split in ("train", "test"):
         train = split == "train"
         counts[split] = write_split(
             ws,
-            parent_manifest,
+            parent,
             split,
             out_dir / f"{split}.parquet",
             exclude=excluded if train else None,
             relabel=relabel if train else None,
         )
-        files.append(str((out_dir / f"{split}.parquet").relative_to(store.home)))
+        files.append(str((out_dir / f"{split}.parquet").relative_to(ws.store.home)))
     manifest = Manifest(
         version_id=vid,
-        dataset=dataset,
+        dataset=parent.dataset,
         kind="clean",
         files=tuple(files),
         n_train=counts["train"],
         n_test=counts["test"],
-        height=parent_manifest.height,
-        width=parent_manifest.width,
-        channels=parent_manifest.channels,
-        classes=parent_manifest.classes,
-        parent_id=parent,
+        height=parent.height,
+        width=parent.width,
+        channels=parent.channels,
+        classes=parent.classes,
+        parent_id=parent.version_id,
         extra={
             "run_id": run_id,
             "config": config,
@@ -130,33 +162,7 @@ def export_clean_version(
         },
     )
     atomic_write_json(out_dir / "manifest.json", manifest.to_json())
-    store.write_manifest(manifest)
-    with ws.catalog.session() as s:
-        if s.get(Version, vid) is None:
-            try:
-                # Two approvals of one run can export the same version at once (same id, same files);
-                # the one that records it second finds the row there and leaves it.
-                with s.begin_nested():
-                    s.add(
-                        Version(
-                            id=vid,
-                            dataset=dataset,
-                            kind="clean",
-                            parent_id=parent,
-                            run_id=run_id,
-                            status=status,
-                            n_train=counts["train"],
-                            n_test=counts["test"],
-                            manifest=str(store.manifest_path(dataset, vid).relative_to(store.home)),
-                        )
-                    )
-            except IntegrityError:
-                if s.get(Version, vid, populate_existing=True) is None:
-                    raise
-        ws.catalog.audit(
-            s, "pipeline", "export", vid, dataset=dataset, parent=parent, run=run_id, excluded=len(excluded)
-        )
-    return vid
+    return manifest
 
 
 def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
@@ -164,13 +170,6 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
     (``x_train``, ``y_train``, ``x_test``, ``y_test``, ``sample_ids_train``), each file via a temp
     path, or ``imagefolder`` (``split/class/sample_id.png`` + manifest.json, built in a temporary
     folder beside ``out`` and renamed to it, so ``out`` must not exist or be empty)."""
-    import shutil
-
-    import numpy as np
-
-    from sanitize.errors import NotFoundError
-    from sanitize.store import atomic_write_bytes, decode_pixels
-
     with ws.catalog.session() as s:
         v = s.get(Version, version)
         if v is None:
@@ -201,8 +200,6 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
                 arrays[f"x_{split}"] = np.concatenate(xs)
                 arrays[f"y_{split}"] = np.concatenate(ys)
                 arrays[f"sample_ids_{split}"] = np.array(ids)
-        import io
-
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         target = out / f"{dataset}-{version}.npz"
@@ -217,14 +214,6 @@ _PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 def _write_imagefolder(ws: Workspace, manifest: Manifest, out: Path) -> list[Path]:
     """``out/split/label/sample_id.png`` for every sample, plus ``out/manifest.json``; all or nothing."""
-    import shutil
-    import tempfile
-
-    from PIL import Image
-
-    from sanitize.errors import InputError
-    from sanitize.store import decode_pixels
-
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty folder; an imagefolder export writes a new one")
     mode = _PIL_MODES.get(manifest.channels)

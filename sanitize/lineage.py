@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from sanitize.catalog import AuditRecord, Ingest, Run
+from sanitize.store import atomic_write_json
 from sanitize.workspace import Workspace
 
 
@@ -86,8 +87,6 @@ def record_training(
     The record names the version, its status, parent, run and the run's configuration, so the model
     can be traced back to the sources with :func:`lineage`.
     """
-    from sanitize.store import atomic_write_json
-
     with ws.catalog.session() as s:
         v = ws.catalog.version(s, version_id)
         run = s.get(Run, v.run_id) if v.run_id else None

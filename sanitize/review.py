@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from sanitize.catalog import Decision, QuarantineEntry, Version
 from sanitize.errors import NotFoundError, SanitizeError
+from sanitize.export import export_clean_version
+from sanitize.quarantine import pending_count
 from sanitize.workspace import Workspace
 
 ACTIONS = {"confirm": "confirmed", "release": "released", "relabel": "relabelled"}
@@ -88,18 +90,9 @@ def decide(
 
 def maybe_approve(ws: Workspace, run_id: str) -> str | None:
     """When no entry of the run is pending, export and approve its reviewed clean version."""
-    from sanitize.export import export_clean_version
-
+    pending = pending_count(ws, run_id)
     with ws.catalog.session() as s:
         run = ws.catalog.run(s, run_id)
-        pending = (
-            s.scalar(
-                select(func.count())
-                .select_from(QuarantineEntry)
-                .where(QuarantineEntry.run_id == run_id, QuarantineEntry.status == "pending")
-            )
-            or 0
-        )
         if pending or run.status != "completed" or run.version_id is None:
             return None
         rows = s.scalars(select(QuarantineEntry).where(QuarantineEntry.run_id == run_id)).all()

@@ -23,8 +23,11 @@ from sqlalchemy import select
 
 from sanitize.catalog import Dataset, Ingest, Run, Schedule, Source
 from sanitize.config import DATASET_PATTERN, DEFAULT_DATASET, RunConfig
+from sanitize.demo import ingest_demo
 from sanitize.errors import InputError, NotFoundError
-from sanitize.pipeline import new_run_id
+from sanitize.ingest.core import ingest_path
+from sanitize.ingest.readers import FORMATS
+from sanitize.runs import new_run_id
 from sanitize.workspace import Workspace
 
 # --- cron -----------------------------------------------------------------------------------------
@@ -191,10 +194,6 @@ def refresh_sources(ws: Workspace, dataset: str, *, actor: str = "schedule") -> 
     makes a new version. Sources ingested from memory (``fmt="arrays"``) cannot be read again and
     keep their last ingest. A source that cannot be read any more raises :class:`InputError` naming it.
     """
-    from sanitize.demo import ingest_demo
-    from sanitize.ingest.core import ingest_path
-    from sanitize.ingest.readers import FORMATS
-
     addresses: dict[str, tuple[str, str, dict[str, Any]]] = {}
     with ws.catalog.session() as s:
         ds = s.get(Dataset, dataset)

@@ -16,8 +16,9 @@ from sanitize.config import ModelConfig, RedTeamConfig, RunConfig
 from sanitize.detect import InputNeighbours
 from sanitize.detect.knn import knn_search
 from sanitize.features import extract_features, load_features
-from sanitize.models import load_torchscript, pick_device
-from sanitize.pipeline import FEATURE_LAYER, RunContext, run_cleaning
+from sanitize.models import FEATURE_LAYER, load_torchscript, pick_device
+from sanitize.pipeline import run_cleaning
+from sanitize.runs import RunContext
 from sanitize.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -19,15 +19,9 @@ from sanitize.config import DetectConfig, ModelConfig, RedTeamConfig, RunConfig,
 from sanitize.data import CleanDataset
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
-from sanitize.pipeline import (
-    RunContext,
-    RunResult,
-    poison_stage,
-    retrain_epochs,
-    run_cleaning,
-    start_run,
-    train_reference_stage,
-)
+from sanitize.pipeline import RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
+from sanitize.runs import RunContext
+from sanitize.training import retrain_epochs
 from sanitize.workspace import Workspace
 
 N_TRAIN, N_TEST = 1437, 360  # scikit-learn's 1,797 digits split 80/20

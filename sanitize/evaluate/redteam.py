@@ -15,6 +15,9 @@ whole training set that is poisoned.
   their true label; the test trigger is the whole pattern at alpha 0.2.
 
 Dirty-label attacks draw their poisons from classes other than ``target`` and relabel them.
+
+:func:`poison_version` applies a run's red team to a stored version: a poisoned copy published as a
+version of its own, and the ground truth kept with the run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+
+from sanitize.catalog import Run
+from sanitize.config import RedTeamConfig
+from sanitize.runs import RunContext
+from sanitize.store import (
+    SAMPLE_SCHEMA,
+    Manifest,
+    TableWriter,
+    atomic_write_table,
+    content_hash,
+    decode_pixels,
+    sample_id_for,
+    version_id_for,
+)
+from sanitize.versions import publish_version
+from sanitize.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -253,3 +273,123 @@ def get_attack(name: str) -> Attack:
 def trigger_for(attack: str, images: np.ndarray) -> np.ndarray:
     """Apply ``attack``'s test-time trigger to images, for the attack success rate."""
     return get_attack(attack).trigger(images)
+
+
+def poison_version(ws: Workspace, ctx: RunContext) -> RunContext:
+    """For a red-team run: write a poisoned copy of the run's version's train split, publish it as a
+    version (kind ``redteam``, parent the ingested version), keep the ground truth with the run
+    (``ground_truth.parquet``: sample id, is_poison, original label) and point the run at it.
+
+    Streams the samples; only the labels are held in memory to choose the victims. The same red team
+    on the same version gives the same version id; a version already published stays as it was.
+    """
+    rt = ctx.config.redteam
+    if rt is None:
+        return ctx
+    src = ws.store.manifest(ctx.dataset, ctx.ingested_version)
+    labels = ws.store.read_column_table(src, ["label"], split="train").column("label").to_numpy()
+    attack = get_attack(rt.attack)
+    plan = attack.plan(labels, rt.rate, rt.target, rt.seed)
+    is_victim = np.zeros(len(labels), dtype=bool)
+    is_victim[plan.poisons] = True
+    is_stamped = is_victim.copy()
+    is_stamped[plan.regularization] = True
+    out = ws.store.dataset_dir(ctx.dataset) / "ingests" / f"redteam-{ctx.run_id}.parquet"
+    writer = TableWriter(out, SAMPLE_SCHEMA)
+    truth: dict[str, list] = {"sample_id": [], "is_poison": [], "original_label": []}
+    pairs: list[tuple[str, int, str]] = []
+    pos = 0
+    try:
+        for batch in ws.store.iter_samples(src, batch_size=2048):
+            table = pa.Table.from_batches([batch])
+            split = np.array(table.column("split").to_pylist())
+            train_rows = np.flatnonzero(split == "train")
+            poison_rows = train_rows[is_victim[pos : pos + len(train_rows)]]
+            stamp_rows = train_rows[is_stamped[pos : pos + len(train_rows)]]
+            pos += len(train_rows)
+            if len(stamp_rows):
+                table = _stamp_rows(table, attack, rt, stamp_rows, poison_rows, rt.seed + pos)
+            writer.write(table.cast(SAMPLE_SCHEMA))
+            flags = np.zeros(table.num_rows, dtype=bool)
+            flags[poison_rows] = True
+            orig = batch.column("label").to_numpy()
+            for r in train_rows:
+                truth["sample_id"].append(table.column("sample_id")[r].as_py())
+                truth["is_poison"].append(bool(flags[r]))
+                truth["original_label"].append(int(orig[r]))
+            pairs.extend(
+                zip(
+                    table.column("content_sha256").to_pylist(),
+                    table.column("label").to_pylist(),
+                    split.tolist(),
+                    strict=True,
+                )
+            )
+        version_id = version_id_for(pairs, ctx.dataset)
+        manifest = Manifest(
+            version_id=version_id,
+            dataset=ctx.dataset,
+            kind="redteam",
+            files=(str(out.relative_to(ws.store.home)),),
+            n_train=src.n_train,
+            n_test=src.n_test,
+            height=src.height,
+            width=src.width,
+            channels=src.channels,
+            classes=src.classes,
+            parent_id=src.version_id,
+            extra={"redteam": rt.model_dump(), "run_id": ctx.run_id},
+        )
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    atomic_write_table(ctx.run_dir / "ground_truth.parquet", pa.table(truth))
+    with ws.catalog.session() as s:
+        if not publish_version(s, ws.store, manifest, run_id=ctx.run_id):
+            # An earlier run published this very poisoning: its copy is the version, this one is spare.
+            out.unlink()
+        s.get(Run, ctx.run_id).version_id = version_id  # type: ignore[union-attr]
+        ws.catalog.audit(
+            s,
+            "pipeline",
+            "run.poison",
+            ctx.run_id,
+            attack=rt.attack,
+            rate=rt.rate,
+            target=rt.target,
+            n_poison=int(is_victim.sum()),
+            version=version_id,
+        )
+    ctx.version = version_id
+    ctx.save()
+    return ctx
+
+
+def _stamp_rows(
+    table: pa.Table, attack: Attack, rt: RedTeamConfig, stamp_rows: np.ndarray, poison_rows: np.ndarray, seed: int
+) -> pa.Table:
+    """``table`` with the trigger stamped on ``stamp_rows`` (new content hashes and sample ids) and,
+    for a dirty-label attack, ``poison_rows`` relabelled to the target."""
+    images = decode_pixels(table).copy()
+    images[stamp_rows] = attack.stamp(images[stamp_rows], seed)
+    shas = table.column("content_sha256").to_pylist()
+    ids = table.column("sample_id").to_pylist()
+    lab = table.column("label").to_numpy().copy()
+    locs = table.column("locator").to_pylist()
+    srcs = table.column("source").to_pylist()
+    pixels = table.column("pixels").to_pylist()
+    for r in stamp_rows:
+        shas[r] = content_hash(images[r])
+        ids[r] = sample_id_for(srcs[r], locs[r], shas[r])
+        pixels[r] = images[r].tobytes()
+    if not attack.clean_label:
+        lab[poison_rows] = rt.target
+    for name, values in (
+        ("content_sha256", pa.array(shas, pa.string())),
+        ("sample_id", pa.array(ids)),
+        ("label", pa.array(lab, pa.int64())),
+        ("pixels", pa.array(pixels, pa.binary())),
+    ):
+        table = table.set_column(table.schema.get_field_index(name), name, values)
+    return table

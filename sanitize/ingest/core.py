@@ -21,11 +21,12 @@ import pyarrow as pa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sanitize.catalog import Catalog, Dataset, Ingest, Source, Version
+from sanitize.catalog import Catalog, Dataset, Ingest, Source
 from sanitize.config import DATASET_PATTERN
 from sanitize.errors import InputError
 from sanitize.ingest.readers import RawBatch, detect_format, read_source
 from sanitize.store import SAMPLE_SCHEMA, Manifest, Store, TableWriter, content_hash, sample_id_for, version_id_for
+from sanitize.versions import publish_version
 
 SOURCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 
@@ -250,34 +251,21 @@ def ingest_batches(
             address.uri, address.format, address.options, address.updated_at = uri, fmt, options or {}, now
         version_id = version_id_for(all_pairs, dataset)
         files = tuple(sorted(str(ing.file) for ing in latest.values()))
-        if session.get(Version, version_id) is None:
-            classes = tuple(sorted({lab for _, lab, _ in all_pairs}))
-            n_tr = sum(1 for *_, s in all_pairs if s == "train")
-            manifest = Manifest(
-                version_id=version_id,
-                dataset=dataset,
-                kind="ingested",
-                files=files,
-                n_train=n_tr,
-                n_test=len(all_pairs) - n_tr,
-                height=shape[0],
-                width=shape[1],
-                channels=shape[2],
-                classes=classes,
-                parent_id=previous_version,
-            )
-            store.write_manifest(manifest)
-            session.add(
-                Version(
-                    id=version_id,
-                    dataset=dataset,
-                    kind="ingested",
-                    parent_id=previous_version,
-                    n_train=n_tr,
-                    n_test=len(all_pairs) - n_tr,
-                    manifest=str(store.manifest_path(dataset, version_id).relative_to(store.home)),
-                )
-            )
+        n_tr = sum(1 for *_, s in all_pairs if s == "train")
+        manifest = Manifest(
+            version_id=version_id,
+            dataset=dataset,
+            kind="ingested",
+            files=files,
+            n_train=n_tr,
+            n_test=len(all_pairs) - n_tr,
+            height=shape[0],
+            width=shape[1],
+            channels=shape[2],
+            classes=tuple(sorted({lab for _, lab, _ in all_pairs})),
+            parent_id=previous_version,
+        )
+        publish_version(session, store, manifest)
         ds.current_version = version_id
         catalog.audit(
             session,

@@ -39,13 +39,24 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: Literal["auto", "cnn", "resnet18"] = "auto"
-    epochs: int | None = Field(default=None, ge=1, le=200, description="None: about 150k sample visits, 4..40")
+    arch: Literal["auto", "cnn", "resnet18"] = Field(
+        default="auto", description="Reference-model architecture (auto: by image size)."
+    )
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=200,
+        description="Reference-model epochs (default: by dataset size, about 150k sample visits, 4 to 40).",
+    )
     batch_size: int = Field(default=128, ge=8, le=4096)
     lr: float = Field(default=2e-3, gt=0, le=1.0)
-    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
-    torchscript: Path | None = None
-    feature_layer: str | None = None
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto (CUDA when present), cpu or cuda."
+    )
+    torchscript: Path | None = Field(default=None, description="Your own TorchScript model instead of training one.")
+    feature_layer: str | None = Field(
+        default=None, description="With a TorchScript model: the layer whose output is the feature."
+    )
 
     @model_validator(mode="after")
     def _layer_with_torchscript(self) -> ModelConfig:
@@ -61,9 +72,11 @@ class RedTeamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    attack: Literal["badnets", "badnets_random", "blend", "sig", "wanet", "adaptive_blend"] = "badnets"
-    rate: float = Field(default=0.05, gt=0.0, lt=0.5)
-    target: int = Field(default=0, ge=0)
+    attack: Literal["badnets", "badnets_random", "blend", "sig", "wanet", "adaptive_blend"] = Field(
+        default="badnets", description="Red team: poison the dataset on the fly with this attack."
+    )
+    rate: float = Field(default=0.05, gt=0.0, lt=0.5, description="Red team: share of the training set to poison.")
+    target: int = Field(default=0, ge=0, description="Red team: target class.")
     seed: int = 0
 
 
@@ -91,7 +104,7 @@ class DetectConfig(BaseModel):
         default=None,
         gt=0.0,
         lt=0.5,
-        description="Expected share of poisoned samples; None estimates it per class from the data.",
+        description="Expected poison share, if known (default: estimated per class from the data).",
     )
     knn_k: int = Field(default=20, ge=1, le=500)
 
@@ -111,12 +124,17 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: str = Field(default=DEFAULT_DATASET, min_length=1, pattern=DATASET_PATTERN)
-    version: str | None = None
+    dataset: str = Field(
+        default=DEFAULT_DATASET,
+        min_length=1,
+        pattern=DATASET_PATTERN,
+        description=f"Dataset to clean ({DEFAULT_DATASET}: the built-in digits demo, with a red team).",
+    )
+    version: str | None = Field(default=None, description="Dataset version (default: the dataset's current one).")
     model: ModelConfig = ModelConfig()
     detect: DetectConfig = DetectConfig()
     redteam: RedTeamConfig | None = None
-    retrain: bool = True
+    retrain: bool = Field(default=True, description="Retrain a clean model on the kept samples.")
     # The clean model is the one measured and handed on, so it trains longer than the reference model
     # and with random small warps on half of each batch (the reference never does: its features are
     # what the detectors read). On Fashion-MNIST a model so trained on clean data reaches 0.932 instead
@@ -124,10 +142,15 @@ class RunConfig(BaseModel):
     # "succeeds" on 1.9 % of a clean-data model's test images instead of 2.6 %). The warps do not hide
     # a backdoor: trained on WaNet 10 % uncleaned, the model's ASR is still 0.98.
     retrain_epochs: int | None = Field(
-        default=None, ge=1, le=200, description="None: three times the reference model's epochs, up to 40"
+        default=None,
+        ge=1,
+        le=200,
+        description="Clean-model epochs (default: three times the reference model's, up to 40).",
     )
-    retrain_augment: Literal["none", "warp"] = "warp"
-    seed: int = 0
+    retrain_augment: Literal["none", "warp"] = Field(
+        default="warp", description="The clean model's training augmentation: warp (random small warps) or none."
+    )
+    seed: int = Field(default=0, description="Seed of every random choice.")
 
     @model_validator(mode="after")
     def _voters_run(self) -> RunConfig:

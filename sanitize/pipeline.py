@@ -5,7 +5,7 @@ Each stage is a short adapter that times itself and calls the module that does t
 ======================  ==========================================================
 stage                   where the work is
 ======================  ==========================================================
-start                   :mod:`sanitize.runs` (the run's context and catalog row)
+start                   :func:`sanitize.runs.start_run` (the run's context and catalog row)
 poison (red team)       :func:`sanitize.evaluate.redteam.poison_version`
 train reference         :func:`sanitize.training.train_reference`
 features                :func:`sanitize.features.extract_features`
@@ -32,7 +32,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from sanitize.config import RunConfig
+from sanitize import runs
+from sanitize.catalog import Dataset
+from sanitize.config import DEFAULT_DATASET, RunConfig
+from sanitize.demo import ingest_demo
 from sanitize.detect import combine, run_detectors, write_verdict
 from sanitize.errors import InvariantError
 from sanitize.evaluate.measure import measure_run
@@ -42,9 +45,19 @@ from sanitize.features import extract_features, load_features, load_inputs
 from sanitize.models import load_torchscript
 from sanitize.provenance import source_verdicts
 from sanitize.quarantine import QuarantineSummary, enter_quarantine, pending_count, quarantined_ids
-from sanitize.runs import RunContext, complete_run, fail_run, git_commit, machine, start_run
+from sanitize.runs import RunContext, complete_run, fail_run, git_commit, machine
 from sanitize.training import feature_layer, train_clean, train_reference
 from sanitize.workspace import Workspace
+
+
+def start_run(ws: Workspace, config: RunConfig) -> RunContext:
+    """Record a running run of the configured version (:func:`sanitize.runs.start_run`); the built-in
+    default dataset is ingested on first use."""
+    with ws.catalog.session() as s:
+        has_dataset = s.get(Dataset, config.dataset) is not None
+    if not has_dataset and config.dataset == DEFAULT_DATASET:
+        ingest_demo(ws, config.dataset)
+    return runs.start_run(ws, config)
 
 
 def poison_stage(ws: Workspace, ctx: RunContext) -> RunContext:

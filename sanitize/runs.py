@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from sanitize.catalog import Dataset, Run, Version
-from sanitize.config import DEFAULT_DATASET, RunConfig
-from sanitize.demo import ingest_demo
+from sanitize.catalog import Run, Version
+from sanitize.config import RunConfig
 from sanitize.errors import InputError, SanitizeError
 from sanitize.store import Manifest, atomic_write_json
 from sanitize.workspace import Workspace
@@ -132,14 +131,7 @@ def new_run_id() -> str:
 
 
 def start_run(ws: Workspace, config: RunConfig) -> RunContext:
-    """Resolve the dataset version, check it can be cleaned, and record a running run.
-
-    The built-in default dataset is ingested on first use.
-    """
-    with ws.catalog.session() as s:
-        has_dataset = s.get(Dataset, config.dataset) is not None
-    if not has_dataset and config.dataset == DEFAULT_DATASET:
-        ingest_demo(ws, config.dataset)
+    """Resolve the dataset version, check it can be cleaned, and record a running run."""
     with ws.catalog.session() as s:
         ds = ws.catalog.dataset(s, config.dataset)
         version_id = config.version or ds.current_version

@@ -3,6 +3,7 @@ sorted and paged in SQL, so a page of a 10,000-entry quarantine costs a few inde
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,16 @@ from sanitize.workspace import Workspace
 SORTS = ("score_desc", "score_asc")
 GROUPS = ("class", "none")
 MAX_PER_PAGE = 1000
+
+
+def whole_number(value: str | None, name: str) -> int | None:
+    """The whole number a URL or form parameter holds; None when it is absent or blank."""
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value[:40]!r}") from None
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,25 @@ class QuarantineQuery:
             raise ValueError(f"page must be 1 or more, not {self.page}")
         if not 1 <= self.per_page <= MAX_PER_PAGE:
             raise ValueError(f"per_page must be between 1 and {MAX_PER_PAGE}, not {self.per_page}")
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str], *, paged: bool = True) -> QuarantineQuery:
+        """The query a page's URL parameters ask for: ``status``, ``label``, ``source``, ``detector``,
+        ``sort``, ``group`` and, when ``paged``, ``page`` and ``per_page`` (a sample page walks the
+        quarantine's order and ignores them). Blank parameters count as absent."""
+        label = whole_number(params.get("label"), "label")
+        page = whole_number(params.get("page"), "page") if paged else None
+        per_page = whole_number(params.get("per_page"), "per_page") if paged else None
+        return cls(
+            status=params.get("status") or None,
+            label=label,
+            source=params.get("source") or None,
+            detector=params.get("detector") or None,
+            sort=params.get("sort", cls.sort),
+            group=params.get("group", cls.group),
+            page=cls.page if page is None else page,
+            per_page=cls.per_page if per_page is None else per_page,
+        )
 
     def params(self, **changes: Any) -> dict[str, str]:
         """The query as URL parameters (defaults left out), with ``changes`` applied."""

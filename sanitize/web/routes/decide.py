@@ -1,0 +1,64 @@
+"""Reviewers' decisions on a run's quarantined samples, by form post (redirects back) or by script
+(answers JSON). Every decision goes through :func:`sanitize.review.decide`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from sanitize.review import ACTIONS, decide
+from sanitize.web.data import check_sample_id
+from sanitize.web.guards import reviewer_session
+from sanitize.web.queries import run_row, whole_number
+from sanitize.web.views import RunsDep, WorkspaceDep, local_path, wants_html
+
+router = APIRouter()
+
+MAX_NOTE = 2000
+MAX_SELECTION = 1000
+
+
+@router.post("/runs/{run_id}/decide")
+def decide_view(
+    request: Request,
+    run_id: str,
+    ws: WorkspaceDep,
+    runs: RunsDep,
+    action: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    sample_id: Annotated[list[str] | None, Form()] = None,
+    note: Annotated[str, Form()] = "",
+    new_label: Annotated[str, Form()] = "",
+    next_url: Annotated[str, Form(alias="next")] = "",
+) -> Response:
+    session = reviewer_session(request, csrf_token)
+    if action not in ACTIONS:
+        raise ValueError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
+    ids = list(dict.fromkeys(sample_id or []))
+    if not ids:
+        raise ValueError("choose at least one sample to decide on")
+    if len(ids) > MAX_SELECTION:
+        raise ValueError(f"at most {MAX_SELECTION} samples per decision, not {len(ids)}")
+    for sid in ids:
+        check_sample_id(sid)
+    if len(note) > MAX_NOTE:
+        raise ValueError(f"the note is {len(note)} characters; keep it under {MAX_NOTE}")
+    label = whole_number(new_label, "new_label") if action == "relabel" else None
+    if action == "relabel":
+        classes = runs.get(run_id).classes
+        if label is None:
+            raise ValueError("relabel needs the class to relabel to")
+        if label not in classes:
+            raise ValueError(f"class {label} is not a class of this dataset ({', '.join(map(str, classes))})")
+    results = decide(ws, run_id, ids, action, reviewer=session.reviewer, note=note.strip() or None, new_label=label)
+    if wants_html(request):
+        return RedirectResponse(local_path(next_url, f"/runs/{run_id}/quarantine"), status_code=303)
+    return JSONResponse(
+        {
+            "reviewer": session.reviewer,
+            "results": [{"sample_id": r.sample_id, "status": r.status, "changed": r.changed} for r in results],
+            "approved_version": run_row(ws, run_id).approved_version,
+        }
+    )

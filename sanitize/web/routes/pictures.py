@@ -1,0 +1,78 @@
+"""A run's pictures: each voter's scores per class, the quarantine per source, and the features'
+first two principal components, all inline SVG."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup
+
+from sanitize.web import charts
+from sanitize.web.data import RunData
+from sanitize.web.queries import run_row, status_by_source, statuses_of
+from sanitize.web.views import RunsDep, WorkspaceDep, render
+from sanitize.workspace import Workspace
+
+router = APIRouter()
+
+# At most this many kept samples are drawn (a fixed random subset): enough to see the classes'
+# shapes, and the page stays small. Every quarantined sample is drawn.
+MAX_KEPT_DRAWN = 3000
+
+
+def class_histograms(data: RunData, voters: list[str]) -> list[Markup]:
+    """Per class and voter, the histogram of the class's scores with its threshold."""
+    per_class = []
+    for c in sorted(data.class_sizes):
+        in_class = data.labels == c
+        for name in voters:
+            d = data.detectors[name]
+            thr = d.thresholds[in_class]
+            per_class.append(
+                charts.histogram(
+                    d.scores[in_class],
+                    flagged=d.flags[in_class],
+                    threshold=float(thr[0]) if len(thr) else None,
+                    title=f"class {c}: {name} ({int(d.flags[in_class].sum())} of {int(in_class.sum())} flagged)",
+                    width=300,
+                )
+            )
+    return per_class
+
+
+def projection_chart(ws: Workspace, run_id: str, data: RunData) -> Markup:
+    """The features' first two principal components, each sample coloured by its quarantine status."""
+    statuses = statuses_of(ws, run_id)
+    category = np.array([statuses.get(sid, "kept") for sid in data.sample_ids], dtype=object)
+    points = data.projection()
+    kept = np.flatnonzero(category == "kept")
+    if len(kept) > MAX_KEPT_DRAWN:
+        drop = np.setdiff1d(kept, np.random.default_rng(0).choice(kept, MAX_KEPT_DRAWN, replace=False))
+        mask = np.ones(len(category), dtype=bool)
+        mask[drop] = False
+        points, category = points[mask], category[mask]
+    return charts.scatter(points, category.tolist(), title="features, first two principal components, by status")
+
+
+@router.get("/runs/{run_id}/pictures", response_class=HTMLResponse)
+def pictures_view(request: Request, run_id: str, ws: WorkspaceDep, runs: RunsDep) -> HTMLResponse:
+    data = runs.get(run_id)
+    run = run_row(ws, run_id)
+    voters = [v for v in data.voters if v in data.detectors] or list(data.detectors)[:1]
+    per_class = class_histograms(data, voters)
+    by_source = status_by_source(ws, run_id)
+    per_source = run.summary.get("per_source") or {}
+    names = sorted(set(per_source) | set(by_source))
+    source_rows = [(n, int((per_source.get(n) or {}).get("samples", 0)), by_source.get(n, {})) for n in names]
+    return render(
+        request,
+        "pictures.html",
+        {
+            "run": run,
+            "voters": voters,
+            "per_class": per_class,
+            "sources_chart": charts.stacked_bars(source_rows, title="quarantined samples per source, by status"),
+            "projection": projection_chart(ws, run_id, data),
+        },
+    )

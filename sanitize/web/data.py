@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 from sqlalchemy import select
 
 from sanitize.catalog import Run
@@ -156,8 +158,6 @@ class SampleStore:
         cached = self._pngs.get(key)
         if cached is not None:
             return bytes(cached)
-        from PIL import Image
-
         image = self.pixels(sample_id)
         mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(image.shape[2])
         if mode is None:
@@ -267,8 +267,6 @@ class RunData:
     def neighbours(self, sample_id: str, k: int = 8) -> list[tuple[str, int, float]]:
         """The ``k`` nearest *kept* training samples (L2 on the run's features, FAISS):
         ``(sample_id, label, distance)``, nearest first, the sample itself left out."""
-        import faiss
-
         feats = self.features()
         with self._lock:
             if self._kept_index is None:

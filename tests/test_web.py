@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import html
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, text, update
 from typer.testing import CliRunner
 from web_support import copy_of, demo_run, quarantined, tile_ids
 
 from sanitize import cli
 from sanitize.catalog import AuditRecord, Decision, QuarantineEntry, Reviewer, ReviewSession, Run
-from sanitize.config import DetectConfig
+from sanitize.config import DetectConfig, Settings
 from sanitize.review import decide
 from sanitize.web.app import SESSION_COOKIE, create_app
 from sanitize.web.auth import add_reviewer, revoke_reviewer
@@ -414,6 +420,21 @@ def test_hostile_notes_and_source_names_are_escaped(site: Site) -> None:
     assert "&lt;script&gt;" in pages["pictures"]  # the SVG's source label
 
 
+# --- the catalog under the page ----------------------------------------------------------------
+
+
+def test_a_catalog_made_before_the_review_index_gets_it_when_opened(tmp_path: Path) -> None:
+    made = Workspace(Settings(home=tmp_path, catalog_url=None))
+    with made.catalog.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_quarantine_review"))  # as a catalog made before the index was
+    assert not inspect(made.catalog.engine).has_index("quarantine", "ix_quarantine_review")
+    made.catalog.dispose()
+
+    reopened = Workspace(Settings(home=tmp_path, catalog_url=None)).catalog  # any user, not only the page
+
+    assert inspect(reopened.engine).has_index("quarantine", "ix_quarantine_review")
+
+
 # --- the command line --------------------------------------------------------------------------
 
 
@@ -442,13 +463,6 @@ def test_reviewer_commands_print_the_token_once_and_store_its_hash(site: Site, m
 
 
 def test_sanitize_review_serves_the_page_and_prints_its_url(site: Site) -> None:
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

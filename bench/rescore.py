@@ -65,8 +65,13 @@ def rescore(ws: Workspace, run_id: str, cfg: DetectConfig, random_state: int) ->
     score_before = recorded.column("suspicion_score").to_numpy(zero_copy_only=False)
     flags_changed = {
         name: int((recorded.column(f"{name}_flag").to_numpy(zero_copy_only=False) != result.flags).sum())
-        for name, result in results.items()
+        for name, result in verdict.results.items()  # a fallback voter's flags as it deferred, as recorded
         if f"{name}_flag" in recorded.column_names
+    }
+    score_changes = {
+        name: largest_change(recorded.column(f"{name}_score").to_numpy(zero_copy_only=False), result.scores)
+        for name, result in verdict.results.items()
+        if f"{name}_score" in recorded.column_names
     }
     fig = detection_figures(poison_mask(run_dir, ids), verdict.quarantine, verdict.suspicion_score)
     return {
@@ -76,13 +81,21 @@ def rescore(ws: Workspace, run_id: str, cfg: DetectConfig, random_state: int) ->
         "quarantined_now": int(verdict.quarantine.sum()),
         "added": int((verdict.quarantine & ~before).sum()),
         "dropped": int((before & ~verdict.quarantine).sum()),
-        "suspicion_max_abs_change": float(np.max(np.abs(verdict.suspicion_score - score_before), initial=0.0)),
+        "suspicion_max_abs_change": largest_change(score_before, verdict.suspicion_score),
         "flags_changed_by_detector": flags_changed,
-        "not_recorded": sorted(set(results) - set(flags_changed)),
+        "score_max_abs_change_by_detector": score_changes,
+        "not_recorded": sorted(set(verdict.results) - set(flags_changed)),
         "flagged_by_voter": {v: int(verdict.results[v].flags.sum()) for v in verdict.voters},
         "seconds": seconds,
         **fig.as_dict(),
     }
+
+
+def largest_change(before: np.ndarray, now: np.ndarray) -> float:
+    """The largest absolute difference between two score arrays (n,); equal values, infinities
+    included, count as no change."""
+    before, now = np.asarray(before, dtype=np.float64), np.asarray(now, dtype=np.float64)
+    return float(np.max(np.where(before == now, 0.0, np.abs(before - now)), initial=0.0))
 
 
 def finished_runs(ws: Workspace, runs: list[str]) -> list[str]:

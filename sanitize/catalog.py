@@ -294,6 +294,26 @@ class Catalog:
             raise NotFoundError(f"no completed run{' for dataset ' + repr(dataset) if dataset else ''}")
         return run
 
+    def confirmed_poisons(self, session: Session, dataset: str, *, other_than: str | None = None) -> dict[str, str]:
+        """Content hash -> why it stays out, for every sample confirmed as poison in a run of ``dataset``.
+
+        Confirmed poisons stay out for good: a later version that holds the same pixels (same content
+        hash, whatever its source, place or label) excludes them too, so both the quarantine (entering
+        a run's flags) and the export (writing a clean version) ask for them here. ``other_than``
+        leaves out one run's own entries. The reason names the first run that confirmed the content.
+        """
+        query = (
+            select(QuarantineEntry.content_sha256, QuarantineEntry.run_id, QuarantineEntry.sample_id)
+            .where(QuarantineEntry.dataset == dataset, QuarantineEntry.status == "confirmed")
+            .order_by(QuarantineEntry.created_at, QuarantineEntry.id)
+        )
+        if other_than is not None:
+            query = query.where(QuarantineEntry.run_id != other_than)
+        found: dict[str, str] = {}
+        for sha, run_id, sample_id in session.execute(query):
+            found.setdefault(sha, f"confirmed poison in run {run_id} (sample {sample_id})")
+        return found
+
 
 _SCHEMA_LOCK = 0x5A417A  # any constant: the advisory lock that serialises creating the tables
 

@@ -21,7 +21,6 @@ from PIL import Image
 
 from sanitize.catalog import Version
 from sanitize.errors import InputError, NotFoundError
-from sanitize.quarantine import confirmed_poisons
 from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_bytes, atomic_write_json, decode_pixels
 from sanitize.versions import is_published, publish_version
 from sanitize.workspace import Workspace
@@ -88,7 +87,8 @@ def export_clean_version(
     store = ws.store
     parent_manifest = store.manifest(dataset, parent)
     relabel = relabel or {}
-    confirmed = confirmed_poisons(ws, dataset, other_than=run_id)
+    with ws.catalog.session() as s:
+        confirmed = ws.catalog.confirmed_poisons(s, dataset, other_than=run_id)
     elsewhere: dict[str, str] = {}
     if confirmed:
         train = store.read_column_table(parent_manifest, ["sample_id", "content_sha256"], split="train")

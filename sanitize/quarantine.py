@@ -99,27 +99,6 @@ def status_counts(ws: Workspace, run_id: str) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-def confirmed_poisons(ws: Workspace, dataset: str, *, other_than: str | None = None) -> dict[str, str]:
-    """Content hash -> why it stays out, for every sample confirmed as poison in a run of ``dataset``.
-
-    Confirmed poisons stay out for good: a later version that holds the same pixels (same content
-    hash, whatever its source, place or label) excludes them too. ``other_than`` leaves out one
-    run's own entries. The reason names the first run that confirmed the content.
-    """
-    query = (
-        select(QuarantineEntry.content_sha256, QuarantineEntry.run_id, QuarantineEntry.sample_id)
-        .where(QuarantineEntry.dataset == dataset, QuarantineEntry.status == "confirmed")
-        .order_by(QuarantineEntry.created_at, QuarantineEntry.id)
-    )
-    if other_than is not None:
-        query = query.where(QuarantineEntry.run_id != other_than)
-    found: dict[str, str] = {}
-    with ws.catalog.session() as s:
-        for sha, run_id, sample_id in s.execute(query):
-            found.setdefault(sha, f"confirmed poison in run {run_id} (sample {sample_id})")
-    return found
-
-
 @dataclass(frozen=True)
 class QuarantineSummary:
     """A run's training samples: ingested = kept + quarantined."""
@@ -149,7 +128,8 @@ def enter_quarantine(ws: Workspace, ctx: RunContext, verdict_path: Path) -> Quar
         )
     by_id = {sid: i for i, sid in enumerate(prov.column("sample_id").to_pylist())}
     p = prov.to_pydict()
-    confirmed = confirmed_poisons(ws, ctx.dataset, other_than=ctx.run_id)
+    with ws.catalog.session() as s:
+        confirmed = ws.catalog.confirmed_poisons(s, ctx.dataset, other_than=ctx.run_id)
     entries = []
     carried = 0
     for row in verdict.to_pylist():

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 
-from sanitize.catalog import Decision, QuarantineEntry, Version
-from sanitize.errors import NotFoundError, SanitizeError
+from sanitize.catalog import Decision, QuarantineEntry, Run, Version
+from sanitize.errors import InputError, NotFoundError, SanitizeError
 from sanitize.export import export_clean_version
 from sanitize.quarantine import pending_count
 from sanitize.workspace import Workspace
@@ -57,7 +57,13 @@ def decide(
     status = ACTIONS[action]
     results = []
     with ws.catalog.session() as s:
-        ws.catalog.run(s, run_id)
+        run = ws.catalog.run(s, run_id)
+        if run.status != "completed":
+            raise InputError(
+                f"run {run_id} is {run.status}, not completed: only a completed run's quarantine takes decisions"
+            )
+        if new_label is not None:
+            check_label(ws, run, new_label)
         for sid in sample_ids:
             entry = s.scalars(
                 select(QuarantineEntry).where(QuarantineEntry.run_id == run_id, QuarantineEntry.sample_id == sid)
@@ -86,6 +92,19 @@ def decide(
     if any(r.changed for r in results):
         maybe_approve(ws, run_id)
     return results
+
+
+def check_label(ws: Workspace, run: Run, label: int) -> None:
+    """Refuse a relabelling to a class the run's dataset version does not have (the one check, for the
+    command line, the web page and the library alike: an approved version with label 99 in a
+    10-class dataset would crash every training job that reads it)."""
+    if run.version_id is None:
+        raise InputError(f"run {run.id} has no dataset version to take its classes from")
+    classes = ws.store.manifest(run.dataset, run.version_id).classes
+    if label not in classes:
+        raise InputError(
+            f"class {label} is not a class of dataset {run.dataset!r} (classes: {', '.join(map(str, classes))})"
+        )
 
 
 def maybe_approve(ws: Workspace, run_id: str) -> str | None:

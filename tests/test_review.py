@@ -14,7 +14,7 @@ from sanitize import cli
 from sanitize.catalog import AuditRecord, Catalog, Decision, QuarantineEntry, Version
 from sanitize.config import RedTeamConfig, RunConfig, Settings
 from sanitize.data import CleanDataset
-from sanitize.errors import NotFoundError
+from sanitize.errors import InputError, NotFoundError
 from sanitize.migrate import copy_catalog
 from sanitize.pipeline import RunResult, run_cleaning
 from sanitize.review import ConflictError, decide
@@ -171,6 +171,38 @@ def test_bad_decisions_name_what_is_wrong(reviewed_run: tuple[Workspace, RunResu
         decide(ws, result.run_id, ids[:1], "relabel", reviewer="ana")
     with pytest.raises(ValueError, match="unknown decision"):
         decide(ws, result.run_id, ids[:1], "delete", reviewer="ana")
+    assert set(statuses(ws, result.run_id).values()) == {"pending"}
+
+
+@pytest.mark.parametrize("label", [99, -5, 10])
+def test_a_relabelling_to_a_class_the_dataset_lacks_is_refused(
+    reviewed_run: tuple[Workspace, RunResult, list[str]], label: int
+) -> None:
+    # The digits have classes 0-9: an approved version holding label 99 crashed the training example.
+    ws, result, ids = reviewed_run
+    with pytest.raises(InputError, match=rf"class {label} is not a class of dataset 'digits-demo' \(classes: 0, 1,"):
+        decide(ws, result.run_id, ids[:1], "relabel", reviewer="ana", new_label=label)
+    refused = CliRunner().invoke(
+        cli.app, ["quarantine", "relabel", ids[0], "--label", str(label), "--run", result.run_id, "--reviewer", "cli"]
+    )
+    assert isinstance(refused.exception, InputError), refused.output
+    assert set(statuses(ws, result.run_id).values()) == {"pending"}
+    with ws.catalog.session() as s:
+        assert s.scalar(select(func.count()).select_from(Decision)) == 0
+
+
+@pytest.mark.parametrize("status", ["running", "failed"])
+def test_a_run_that_did_not_complete_takes_no_decision(
+    reviewed_run: tuple[Workspace, RunResult, list[str]], status: str
+) -> None:
+    # A run killed mid-way (or failed) has a partial quarantine: deciding on it would approve nothing real.
+    ws, result, ids = reviewed_run
+    with ws.catalog.session() as s:
+        ws.catalog.run(s, result.run_id).status = status
+    with pytest.raises(InputError, match=f"is {status}, not completed"):
+        decide(ws, result.run_id, ids[:1], "confirm", reviewer="ana")
+    refused = CliRunner().invoke(cli.app, ["quarantine", "confirm", ids[0], "--run", result.run_id, "--reviewer", "x"])
+    assert isinstance(refused.exception, InputError), refused.output
     assert set(statuses(ws, result.run_id).values()) == {"pending"}
 
 

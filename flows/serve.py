@@ -1,10 +1,11 @@
-"""Serving scheduled cleaning runs: a local Prefect server, and a deployment per scheduled dataset.
+"""Serving: a local Prefect server, a deployment per scheduled dataset, the review page beside them.
 
 Prefect's ephemeral mode (what ``sanitize run --prefect`` uses) has no scheduler, so schedules
 need a real server: :func:`start_server` connects to a healthy one at the address or starts
 ``prefect server start`` on loopback, with its database under ``SANITIZE_HOME/prefect``.
 :func:`serve_schedules` registers one deployment of :func:`flows.scheduled.scheduled_cleaning_flow`
 per schedule and runs the flow runs the server's scheduler creates, until interrupted.
+:func:`start_review_page` serves the review web page in a thread of this process (``sanitize up``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,13 +23,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
+import uvicorn
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.types.entrypoint import EntrypointType
+
+from flows.scheduled import scheduled_cleaning_flow
 from sanitize.errors import SanitizeError
 from sanitize.schedule import ScheduleSpec
-
-if TYPE_CHECKING:
-    from prefect.deployments.runner import RunnerDeployment
+from sanitize.web.app import create_app
+from sanitize.workspace import Workspace
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -133,8 +141,6 @@ def _tail(path: Path, lines: int = 15) -> str:
 @contextmanager
 def using_server(server: PrefectServer) -> Iterator[None]:
     """Point Prefect in this process (and the flow-run processes it starts) at ``server``."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     previous = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
@@ -149,10 +155,6 @@ def using_server(server: PrefectServer) -> Iterator[None]:
 
 def deployment_for(spec: ScheduleSpec) -> RunnerDeployment:
     """The Prefect deployment of a dataset's schedule: named after the dataset, its config as parameter."""
-    from prefect.types.entrypoint import EntrypointType
-
-    from flows.scheduled import scheduled_cleaning_flow
-
     deployment = scheduled_cleaning_flow.to_deployment(
         name=spec.dataset,
         cron=spec.cron,
@@ -164,16 +166,29 @@ def deployment_for(spec: ScheduleSpec) -> RunnerDeployment:
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     # Called outside an event loop, Prefect's sync-or-async method returns the value itself.
-    return cast("RunnerDeployment", deployment)
+    return cast(RunnerDeployment, deployment)
 
 
 def serve_schedules(specs: list[ScheduleSpec], server: PrefectServer) -> None:
     """Register the schedules' deployments on ``server`` and run their flow runs until interrupted."""
-    from prefect import serve
-
     if not specs:
         raise SanitizeError("no schedule to serve; add one with: sanitize schedule --dataset NAME --cron '0 3 * * *'")
     # Flow-run processes find the data by this path, whatever folder they start in.
     os.environ["SANITIZE_HOME"] = str(Path(os.environ.get("SANITIZE_HOME", "data")).resolve())
     with using_server(server):
         serve(*[deployment_for(spec) for spec in specs], print_starting_message=False)
+
+
+def start_review_page(ws: Workspace, port: int) -> str:
+    """Start the review page (``sanitize review``) on 127.0.0.1 in a background thread; say where it is."""
+    if port_taken(DEFAULT_HOST, port):
+        raise SanitizeError(f"{DEFAULT_HOST}:{port} is in use; pick the review page's port with --review-port")
+    server = uvicorn.Server(uvicorn.Config(create_app(ws), host=DEFAULT_HOST, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="review-page", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise SanitizeError(f"the review page did not start on {DEFAULT_HOST}:{port}")
+        time.sleep(0.1)
+    return f"http://{DEFAULT_HOST}:{port}/ (decisions need a reviewer token: sanitize reviewer add NAME)"

@@ -1,4 +1,5 @@
-"""Prefect flows over the sanitize library: the cleaning run, the scheduled run, serving them.
+"""Prefect flows over the sanitize library: the cleaning run, the scheduled run, serving them, and the
+``sanitize`` command that reaches them (:mod:`flows.cli`).
 
 Prefect reads its settings when first imported, so they are set here, before any flow module
 imports it.

@@ -1,0 +1,62 @@
+"""What the commands print to a person: the two consoles and a cleaning run's summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The run's result for a person: what was ingested, flagged, quarantined, measured, and where it is."""
+    t = Table(title=f"cleaning run {summary['run_id']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1%}"
+
+    t.add_row("dataset", f"{summary['dataset']} (version {summary['version']})")
+    if summary.get("redteam"):
+        rt = summary["redteam"]
+        t.add_row(
+            "red team",
+            f"{rt['attack']} on {rt['rate']:.1%} of the training set, target class {rt['target']}"
+            f" ({summary['n_poison']} poisons)",
+        )
+    t.add_row("ingested (train)", str(summary["ingested"]))
+    t.add_row(
+        "quarantined", f"{summary['quarantined']} (estimated poison rate {pct(summary['estimated_poison_rate'])})"
+    )
+    t.add_row("kept", str(summary["kept"]))
+    if summary.get("looks_clean"):
+        t.add_row("verdict", "the dataset looks clean: no class shows a poisoned sub-population")
+    flagged = {c: r for c, r in summary["estimated_rate_per_class"].items() if r > 0}
+    if flagged:
+        t.add_row("classes with poisons", ", ".join(f"{c} ({r:.1%} of the class)" for c, r in flagged.items()))
+    if summary.get("redteam"):
+        t.add_row(
+            "detection",
+            f"recall {pct(summary['recall'])}, precision {pct(summary['precision'])}, "
+            f"clean false-positive rate {pct(summary['fpr'])}",
+        )
+        t.add_row(
+            "attack success", f"{pct(summary['asr_before'])} before cleaning -> {pct(summary['asr_after'])} after"
+        )
+    t.add_row(
+        "clean accuracy",
+        f"{pct(summary['clean_acc_before'])} before -> {pct(summary['clean_acc_after'])} after (test split)",
+    )
+    t.add_row(
+        "clean version",
+        f"{summary['clean_version']} (read it with sanitize.data.CleanDataset('{summary['clean_version']}'))",
+    )
+    t.add_row("run records", str(Path(summary["model_reference"]).parent))
+    t.add_row("time", f"{summary['seconds']:.1f} s")
+    console.print(t)
+    console.print(f"List the quarantine: [bold]sanitize quarantine list --run {summary['run_id']}[/bold]")

@@ -1,0 +1,165 @@
+"""Reviewing from the command line: the quarantine's list and decisions, reviewers, the review page."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import io
+import json
+import os
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy import select
+
+from sanitize.catalog import Version
+from sanitize.cli.output import console, err
+from sanitize.quarantine import list_quarantine, resolve_run, status_counts
+from sanitize.review import decide
+from sanitize.web.auth import add_reviewer, list_reviewers, revoke_reviewer
+from sanitize.workspace import Workspace
+
+
+class OutFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def quarantine_list(
+    run_id: Annotated[str, typer.Option("--run", help="Run id, or 'latest'.")] = "latest",
+    dataset: Annotated[str | None, typer.Option(help="With --run latest: the latest run of this dataset.")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, confirmed, released or relabelled.")] = None,
+    label: Annotated[int | None, typer.Option(help="Only this class.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows (table format: 50 by default).")] = None,
+    format: Annotated[OutFormat, typer.Option(help="table, csv or json.")] = OutFormat.table,
+) -> None:
+    """List quarantined samples, most suspicious first, with provenance and reasons."""
+    ws = Workspace()
+    rid = resolve_run(ws, run_id, dataset)
+    if format is OutFormat.table and limit is None:
+        limit = 50
+    rows = list_quarantine(ws, rid, status=status, label=label, source=source, limit=limit)
+    if format is OutFormat.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if format is OutFormat.csv:
+        buf = io.StringIO()
+        fields = list(rows[0].as_dict()) if rows else ["run_id", "sample_id"]
+        w = csv.DictWriter(buf, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r.as_dict())
+        sys.stdout.write(buf.getvalue())
+        return
+    counts = status_counts(ws, rid)
+    t = Table(title=f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    t.add_column("sample", no_wrap=True, min_width=20)
+    for name in ("class", "source", "where", "score", "detectors", "status"):
+        t.add_column(name, overflow="ellipsis", no_wrap=True)
+    t.add_column("why (voter)", overflow="fold", ratio=1)
+    for r in rows:
+        t.add_row(
+            r.sample_id,
+            str(r.label),
+            r.source,
+            r.locator,
+            f"{r.suspicion_score:.3g}",
+            r.detectors,
+            r.status,
+            r.reason.split(";")[0],
+        )
+    console.print(t)
+
+
+def _decide(
+    action: str, sample_ids: list[str], run_id: str, reviewer: str | None, note: str | None, label: int | None = None
+) -> None:
+    ws = Workspace()
+    rid = resolve_run(ws, run_id)
+    who = reviewer or os.environ.get("SANITIZE_REVIEWER") or getpass.getuser()
+    results = decide(ws, rid, sample_ids, action, reviewer=who, note=note, new_label=label)
+    for r in results:
+        console.print(f"{r.sample_id}: {r.status}" + ("" if r.changed else " (already; nothing changed)"))
+    with ws.catalog.session() as s:
+        approved = s.scalars(select(Version).where(Version.run_id == rid, Version.status == "approved")).all()
+    for v in approved:
+        console.print(f"run {rid} is fully reviewed: approved clean version [bold]{v.id}[/bold]")
+
+
+ReviewIds = Annotated[list[str], typer.Argument(help="Sample ids from the quarantine.")]
+ReviewRun = Annotated[str, typer.Option("--run", help="Run id, or 'latest'.")]
+Reviewer = Annotated[str | None, typer.Option(help="Who decides (default: $SANITIZE_REVIEWER or the login).")]
+Note = Annotated[str | None, typer.Option(help="A note kept with the decision.")]
+
+
+def quarantine_confirm(
+    sample_ids: ReviewIds, run_id: ReviewRun = "latest", reviewer: Reviewer = None, note: Note = None
+) -> None:
+    """Confirm samples as poison: they stay out of every clean version."""
+    _decide("confirm", sample_ids, run_id, reviewer, note)
+
+
+def quarantine_release(
+    sample_ids: ReviewIds, run_id: ReviewRun = "latest", reviewer: Reviewer = None, note: Note = None
+) -> None:
+    """Release samples back into training."""
+    _decide("release", sample_ids, run_id, reviewer, note)
+
+
+def quarantine_relabel(
+    sample_ids: ReviewIds,
+    label: Annotated[int, typer.Option(help="The corrected class.")],
+    run_id: ReviewRun = "latest",
+    reviewer: Reviewer = None,
+    note: Note = None,
+) -> None:
+    """Release samples back into training under a corrected label."""
+    _decide("relabel", sample_ids, run_id, reviewer, note, label)
+
+
+def reviewer_add(
+    name: Annotated[str, typer.Argument(help="The reviewer's name, recorded with each decision.")],
+    rotate: Annotated[bool, typer.Option(help="Give an existing reviewer a new token (ends the old one).")] = False,
+) -> None:
+    """Make a reviewer and print their token, once: only its SHA-256 is stored."""
+    token = add_reviewer(Workspace().catalog, name, rotate=rotate)
+    err.print(f"reviewer [bold]{escape(name)}[/bold]: their token, shown once (only its hash is kept):")
+    print(token)
+
+
+def reviewer_list() -> None:
+    """List reviewers and whether their token is active."""
+    t = Table("reviewer", "since", "state")
+    for r in list_reviewers(Workspace().catalog):
+        state = "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d %H:%M}"
+        t.add_row(escape(r.name), f"{r.created_at:%Y-%m-%d %H:%M}", state)
+    console.print(t)
+
+
+def reviewer_revoke(name: Annotated[str, typer.Argument(help="The reviewer whose token stops working.")]) -> None:
+    """Revoke a reviewer's token and end their browser sessions."""
+    changed = revoke_reviewer(Workspace().catalog, name)
+    console.print(f"reviewer {escape(name)}: " + ("revoked" if changed else "was already revoked"))
+
+
+def review_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+) -> None:
+    """Serve the review web page: runs, quarantine, samples, pictures; decisions need a reviewer token."""
+    from sanitize.web.app import create_app  # deferred: FastAPI (see the start-up note in sanitize.cli)
+
+    ws = Workspace()
+    application = create_app(ws)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"review page: [bold]http://{shown}:{port}/[/bold] (data in {ws.settings.home}; Ctrl-C stops it)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]listening on {host}: anyone who can reach it can read the pages[/yellow]")
+    uvicorn.run(application, host=host, port=port, log_level="warning")

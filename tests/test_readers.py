@@ -286,6 +286,11 @@ def test_imagefolder_empty_and_negative_class(tmp_path: Path) -> None:
     (tmp_path / "cat").rmdir()
     with raises_naming("-1", "negative"):
         read_source(tmp_path)
+    (tmp_path / "-1" / "a.png").rename(tmp_path / "3" / "b.png")
+    (tmp_path / "-1").rmdir()
+    write_image(tmp_path / "1000000000" / "a.png", GREY[0][..., None])
+    with raises_naming("1000000000", "too large for a class index"):
+        read_source(tmp_path)
 
 
 # --- npz ---------------------------------------------------------------------------------------
@@ -352,6 +357,10 @@ def test_npz_length_mismatch_names_both_lengths(tmp_path: Path) -> None:
         (np.array([0, 1, 2, 3.5, 0, 0, 0]), ("train:3", "3.5", "not an integer")),
         (np.array([0, 1, 2, 3, 0, -2, 0]), ("train:5", "-2", "negative")),
         (np.array(["0", "1", "cat", "3", "0", "0", "0"]), ("train:2", "cat", "not an integer")),
+        # A label is a class index: 1e9 once passed ingest and the run then asked for 512 GB.
+        (np.array([0, 1, 2, 3, 0, 0, 10**9]), ("train:6", "1000000000", "too large for a class index", "99999")),
+        (np.array([0, 1, 2, 1e9, 0, 0, 0]), ("train:3", "1000000000.0", "too large for a class index")),
+        (np.array([0, 1, 2, 3, 0, 0, 2**64 - 1], dtype=np.uint64), ("train:6", "too large for a class index")),
     ],
 )
 def test_npz_bad_labels_name_index_and_value(tmp_path: Path, labels: np.ndarray, fragments: tuple[str, ...]) -> None:
@@ -424,7 +433,13 @@ def test_csv_with_relative_paths_and_custom_columns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("label", "fragments"),
-    [("cat", ("row:2", "'cat'", "not an integer")), ("3.5", ("row:2", "3.5")), ("-1", ("row:2", "negative"))],
+    [
+        ("cat", ("row:2", "'cat'", "not an integer")),
+        ("3.5", ("row:2", "3.5")),
+        ("-1", ("row:2", "negative")),
+        ("1e9", ("row:2", "'1e9'", "too large for a class index")),
+        ("100000", ("row:2", "too large for a class index")),
+    ],
 )
 def test_csv_bad_label_names_row_and_value(tmp_path: Path, label: str, fragments: tuple[str, ...]) -> None:
     write_image(tmp_path / "a.png", GREY[0][..., None])

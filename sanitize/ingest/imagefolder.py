@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sanitize.errors import InputError
-from sanitize.ingest.batch import SPLITS, RawBatch, decode_image
+from sanitize.ingest.batch import MAX_LABEL, SPLITS, RawBatch, decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,12 @@ def _class_labels(names: list[str], root: Path) -> dict[str, int]:
         negative = [name for name in names if labels[name] < 0]
         if negative:
             raise InputError(f"{root / negative[0]}: class folder gives negative label {labels[negative[0]]}")
+        too_big = [name for name in names if labels[name] > MAX_LABEL]
+        if too_big:
+            raise InputError(
+                f"{root / too_big[0]}: class folder gives label {labels[too_big[0]]}, too large for a class index "
+                f"(0 to {MAX_LABEL}); name the folders by class, or number them from 0"
+            )
         by_label: dict[int, str] = {}
         for name in names:
             if labels[name] in by_label:

@@ -46,18 +46,25 @@ from sanitize.models import load_torchscript
 from sanitize.provenance import source_verdicts
 from sanitize.quarantine import QuarantineSummary, enter_quarantine, pending_count, quarantined_ids
 from sanitize.runs import RunContext, complete_run, fail_run, git_commit, machine
-from sanitize.training import feature_layer, train_clean, train_reference
+from sanitize.training import check_user_model, feature_layer, train_clean, train_reference
 from sanitize.workspace import Workspace
 
 
 def start_run(ws: Workspace, config: RunConfig) -> RunContext:
-    """Record a running run of the configured version (:func:`sanitize.runs.start_run`); the built-in
-    default dataset is ingested on first use."""
+    """Record a running run of the configured version (:func:`sanitize.runs.start_run`) and check a
+    user's model against it; the built-in default dataset is ingested on first use."""
     with ws.catalog.session() as s:
         has_dataset = s.get(Dataset, config.dataset) is not None
     if not has_dataset and config.dataset == DEFAULT_DATASET:
         ingest_demo(ws, config.dataset)
-    return runs.start_run(ws, config)
+    ctx = runs.start_run(ws, config)
+    try:
+        # Before anything is written for the run: a model that cannot serve fails it here.
+        check_user_model(ws, config, ctx.manifest(ws))
+    except BaseException as exc:
+        fail_run(ws, ctx.run_id, exc)
+        raise
+    return ctx
 
 
 def poison_stage(ws: Workspace, ctx: RunContext) -> RunContext:

@@ -28,6 +28,10 @@ from sanitize.errors import InputError, SanitizeError
 from sanitize.store import Manifest, atomic_write_json
 from sanitize.workspace import Workspace
 
+MIN_IMAGE_SIDE = 8
+"""The smallest image side a run cleans: the package's models and the detectors are built and tested
+from scikit-learn's 8x8 digits up (1x1 images failed deep inside SPECTRE)."""
+
 
 @dataclass
 class RunContext:
@@ -164,6 +168,11 @@ def start_run(ws: Workspace, config: RunConfig) -> RunContext:
 def _check_cleanable(ws: Workspace, config: RunConfig, version_id: str) -> None:
     """Refuse a version whose train split cannot be cleaned, or a red team aimed at no class of it."""
     manifest = ws.store.manifest(config.dataset, version_id)
+    if min(manifest.height, manifest.width) < MIN_IMAGE_SIDE:
+        raise InputError(
+            f"dataset {config.dataset!r} version {version_id}: its images are {manifest.height}x{manifest.width}; "
+            f"cleaning needs at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels"
+        )
     labels = ws.store.read_column_table(manifest, ["label"], split="train").column("label").to_numpy()
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:

@@ -19,6 +19,8 @@ from sanitize.config import DetectConfig, ModelConfig, RedTeamConfig, RunConfig,
 from sanitize.data import CleanDataset
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
+from sanitize.ingest.core import ingest_path
+from sanitize.models import build_model, save_torchscript
 from sanitize.pipeline import RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
 from sanitize.runs import RunContext
 from sanitize.training import retrain_epochs
@@ -462,3 +464,50 @@ def test_a_rerun_of_one_version_and_config_reuses_the_reference_model(workspace:
     other_seed = poison_stage(workspace, start_run(workspace, config.model_copy(update={"seed": 1})))
     path = train_reference_stage(workspace, other_seed, progress=False)
     assert json.loads(path.with_suffix(".json").read_text())["run"] == other_seed.run_id  # trained anew
+
+
+def _user_model(path: Path, n_classes: int) -> Path:
+    """A user's TorchScript model for the digits (the package's CNN, untrained, ``n_classes`` outputs)."""
+    torch.manual_seed(0)
+    save_torchscript(build_model("cnn", in_channels=1, n_classes=n_classes), path, np.zeros((2, 8, 8, 1), np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("n_classes", [1, 3, 11])
+def test_a_user_model_with_the_wrong_number_of_outputs_is_refused_before_anything_is_written(
+    workspace: Workspace, tmp_path: Path, n_classes: int
+) -> None:
+    # A 3-output model on the 10 digit classes used to "measure" accuracy 10 % and ASR 100 %.
+    model = _user_model(tmp_path / "user.pt", n_classes)
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(torchscript=model, feature_layer="embed"))
+    with pytest.raises(InputError, match=rf"gives {n_classes} outputs per image, but .* has 10 classes"):
+        run_cleaning(config, workspace, progress=False)
+    with workspace.catalog.session() as s:
+        (run,) = s.scalars(select(Run)).all()
+        assert run.status == "failed" and f"gives {n_classes} outputs" in (run.error or "")
+        assert {v.kind for v in s.scalars(select(Version))} == {"ingested"}  # no red-team copy, no export
+    assert sorted(p.name for p in (workspace.store.home / "runs" / run.id).iterdir()) == ["context.json"]
+
+
+def test_a_user_model_with_one_output_per_class_is_the_reference(workspace: Workspace, tmp_path: Path) -> None:
+    model = _user_model(tmp_path / "user.pt", 10)
+    config = RunConfig(
+        redteam=RedTeamConfig(), model=ModelConfig(torchscript=model, feature_layer="embed"), retrain=False
+    )
+    result = run_cleaning(config, workspace, progress=False)
+    assert result.summary["ingested"] == N_TRAIN and result.summary["clean_acc_before"] is not None
+    assert not (result.run_dir / "model_reference.pt").exists()  # the user's file is the reference
+
+
+@pytest.mark.parametrize("side", [1, 7])
+def test_images_too_small_for_the_models_are_refused_at_the_start(
+    workspace: Workspace, tmp_path: Path, side: int
+) -> None:
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, x=rng.integers(0, 256, (40, side, side, 1), dtype=np.uint8), y=np.arange(40) % 2)
+    ingest_path(workspace.catalog, workspace.store, dataset="tiny", path=npz, source="vendor")
+    with pytest.raises(InputError, match=rf"images are {side}x{side}; cleaning needs at least 8x8 pixels"):
+        run_cleaning(RunConfig(dataset="tiny"), workspace, progress=False)
+    with workspace.catalog.session() as s:
+        assert s.scalars(select(Run)).all() == []

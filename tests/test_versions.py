@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from sanitize.catalog import QuarantineEntry, Run, Version
-from sanitize.config import ModelConfig, RunConfig, Settings
+from sanitize.config import ModelConfig, RedTeamConfig, RunConfig, Settings
 from sanitize.data import CleanDataset
 from sanitize.demo import digits_arrays
 from sanitize.errors import InputError, NotFoundError
@@ -262,3 +262,39 @@ def test_the_example_refuses_a_dataset_without_an_approved_version(tmp_path: Pat
     assert proc.returncode == 1
     assert "dataset 'fresh' has no approved clean version (review its quarantine first)" in proc.stderr
     assert not (tmp_path / "model.pt").exists()
+
+
+def _published_bytes(home: Path) -> dict[str, bytes]:
+    """Every published version's manifest and files, and every export's copy of its manifest, by path."""
+    ws = Workspace(Settings(home=home, catalog_url=None))
+    out: dict[str, bytes] = {}
+    with ws.catalog.session() as s:
+        for v in s.scalars(select(Version)):
+            manifest = ws.store.manifest(v.dataset, v.id)
+            for path in [home / v.manifest, *ws.store.files(manifest)]:
+                out[str(path.relative_to(home))] = path.read_bytes()
+    for path in (home / "exports").rglob("manifest.json"):
+        out[str(path.relative_to(home))] = path.read_bytes()
+    return out
+
+
+def test_later_runs_never_rewrite_a_published_version(workspace: Workspace, tmp_path: Path) -> None:
+    # A second run of the same red team, and a run refused for its model, used to rewrite the red-team
+    # version's manifest (files, run_id) and the clean export's manifest.json (run_id, config).
+    config = RunConfig(redteam=RedTeamConfig(), model=ModelConfig(epochs=1), retrain=False)
+    first = run_cleaning(config, workspace, progress=False)
+    before = _published_bytes(workspace.store.home)
+    assert any("redteam" in p for p in before) and any(p.startswith("exports/") for p in before)
+
+    second = run_cleaning(config, workspace, progress=False)
+    assert (second.version, second.clean_version) == (first.version, first.clean_version)
+    with pytest.raises(FileNotFoundError):
+        bad = config.model_copy(update={"model": ModelConfig(torchscript=tmp_path / "gone.pt", feature_layer="embed")})
+        run_cleaning(bad, workspace, progress=False)
+
+    assert _published_bytes(workspace.store.home) == before
+    # The second run's poisoned copy is the same data as the published one: it is not left behind.
+    ingests = sorted(p.name for p in workspace.store.dataset_dir(first.dataset).glob("ingests/redteam-*"))
+    assert ingests == [f"redteam-{first.run_id}.parquet"]
+    with workspace.catalog.session() as s:
+        assert s.get(Version, first.version).run_id == first.run_id  # type: ignore[union-attr]

@@ -17,6 +17,11 @@ Two ways to choose the runs:
   ``verdict.parquet``), each scored as its detect stage did, with the detect config and seed the run
   recorded: does today's code quarantine what the run did, sample for sample?
 
+Run it with the thread count the runs had (``OMP_NUM_THREADS`` unset on the same machine, as
+``sanitize run`` left it): float sums in another order move some scores in their last digits (the
+digits demo's spectral scores by up to 3e-4 with one thread against two), and a flag on a threshold
+could move with them.
+
     python -m bench rescore                      # every cell, records in bench/results/matrix_rescore.json
     python -m bench rescore --only sig:0.03
     python -m bench rescore --home data/baseline --runs all --out /tmp/rescore.json

@@ -6,9 +6,9 @@ help) and choices (a ``Literal``, shown as the option's values). :func:`config_o
 options in place of a command's ``config`` parameter and calls the command with the validated
 :class:`RunConfig`, so ``run`` and ``schedule`` share them.
 
-Pydantic checks the values when the configuration is built, not click while it parses: an option the
-run does not use is not checked (``--rate`` without a red team builds no red-team section, as before),
-and choices are checked with pydantic's message. A bad value exits 2 with click's
+Pydantic checks the values when the configuration is built, not click while it parses, so an option
+the run does not use is not checked (``--rate`` without a red team: the run has no red-team section)
+and a wrong choice gets pydantic's message. A bad value exits 2 with click's
 ``Invalid value for '--OPTION'``, naming the option and its field.
 """
 
@@ -134,7 +134,7 @@ def run_config(values: Mapping[str, Any], ctx: typer.Context | None = None) -> R
             node[name] = values[option.name]
     redteam = {name: value for name, value in data.pop("redteam", {}).items() if value is not None}
     if "attack" in redteam or (data.get("dataset") == DEFAULT_DATASET and data.get("version") is None):
-        data["redteam"] = {**redteam, "seed": data.get("seed", 0)}
+        data["redteam"] = {**redteam, "seed": data.get("seed", RunConfig.model_fields["seed"].default)}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

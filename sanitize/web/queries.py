@@ -3,7 +3,8 @@ sorted and paged in SQL, so a page of a 10,000-entry quarantine costs a few inde
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -19,14 +20,25 @@ GROUPS = ("class", "none")
 MAX_PER_PAGE = 1000
 
 
-def whole_number(value: str | None, name: str) -> int | None:
-    """The whole number a URL or form parameter holds; None when it is absent or blank."""
+MAX_PAGE = 10**9
+# Labels, ids and counts are 64-bit integers in the catalog: a larger one is no class, and SQLite
+# cannot even compare it (Python's int is unbounded, so without this bound it was a 500).
+INT64 = (-(2**63), 2**63 - 1)
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}")
+
+
+def whole_number(value: str | None, name: str, low: int = INT64[0], high: int = INT64[1]) -> int | None:
+    """The whole number from ``low`` to ``high`` a URL or form parameter holds (plain decimal
+    digits, no ``_``); None when it is absent or blank. Anything else is a ValueError naming ``name``."""
     if value is None or value.strip() == "":
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {value[:40]!r}") from None
+    text = value.strip()
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(f"{name} must be a whole number, not {value[:40]!r}")
+    number = int(text)
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {text[:40]}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -49,8 +61,10 @@ class QuarantineQuery:
             raise ValueError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORTS)}")
         if self.group not in GROUPS:
             raise ValueError(f"unknown grouping {self.group!r}; choose one of {', '.join(GROUPS)}")
-        if self.page < 1:
-            raise ValueError(f"page must be 1 or more, not {self.page}")
+        if not 1 <= self.page <= MAX_PAGE:
+            raise ValueError(f"page must be between 1 and {MAX_PAGE}, not {self.page}")
+        if self.label is not None and not INT64[0] <= self.label <= INT64[1]:
+            raise ValueError(f"label must be a 64-bit integer, not {self.label}")
         if not 1 <= self.per_page <= MAX_PER_PAGE:
             raise ValueError(f"per_page must be between 1 and {MAX_PER_PAGE}, not {self.per_page}")
 
@@ -60,8 +74,8 @@ class QuarantineQuery:
         ``sort``, ``group`` and, when ``paged``, ``page`` and ``per_page`` (a sample page walks the
         quarantine's order and ignores them). Blank parameters count as absent."""
         label = whole_number(params.get("label"), "label")
-        page = whole_number(params.get("page"), "page") if paged else None
-        per_page = whole_number(params.get("per_page"), "per_page") if paged else None
+        page = whole_number(params.get("page"), "page", 1, MAX_PAGE) if paged else None
+        per_page = whole_number(params.get("per_page"), "per_page", 1, MAX_PER_PAGE) if paged else None
         return cls(
             status=params.get("status") or None,
             label=label,
@@ -72,6 +86,15 @@ class QuarantineQuery:
             page=cls.page if page is None else page,
             per_page=cls.per_page if per_page is None else per_page,
         )
+
+    def check_run(self, classes: Sequence[int], detectors: Sequence[str]) -> QuarantineQuery:
+        """The query itself, once its class (where the run knows its classes) and detector are the
+        run's (else ValueError)."""
+        if self.label is not None and classes and self.label not in classes:
+            raise ValueError(f"label {self.label} is not a class of this dataset ({', '.join(map(str, classes))})")
+        if self.detector is not None and self.detector not in detectors:
+            raise ValueError(f"unknown detector {self.detector!r}; this run ran {', '.join(detectors)}")
+        return self
 
     def params(self, **changes: Any) -> dict[str, str]:
         """The query as URL parameters (defaults left out), with ``changes`` applied."""

@@ -45,7 +45,7 @@ def decide_view(
         check_sample_id(sid)
     if len(note) > MAX_NOTE:
         raise ValueError(f"the note is {len(note)} characters; keep it under {MAX_NOTE}")
-    label = whole_number(new_label, "new_label") if action == "relabel" else None
+    label = whole_number(new_label, "new_label", 0) if action == "relabel" else None
     if action == "relabel":
         classes = runs.get(run_id).classes
         if label is None:

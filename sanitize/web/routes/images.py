@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from sanitize.web.data import check_sample_id
@@ -12,7 +14,9 @@ router = APIRouter()
 
 
 @router.get("/img/{sample_id}")
-def image(request: Request, sample_id: str, samples: SamplesDep, thumb: int = 0) -> Response:
+def image(
+    request: Request, sample_id: str, samples: SamplesDep, thumb: Annotated[int, Query(ge=0, le=1)] = 0
+) -> Response:
     check_sample_id(sample_id)
     # A sample id hashes the sample's content, so its picture never changes: cache it for good.
     etag = f'"{sample_id}{"-t" if thumb else ""}"'

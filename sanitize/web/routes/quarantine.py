@@ -16,9 +16,7 @@ router = APIRouter()
 def quarantine_view(request: Request, run_id: str, ws: WorkspaceDep, runs: RunsDep) -> HTMLResponse:
     """One page of the quarantine; the URL's parameters are :meth:`QuarantineQuery.from_params`'s."""
     data = runs.get(run_id)
-    q = QuarantineQuery.from_params(request.query_params)
-    if q.detector is not None and q.detector not in data.detectors:
-        raise ValueError(f"unknown detector {q.detector!r}; this run ran {', '.join(data.detectors)}")
+    q = QuarantineQuery.from_params(request.query_params).check_run(data.classes, list(data.detectors))
     result = quarantine_page(ws, run_id, q)
     if q.page > result.pages:
         raise NotFoundError(f"page {q.page} is past the last page ({result.pages}) of this selection")

@@ -54,7 +54,7 @@ def sample_view(
     data = runs.get(run_id)
     i = data.row(sample_id)
     entry = entry_of(ws, run_id, sample_id)
-    q = QuarantineQuery.from_params(request.query_params, paged=False)
+    q = QuarantineQuery.from_params(request.query_params, paged=False).check_run(data.classes, list(data.detectors))
     prev_id, next_id = adjacent_entries(ws, run_id, entry, q) if entry is not None else (None, None)
     version = samples.version(data.dataset, data.version_id) if data.version_id else None
     provenance = version.provenance(sample_id) if version is not None else None

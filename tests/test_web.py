@@ -29,6 +29,7 @@ from sanitize.web.queries import QuarantineQuery, adjacent_entries, entry_of, qu
 from sanitize.workspace import Workspace
 
 HOSTILE = '<script>alert("x")</script>&"\''
+LOCAL = "http://127.0.0.1:8765"  # the app answers loopback names only, not TestClient's "testserver"
 
 
 @dataclass
@@ -62,7 +63,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Site:
     home, run_id = demo_run(tmp_path_factory)
     ws = copy_of(home, tmp_path / "home")
     token = add_reviewer(ws.catalog, "ana")
-    return Site(ws, run_id, TestClient(create_app(ws)), token)
+    return Site(ws, run_id, TestClient(create_app(ws), base_url=LOCAL), token)
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ def test_mutating_requests_need_the_sessions_csrf_token(site: Site) -> None:
 
 def test_another_sessions_csrf_token_does_not_work(site: Site) -> None:
     theirs = site.login()
-    other = TestClient(site.client.app)
+    other = TestClient(site.client.app, base_url=LOCAL)
     mine = Site(site.ws, site.run_id, other, add_reviewer(site.ws.catalog, "ben")).login()
     assert mine != theirs
     r = Site(site.ws, site.run_id, other, "").decide(theirs, "confirm", sorted(site.statuses())[:1])

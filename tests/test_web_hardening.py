@@ -4,17 +4,29 @@ large for the catalog, and guessing reviewer tokens."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
 from web_support import copy_of, demo_run, quarantined
 
+import sanitize.cli.review
+from sanitize import cli
+from sanitize.catalog import AuditRecord
+from sanitize.config import Settings
 from sanitize.web.app import create_app
 from sanitize.web.auth import add_reviewer
 from sanitize.workspace import Workspace
 
 HUGE = "99999999999999999999999"
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(Settings(home=tmp_path / "home", catalog_url=None))
 
 
 @pytest.fixture
@@ -25,6 +37,87 @@ def demo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> tuple[Work
 
 def client(app: FastAPI, host: str = "127.0.0.1:8765", address: str = "10.0.0.1") -> TestClient:
     return TestClient(app, base_url=f"http://{host}", raise_server_exceptions=False, client=(address, 50000))
+
+
+# --- Host header -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.0.0.1:8765", "localhost", "LocalHost:80", "[::1]", "[::1]:8765", "localhost."]
+)
+def test_loopback_names_are_served_by_default(ws: Workspace, host: str) -> None:
+    r = client(create_app(ws), host).get("/")
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:8765",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example:8765",
+        "[::2]:8765",
+        "127.0.0.2",
+        "::1",  # an IPv6 address in a Host header must be in brackets
+        "127.0.0.1:8765:1",
+        "127.0.0.1:port",
+    ],
+)
+def test_any_other_host_is_refused_before_a_route_runs(ws: Workspace, host: str) -> None:
+    add_reviewer(ws.catalog, "ana")
+    c = client(create_app(ws), "127.0.0.1")
+    for method, url in (("GET", "/"), ("GET", "/static/review.css"), ("POST", "/login")):
+        r = c.request(method, url, headers={"host": host}, data={"token": "srt_x"} if method == "POST" else None)
+        assert r.status_code == 400, (host, url)
+        assert r.headers["content-type"].startswith("text/plain")
+        assert f"refused the host {host.lower()!r}" in r.text
+        assert r.headers["x-frame-options"] == "DENY"
+    with ws.catalog.session() as s:
+        assert s.scalars(select(AuditRecord.action)).all() == ["reviewer.add"], "the login route never ran"
+
+
+def test_a_refused_host_is_escaped_and_cut_short(ws: Workspace) -> None:
+    r = client(create_app(ws)).get("/", headers={"host": "<script>alert(1)</script>" + "a" * 500})
+    assert r.status_code == 400
+    assert "<script>" not in r.text and "&lt;script&gt;" in r.text
+    assert len(r.text) < 400
+
+
+def test_a_request_without_a_host_is_refused(ws: Workspace) -> None:
+    r = client(create_app(ws)).get("/", headers={"host": ""})
+    assert r.status_code == 400 and "Host" in r.text
+
+
+def test_allowed_hosts_add_names_to_loopback(ws: Workspace) -> None:
+    app = create_app(ws, allowed_hosts=["Review.Example.org", "10.1.2.3:9000", "::1"])
+    assert client(app, "review.example.org").get("/").status_code == 200
+    assert client(app, "review.example.org:8765").get("/").status_code == 200
+    assert client(app, "10.1.2.3:9000").get("/").status_code == 200
+    assert client(app, "10.1.2.3:9001").get("/").status_code == 400, "a name given with a port allows that port"
+    assert client(app, "localhost:8765").get("/").status_code == 200
+    assert client(app, "evil.example").get("/").status_code == 400
+
+
+@pytest.mark.parametrize("name", ["", "*", "evil.example/x", "a b", "http://evil.example", "host:0x50"])
+def test_a_malformed_allowed_host_is_refused_at_start(ws: Workspace, name: str) -> None:
+    with pytest.raises(ValueError, match="allowed host"):
+        create_app(ws, allowed_hosts=[name])
+
+
+def test_review_passes_allowed_hosts_and_its_listen_host(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    served: dict[str, Any] = {}
+    monkeypatch.setenv("SANITIZE_HOME", str(ws.settings.home))
+    monkeypatch.setattr(sanitize.cli.review.uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+
+    result = CliRunner().invoke(
+        cli.app, ["review", "--host", "192.168.5.7", "--allowed-host", "review.lan", "--allowed-host", "box"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert served["host"] == "192.168.5.7"
+    for host, status in (("review.lan:8765", 200), ("box", 200), ("192.168.5.7:8765", 200), ("evil.example", 400)):
+        assert client(served["app"], host).get("/").status_code == status, host
 
 
 # --- integers ----------------------------------------------------------------------------------

@@ -152,14 +152,28 @@ def reviewer_revoke(name: Annotated[str, typer.Argument(help="The reviewer whose
 def review_cmd(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            metavar="NAME",
+            help="Also answer requests for this host name (repeatable; NAME:PORT for one port). "
+            "Loopback and --host are always answered; any other Host header is refused (DNS rebinding).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the review web page: runs, quarantine, samples, pictures; decisions need a reviewer token."""
     from sanitize.web.app import create_app  # deferred: FastAPI (see the start-up note in sanitize.cli)
 
     ws = Workspace()
-    application = create_app(ws)
+    try:
+        application = create_app(ws, allowed_hosts=[host, *(allowed_host or [])])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--host' / '--allowed-host'") from None
     shown = f"[{host}]" if ":" in host else host
     console.print(f"review page: [bold]http://{shown}:{port}/[/bold] (data in {ws.settings.home}; Ctrl-C stops it)")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]listening on {host}: anyone who can reach it can read the pages[/yellow]")
+        err.print(f"[yellow]listening on {escape(host)}: anyone who can reach it can read the pages[/yellow]")
+        names = escape(application.state.allowed_hosts.describe())
+        err.print(f"[yellow]answering requests for {names}; add others with --allowed-host NAME[/yellow]")
     uvicorn.run(application, host=host, port=port, log_level="warning")

@@ -11,12 +11,15 @@ pages) is in :mod:`sanitize.web.views`, who may decide in :mod:`sanitize.web.gua
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from sanitize.web.data import RunCache, SampleStore
+from sanitize.web.hosts import AllowedHosts, HostGuard
 from sanitize.web.routes import decide, images, login, pictures, quarantine, runs, samples
 from sanitize.web.views import ERROR_PAGES, HERE, SESSION_COOKIE, security_headers, templates
 from sanitize.workspace import Workspace
@@ -26,9 +29,15 @@ __all__ = ["SESSION_COOKIE", "create_app"]
 ROUTERS = (runs.router, quarantine.router, samples.router, pictures.router, images.router, decide.router, login.router)
 
 
-def create_app(ws: Workspace | None = None) -> FastAPI:
-    """The review app over ``ws`` (default: the workspace of ``SANITIZE_HOME``)."""
+def create_app(ws: Workspace | None = None, *, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The review app over ``ws`` (default: the workspace of ``SANITIZE_HOME``).
+
+    It answers only requests whose ``Host`` is loopback (``127.0.0.1``, ``localhost``, ``[::1]``,
+    any port) or one of ``allowed_hosts`` (see :meth:`sanitize.web.hosts.AllowedHosts.of`); any
+    other gets a 400 before a route runs. A malformed allowed host raises ValueError.
+    """
     ws = ws or Workspace()
+    hosts = AllowedHosts.of(allowed_hosts)
     # Open the catalog now (which also upgrades an old one) so a bad catalog URL fails at start,
     # not on the first request.
     ws.catalog  # noqa: B018
@@ -38,10 +47,12 @@ def create_app(ws: Workspace | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         exception_handlers=ERROR_PAGES,
-        middleware=[Middleware(BaseHTTPMiddleware, dispatch=security_headers)],
+        # The first is the outermost: a refused host's 400 carries the security headers too.
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=security_headers), Middleware(HostGuard, allowed=hosts)],
     )
     app.state.workspace, app.state.runs, app.state.samples = ws, RunCache(ws), SampleStore(ws)
     app.state.templates = templates()
+    app.state.allowed_hosts = hosts
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for router in ROUTERS:
         app.include_router(router)

@@ -3,6 +3,7 @@ large for the catalog, and guessing reviewer tokens."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sanitize.catalog import AuditRecord
 from sanitize.config import Settings
 from sanitize.web.app import create_app
 from sanitize.web.auth import add_reviewer
+from sanitize.web.throttle import LoginThrottle
 from sanitize.workspace import Workspace
 
 HUGE = "99999999999999999999999"
@@ -37,6 +39,16 @@ def demo(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> tuple[Work
 
 def client(app: FastAPI, host: str = "127.0.0.1:8765", address: str = "10.0.0.1") -> TestClient:
     return TestClient(app, base_url=f"http://{host}", raise_server_exceptions=False, client=(address, 50000))
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 # --- Host header -------------------------------------------------------------------------------
@@ -180,3 +192,96 @@ def test_a_huge_new_label_is_a_400(demo: tuple[Workspace, str]) -> None:
     )
     assert r.status_code == 400 and "new_label" in r.text
     assert quarantined(ws, run_id)[sid].status == "pending"
+
+
+# --- logins ------------------------------------------------------------------------------------
+
+
+def login(c: TestClient, token: str, **form: str) -> Any:
+    return c.post("/login", data={"token": token, **form}, follow_redirects=False)
+
+
+def failed_logins(ws: Workspace) -> list[AuditRecord]:
+    with ws.catalog.session() as s:
+        rows = s.scalars(select(AuditRecord).where(AuditRecord.action == "review.login_failed")).all()
+        s.expunge_all()
+        return list(rows)
+
+
+def test_five_wrong_tokens_then_429_until_the_window_passes(ws: Workspace) -> None:
+    token = add_reviewer(ws.catalog, "ana")
+    app = create_app(ws)
+    clock = Clock()
+    app.state.login_throttle = LoginThrottle(clock=clock)
+    c = client(app)
+
+    assert [login(c, f"srt_guess{i}").status_code for i in range(5)] == [401] * 5
+    clock.now += 10
+    refused = login(c, token)
+    assert refused.status_code == 429, "the right token too is refused while the client is throttled"
+    assert refused.headers["retry-after"] == "50"
+    assert "too many failed logins" in refused.text
+    other = client(app, address="10.0.0.2")
+    assert login(other, "srt_guess").status_code == 401, "the throttle is per client address"
+
+    clock.now += 50
+    assert login(c, token).status_code == 303, "after the window the client may try again"
+
+
+def test_a_successful_login_resets_its_client(ws: Workspace) -> None:
+    token = add_reviewer(ws.catalog, "ana")
+    app = create_app(ws)
+    c = client(app)
+    assert [login(c, "srt_guess").status_code for _ in range(4)] == [401] * 4
+    assert login(c, token).status_code == 303
+    assert [login(c, "srt_guess").status_code for _ in range(5)] == [401] * 5
+    assert login(c, "srt_guess").status_code == 429
+
+
+def test_every_failed_login_is_audited_without_the_token(ws: Workspace) -> None:
+    add_reviewer(ws.catalog, "ana")
+    c = client(create_app(ws), address="10.9.8.7")
+    tried = ["srt_secret_guess_1", "srt_secret_guess_2", ""]
+    for token in tried:
+        assert login(c, token, reviewer="ana").status_code == 401
+    assert login(c, "srt_secret_guess_3", reviewer="<b>bad name</b>").status_code == 401
+
+    records = failed_logins(ws)
+    assert len(records) == 4
+    assert [r.detail for r in records] == [
+        {"client": "10.9.8.7", "reviewer": "ana"},
+        {"client": "10.9.8.7", "reviewer": "ana"},
+        {"client": "10.9.8.7", "reviewer": "ana"},
+        {"client": "10.9.8.7", "reviewer": None},
+    ]
+    assert {r.actor for r in records} == {"anonymous"} and {r.subject for r in records} == {"10.9.8.7"}
+    text = repr([(r.actor, r.subject, r.detail) for r in records])
+    assert "secret" not in text and "<b>" not in text
+
+
+def test_the_throttle_counts_exactly_under_threads() -> None:
+    throttle = LoginThrottle(failures=1_000_000, window_s=60)
+    barrier = threading.Barrier(8)
+
+    def fail_many(client_address: str) -> None:
+        barrier.wait()
+        for _ in range(500):
+            assert throttle.admit(client_address) is None
+
+    threads = [threading.Thread(target=fail_many, args=(f"10.0.0.{i % 2}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert throttle.failures_of("10.0.0.0") == throttle.failures_of("10.0.0.1") == 2000
+
+
+def test_the_throttle_forgets_old_clients_so_memory_stays_bounded() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(failures=5, window_s=60, max_clients=100, clock=clock)
+    for i in range(1000):
+        throttle.admit(f"10.0.{i // 256}.{i % 256}")
+    assert throttle.tracked() <= 100
+    clock.now += 61
+    throttle.admit("10.9.9.9")
+    assert throttle.tracked() == 1

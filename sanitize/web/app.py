@@ -21,6 +21,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from sanitize.web.data import RunCache, SampleStore
 from sanitize.web.hosts import AllowedHosts, HostGuard
 from sanitize.web.routes import decide, images, login, pictures, quarantine, runs, samples
+from sanitize.web.throttle import LoginThrottle
 from sanitize.web.views import ERROR_PAGES, HERE, SESSION_COOKIE, security_headers, templates
 from sanitize.workspace import Workspace
 
@@ -53,6 +54,7 @@ def create_app(ws: Workspace | None = None, *, allowed_hosts: Sequence[str] | No
     app.state.workspace, app.state.runs, app.state.samples = ws, RunCache(ws), SampleStore(ws)
     app.state.templates = templates()
     app.state.allowed_hosts = hosts
+    app.state.login_throttle = LoginThrottle()
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for router in ROUTERS:
         app.include_router(router)

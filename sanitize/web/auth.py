@@ -154,6 +154,15 @@ def start_session(catalog: Catalog, token: str) -> tuple[str, SessionInfo]:
         return cookie, SessionInfo(reviewer.name, csrf)
 
 
+def record_failed_login(catalog: Catalog, client: str, reviewer: str | None = None) -> None:
+    """Append a ``review.login_failed`` record: the client's address and the reviewer name it gave
+    (kept only when it is a well-formed name). Never the token tried: a near-miss, or a real token
+    pasted into the wrong server, must not end up in a log."""
+    named = reviewer if reviewer and REVIEWER_NAME.fullmatch(reviewer) else None
+    with catalog.session() as s:
+        catalog.audit(s, "anonymous", "review.login_failed", client[:200], client=client[:200], reviewer=named)
+
+
 def session_for(catalog: Catalog, cookie: str | None) -> SessionInfo | None:
     """The live session behind a cookie value, or None (no cookie, ended, expired, or reviewer revoked)."""
     if not cookie:

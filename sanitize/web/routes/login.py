@@ -1,4 +1,8 @@
-"""Logging in with a reviewer token (a session cookie, HttpOnly and SameSite=Strict) and out."""
+"""Logging in with a reviewer token (a session cookie, HttpOnly and SameSite=Strict) and out.
+
+Each client address gets a few tries a minute (:class:`sanitize.web.throttle.LoginThrottle`, kept
+in memory per server process on ``app.state.login_throttle``); every failed login is audited.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sanitize.web import auth
 from sanitize.web.guards import reviewer_session, same_origin
-from sanitize.web.views import SESSION_COOKIE, WorkspaceDep, local_path, render
+from sanitize.web.throttle import LoginThrottle
+from sanitize.web.views import SESSION_COOKIE, WorkspaceDep, error_response, local_path, render
 
 router = APIRouter()
 
@@ -19,19 +24,37 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
     return render(request, "login.html", {"next": local_path(next, "/"), "error": None})
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/login")
 def login(
     request: Request,
     ws: WorkspaceDep,
     token: Annotated[str, Form()] = "",
+    reviewer: Annotated[str, Form(max_length=200)] = "",
     next_url: Annotated[str, Form(alias="next")] = "/",
 ) -> Response:
+    """Start a session with a reviewer token. ``reviewer`` (optional, for scripts) names who is
+    trying, for the audit record of a failure; the token alone decides who logs in."""
     same_origin(request)
     target = local_path(next_url, "/")
+    client = client_address(request)
+    throttle: LoginThrottle = request.app.state.login_throttle
+    wait = throttle.admit(client)
+    if wait is not None:
+        # Not audited: no token was checked, and one client could otherwise write the log at
+        # request rate; the failures that led here are each on record.
+        refused = error_response(request, 429, f"too many failed logins from {client}: try again in {wait} s")
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     try:
         cookie, _ = auth.start_session(ws.catalog, token)
     except auth.AuthError as exc:
+        auth.record_failed_login(ws.catalog, client, reviewer.strip() or None)
         return render(request, "login.html", {"next": target, "error": str(exc)}, 401)
+    throttle.succeeded(client)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

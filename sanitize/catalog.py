@@ -136,6 +136,11 @@ class Run(Base):
     clean_version_id: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who runs it, to tell a run whose process was killed from one still working (sanitize.processes).
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    process_start: Mapped[str | None] = mapped_column(String(32))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Schedule(Base):
@@ -324,6 +329,11 @@ def _upgrade(conn: Connection) -> None:
     ``create_all`` creates a missing table with its indexes but never touches a table that exists,
     so an index added later reaches old catalogs only through a step here.
     """
+    have = {c["name"] for c in inspect(conn).get_columns("runs")}
+    for name in ("host", "pid", "process_start", "heartbeat_at"):
+        if name not in have:
+            column = Run.__table__.c[name]
+            conn.execute(text(f"ALTER TABLE runs ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}"))
     try:
         QUARANTINE_REVIEW_INDEX.create(conn, checkfirst=True)
     except DBAPIError:

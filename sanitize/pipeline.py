@@ -41,6 +41,7 @@ from sanitize.errors import InvariantError
 from sanitize.evaluate.measure import measure_run
 from sanitize.evaluate.redteam import poison_version
 from sanitize.export import export_clean_version
+from sanitize.faults import pause_point
 from sanitize.features import extract_features, load_features, load_inputs
 from sanitize.models import load_torchscript
 from sanitize.provenance import source_verdicts
@@ -58,6 +59,7 @@ def start_run(ws: Workspace, config: RunConfig) -> RunContext:
     if not has_dataset and config.dataset == DEFAULT_DATASET:
         ingest_demo(ws, config.dataset)
     ctx = runs.start_run(ws, config)
+    pause_point("start")
     try:
         # Before anything is written for the run: a model that cannot serve fails it here.
         check_user_model(ws, config, ctx.manifest(ws))
@@ -175,6 +177,7 @@ def finish_run(
     clean_model: Path | None,
 ) -> RunResult:
     """Record the run's summary (counts, per-source verdicts, figures, timings) and mark it completed."""
+    pause_point("finish")
     detection = json.loads((ctx.run_dir / "detection.json").read_text())
     prov = ws.store.read_column_table(ctx.manifest(ws), ["sample_id", "source"], split="train")
     verdict = pq.read_table(ctx.run_dir / "verdict.parquet", columns=["sample_id", "quarantine"])

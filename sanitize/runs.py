@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import subprocess
+import threading
 import time
 import traceback
 import uuid
@@ -22,9 +23,11 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from sanitize.catalog import Run, Version
+from sanitize.catalog import Catalog, Run, Version
 from sanitize.config import RunConfig
 from sanitize.errors import InputError, SanitizeError
+from sanitize.faults import pause_point
+from sanitize.processes import HEARTBEAT_S, host_name, process_start
 from sanitize.store import Manifest, atomic_write_json
 from sanitize.workspace import Workspace
 
@@ -102,6 +105,7 @@ class StageTimer:
         self.ctx, self.stage = ctx, stage
 
     def __enter__(self) -> None:
+        pause_point(self.stage)
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:
@@ -159,10 +163,51 @@ def start_run(ws: Workspace, config: RunConfig) -> RunContext:
                 status="running",
                 config=config.model_dump(mode="json"),
                 config_fingerprint=config.fingerprint(),
+                host=host_name(),
+                pid=os.getpid(),
+                process_start=process_start(os.getpid()),
+                heartbeat_at=datetime.now(UTC),
             )
         )
         ws.catalog.audit(s, "pipeline", "run.start", run_id, dataset=config.dataset, version=version_id)
+    _Heartbeat.start(ws.catalog, run_id)
     return ctx
+
+
+class _Heartbeat:
+    """Refreshes a running run's ``heartbeat_at`` every :data:`~sanitize.processes.HEARTBEAT_S` from a
+    daemon thread of the process that runs it, until the run ends (or the process does)."""
+
+    _running: dict[str, threading.Event] = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def start(cls, catalog: Catalog, run_id: str) -> None:
+        stop = threading.Event()
+        with cls._lock:
+            cls._running[run_id] = stop
+        threading.Thread(
+            target=cls._beat, args=(catalog, run_id, stop), name=f"heartbeat {run_id}", daemon=True
+        ).start()
+
+    @classmethod
+    def stop(cls, run_id: str) -> None:
+        with cls._lock:
+            stop = cls._running.pop(run_id, None)
+        if stop is not None:
+            stop.set()
+
+    @staticmethod
+    def _beat(catalog: Catalog, run_id: str, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                with catalog.session() as s:
+                    run = s.get(Run, run_id)
+                    if run is None or run.status != "running":
+                        return
+                    run.heartbeat_at = datetime.now(UTC)
+            except Exception:  # the catalog went away (a test's folder, a closed database): stop beating
+                return
 
 
 def _check_cleanable(ws: Workspace, config: RunConfig, version_id: str) -> None:
@@ -195,6 +240,7 @@ def _check_cleanable(ws: Workspace, config: RunConfig, version_id: str) -> None:
 
 def fail_run(ws: Workspace, run_id: str, error: BaseException) -> None:
     """Mark a run failed with its error; it never produces a clean version."""
+    _Heartbeat.stop(run_id)
     with ws.catalog.session() as s:
         run = s.get(Run, run_id)
         if run is None:
@@ -217,6 +263,7 @@ def fail_run(ws: Workspace, run_id: str, error: BaseException) -> None:
 
 def complete_run(ws: Workspace, ctx: RunContext, summary: dict[str, Any], clean_version: str) -> None:
     """Record a finished run's summary (``summary.json`` and the catalog) and mark it completed."""
+    _Heartbeat.stop(ctx.run_id)
     atomic_write_json(ctx.run_dir / "summary.json", summary)
     with ws.catalog.session() as s:
         run = ws.catalog.run(s, ctx.run_id)

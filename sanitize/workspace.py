@@ -6,6 +6,7 @@ from functools import cached_property
 
 from sanitize.catalog import Catalog
 from sanitize.config import Settings
+from sanitize.processes import mark_interrupted_runs
 from sanitize.store import Store
 
 
@@ -18,7 +19,10 @@ class Workspace:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog(self.settings.resolved_catalog_url)
+        """The catalog; opening it first marks the runs whose process is gone as interrupted."""
+        catalog = Catalog(self.settings.resolved_catalog_url)
+        mark_interrupted_runs(catalog)
+        return catalog
 
     @cached_property
     def store(self) -> Store:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from sanitize.catalog import Catalog, Dataset, Ingest, Source
 from sanitize.config import DATASET_PATTERN
 from sanitize.errors import InputError
+from sanitize.faults import pause_point
 from sanitize.ingest.readers import RawBatch, detect_format, read_source
 from sanitize.store import SAMPLE_SCHEMA, Manifest, Store, TableWriter, content_hash, sample_id_for, version_id_for
 from sanitize.versions import publish_version
@@ -184,6 +185,7 @@ def ingest_batches(
     ingest_digest = digest.hexdigest()
     n_train = sum(v for (s, _), v in counts.items() if s == "train")
     n_test = sum(v for (s, _), v in counts.items() if s == "test")
+    pause_point("ingest.staged")  # the samples are in a temporary file, nothing is recorded
 
     with catalog.session() as session:
         ds = session.get(Dataset, dataset)
@@ -222,6 +224,7 @@ def ingest_batches(
             ingest_id = same.id
         else:
             writer.commit()
+            pause_point("ingest.file")  # the file is in place, the catalog does not know it yet
             stored = True
             session.add(
                 Ingest(

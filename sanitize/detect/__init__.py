@@ -2,6 +2,7 @@
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +31,36 @@ REGISTRY: dict[str, type[Detector]] = {
 }
 
 
-def make_detector(name: str, *, contamination: float | None = None, random_state: int = 0, knn_k: int = 20) -> Detector:
-    """Build a registered detector by name, with the run's shared settings."""
+def make_detector(
+    name: str,
+    *,
+    contamination: float | None = None,
+    random_state: int = 0,
+    knn_k: int = 20,
+    known_poisoned: tuple[int, ...] = (),
+) -> Detector:
+    """Build a registered detector by name, with the run's shared settings.
+
+    Each setting goes to the detectors whose ``__init__`` takes it: under the parameter the class
+    names for it in ``run_settings`` (``knn_k`` is the ``k`` of :class:`KNNLabelDisagreement`), else
+    under its own name; a detector without such a parameter does not get it.
+    """
     if name not in REGISTRY:
         raise ValueError(f"unknown detector {name!r}; registered: {sorted(REGISTRY)}")
-    if name == KNNLabelDisagreement.name:
-        return KNNLabelDisagreement(contamination=contamination, k=knn_k, random_state=random_state)
-    return REGISTRY[name](contamination=contamination, random_state=random_state)
+    cls = REGISTRY[name]
+    settings = {
+        "contamination": contamination,
+        "random_state": random_state,
+        "knn_k": knn_k,
+        "known_poisoned": known_poisoned,
+    }
+    takes = set(cls._get_param_names())
+    kwargs: dict[str, Any] = {}
+    for setting, value in settings.items():
+        param = cls.run_settings.get(setting, setting)
+        if param in takes:
+            kwargs[param] = value
+    return cls(**kwargs)
 
 
 def run_detectors(
@@ -53,10 +77,10 @@ def run_detectors(
 ) -> tuple[dict[str, DetectorResult], dict[str, float]]:
     """Run the named detectors on the features (``inputs()``, called once, for input-space ones).
 
-    Fallback voters run last and are told which classes the voters judged poisoned: they defer
-    there (:func:`combine`), so they need not spend work on them. Returns the results and each
-    detector's seconds. A detector that crashes raises :class:`DetectionError`: the data must never
-    pass as clean because a detector failed.
+    Fallback voters run last and are told which classes the voters judged poisoned (their
+    ``known_poisoned``, where they take one): they defer there (:func:`combine`), so they need not
+    spend work on them. Returns the results and each detector's seconds. A detector that crashes
+    raises :class:`DetectionError`: the data must never pass as clean because a detector failed.
     """
     order = [n for n in names if n not in fallback] + [n for n in names if n in fallback]
     results: dict[str, DetectorResult] = {}
@@ -64,10 +88,12 @@ def run_detectors(
     loaded: np.ndarray | None = None
     for name in order:
         start = time.perf_counter()
-        detector = make_detector(name, contamination=contamination, random_state=random_state, knn_k=knn_k)
-        if name in fallback and hasattr(detector, "known_poisoned"):
-            found = set().union(*(results[v].judged_poisoned() for v in voters if v in results))
-            detector.known_poisoned = tuple(sorted(found))
+        known: tuple[int, ...] = ()
+        if name in fallback:
+            known = tuple(sorted(set().union(*(results[v].judged_poisoned() for v in voters if v in results))))
+        detector = make_detector(
+            name, contamination=contamination, random_state=random_state, knn_k=knn_k, known_poisoned=known
+        )
         data = features
         if detector.input_space:
             loaded = inputs() if loaded is None else loaded

@@ -3,12 +3,27 @@ Activation Clustering", 2018)."""
 
 from __future__ import annotations
 
-from typing import Self
+from numbers import Integral, Real
 
 import numpy as np
 
+from sanitize.detect._params import Interval
 from sanitize.detect.base import Detector, class_indices, present_classes
 from sanitize.errors import DetectionError
+
+#: Fewest rows of a class to split: 2-means and a silhouette need two clusters of two.
+MIN_SPLIT_ROWS = 4
+
+# The principal axes by subspace iteration (Halko, Martinsson and Tropp 2011): their oversampling of
+# 5 to 10 extra vectors, and 3 rounds, measured on Fashion-MNIST's 60k x 128 features (ebb9c17): the
+# top-10 subspace then agrees with the exact one to a principal-angle cosine of 0.998 or more, and six
+# rounds cost 50 % more for no change in a split. Exact eigenvectors once the width nears half of d.
+SUBSPACE_OVERSAMPLING = 8
+SUBSPACE_ROUNDS = 3
+
+# Lloyd's iterations and tolerance: scikit-learn's KMeans defaults, which the split is pinned to.
+KMEANS_MAX_ITER = 300
+KMEANS_TOL = 1e-4
 
 
 class ActivationClustering(Detector):
@@ -30,6 +45,26 @@ class ActivationClustering(Detector):
     in the reduced space (the 2-means boundary), scaled by the class's spread: positive = on the
     small cluster's side; higher = more suspicious. It is linear in the features, so every sample
     is scored by one matrix product.
+
+    Parameters
+    ----------
+    n_components : int, default 10
+        Dimensions of the reduced space: the paper's 10 (ICA), as in IBM ART's ``nb_dims``.
+    silhouette_threshold : float, default 0.15
+        Smallest silhouette of a real split. Set with the first detectors (ba5c40b), a little above
+        ART's 0.1, and not tuned: on Fashion-MNIST's clean 60k features (bench/RESULTS.md "Each
+        detector alone") it still split clean classes (8.8 % flagged), so this detector is evidence,
+        not a voter.
+    max_poison_share : float, default 0.35
+        Largest share of the class in the smaller cluster: the paper's relative-size test, ART's
+        ``size_threshold``. At 10 % on Fashion-MNIST the poisons are the *larger* cluster and escape it.
+    sample_size : int, default 300
+        Rows the silhouette is computed on.
+    fit_sample : int, default 1000
+        Most rows of a class the axes, the split and the shares are fitted on. Both sizes measured on
+        a 60k Fashion-MNIST run (f6f4743, figures above), at a third of the time of 2,000 and 500.
+    n_init : int, default 1
+        k-means++ starts: scikit-learn's default with k-means++ (ebb9c17).
     """
 
     name = "activation_clustering"
@@ -56,7 +91,18 @@ class ActivationClustering(Detector):
         self.fit_sample = fit_sample
         self.n_init = n_init
 
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "silhouette_threshold": [Interval(Real, -1.0, 1.0, closed="both")],
+        # The smaller of two clusters never holds more than half of the class.
+        "max_poison_share": [Interval(Real, 0.0, 0.5, closed="right")],
+        "sample_size": [Interval(Integral, 2, None, closed="left")],
+        "fit_sample": [Interval(Integral, MIN_SPLIT_ROWS, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def _fit(self, features: np.ndarray, labels: np.ndarray) -> None:
         rng = np.random.default_rng(self.random_state)
         self.mean_: dict[int, np.ndarray] = {}
         self.components_: dict[int, np.ndarray] = {}
@@ -91,7 +137,7 @@ class ActivationClustering(Detector):
             z = (rows @ axes.astype(rows.dtype)).astype(np.float64) - mean @ axes
             self.mean_[c], self.components_[c] = mean, axes
             self.scale_[c] = float(np.sqrt(max(variances.sum(), 0.0))) or 1.0
-            if len(rows) < 4:
+            if len(rows) < MIN_SPLIT_ROWS:
                 self.silhouette_[c], self.small_share_[c] = 0.0, 0.0
                 self.centroids_[c] = np.stack([z.mean(0), z.mean(0)]).astype(np.float64)
                 self._set_boundary(c)
@@ -109,8 +155,6 @@ class ActivationClustering(Detector):
             self._set_boundary(c)
             self.silhouette_[c] = float(sil)
             self.small_share_[c] = float(sizes[small] / len(z))
-        self.fitted_ = True
-        return self
 
     def _set_boundary(self, c: int) -> None:
         """Class ``c``'s score as ``features @ direction_[c] + offset_[c]``: the signed distance of
@@ -156,25 +200,25 @@ class ActivationClustering(Detector):
 
 def _top_eigenvectors(matrix: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest eigenvalues (..., k) and eigenvectors (..., d, k) of symmetric PSD matrices
-    (..., d, d), by subspace iteration on ``k + 8`` vectors, three rounds (Halko, Martinsson and Tropp
-    2011); exact when ``k`` is close to ``d``. A stack of matrices is solved in one batched call."""
+    (..., d, d), by subspace iteration on ``k + SUBSPACE_OVERSAMPLING`` vectors, ``SUBSPACE_ROUNDS``
+    rounds (Halko, Martinsson and Tropp 2011); exact when ``k`` is close to ``d``. A stack of matrices
+    is solved in one batched call."""
     d = matrix.shape[-1]
-    width = k + 8
+    width = k + SUBSPACE_OVERSAMPLING
     if width >= d // 2:
         w, v = np.linalg.eigh(matrix)
         return w[..., ::-1][..., :k], v[..., ::-1][..., :k]
     basis = np.linalg.qr(matrix @ rng.standard_normal((d, width)))[0]
-    # Three rounds: on penultimate-layer features the top-10 subspace then agrees with the exact one to
-    # a principal-angle cosine of 0.998 or more, and the variance it holds to 2e-5 (six rounds cost
-    # 50 % more for no change in a split).
-    for _ in range(3):
+    # On penultimate-layer features the top-10 subspace then agrees with the exact one to a
+    # principal-angle cosine of 0.998 or more, and the variance it holds to 2e-5.
+    for _ in range(SUBSPACE_ROUNDS):
         basis = np.linalg.qr(matrix @ basis)[0]
     w, v = np.linalg.eigh(np.swapaxes(basis, -1, -2) @ matrix @ basis)
     return w[..., ::-1][..., :k], (basis @ v)[..., ::-1][..., :k]
 
 
 def _two_means(
-    z: np.ndarray, rng: np.random.Generator, n_init: int, max_iter: int = 300, tol: float = 1e-4
+    z: np.ndarray, rng: np.random.Generator, n_init: int, max_iter: int = KMEANS_MAX_ITER, tol: float = KMEANS_TOL
 ) -> tuple[np.ndarray, np.ndarray]:
     """Lloyd's 2-means with k-means++ seeding, best of ``n_init``: (assignments (n,), centres (2, k)).
 

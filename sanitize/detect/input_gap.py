@@ -23,12 +23,27 @@ feature-space voter; it does not replace it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Self
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 
+from sanitize.detect._params import Interval
+from sanitize.detect._stats import (
+    EIGENVALUE_FLOOR,
+    class_scatters,
+    others_covariance,
+    robust_sd,
+    two_means_cut,
+    valley_ratio,
+    whitener,
+)
 from sanitize.detect.base import Detector
-from sanitize.detect.whitened import valley_ratio, whitener
+
+#: Fewest samples on either side of a split: a median and a spread need two (a guard, 5613a8c).
+MIN_SIDE = 2
+#: Fewest values to split in two at all (a guard, 5613a8c).
+MIN_SPLIT_VALUES = 4
 
 
 class InputGap(Detector):
@@ -66,19 +81,30 @@ class InputGap(Detector):
     stretch between the rest's median and the suspect group's median. Raw inputs are expected as
     rows of at most a few thousand values (the pipeline pools larger images).
 
+    The figures below are bench/RESULTS.md's ("The second voter, input gap, and how its thresholds
+    were set").
+
     Parameters
     ----------
-    n_directions : int
-        How many top whitened directions of each class are searched.
-    min_separation : float
-        Smallest separation of the suspect group.
-    max_valley : float
-        Largest valley ratio: the density in the gap over the density at the suspect group.
-    min_group : int
-        Fewest samples in a suspect group; fewer are odd images, not a poisoning.
-    min_group_share, max_group_share : float
-        Smallest and largest share of the class in the suspect group.
-    floor : float
+    n_directions : int, default 5
+        How many top whitened directions of each class are searched (5613a8c; Fashion-MNIST's clean
+        60k images showed no valley below 0.65 along their top 8 either).
+    min_separation : float, default 30.0
+        Smallest separation of the suspect group: between 13.8 (26 clean digits "1"s apart in pixel
+        space) and 63 (SIG 1 % on 8,000 Fashion-MNIST images, the nearest poison group measured).
+    max_valley : float, default 0.1
+        Largest valley ratio: the density in the gap over the density at the suspect group. Whitened
+        clustering's floor; every additive trigger's group measured showed a valley of 0.
+    min_group : int, default 10
+        Fewest samples in a suspect group; fewer are odd images, not a poisoning (5613a8c).
+    min_group_share : float, default 0.03
+        Smallest share of the class in the suspect group: between 2.2 % (the largest small clean group,
+        Fashion-MNIST boots at 800 images a class) and 4.9 % (the smallest poison group, BadNets at
+        0.5 %; 863ab05).
+    max_group_share : float, default 0.75
+        Largest share of the class in the suspect group (5613a8c, not tuned): dirty-label poisons at
+        10 % are half of their target class, and a "group" of three quarters is the class itself.
+    floor : float, default ``EIGENVALUE_FLOOR`` (1e-6)
         Smallest eigenvalue of the yardstick, relative to its largest.
     contamination : float, optional
         Not needed. When given, it caps the flags at ``1.5 * contamination`` of each class.
@@ -98,7 +124,7 @@ class InputGap(Detector):
         min_group: int = 10,
         min_group_share: float = 0.03,
         max_group_share: float = 0.75,
-        floor: float = 1e-6,
+        floor: float = EIGENVALUE_FLOOR,
         random_state: int = 0,
     ):
         super().__init__(contamination=contamination, random_state=random_state)
@@ -110,17 +136,30 @@ class InputGap(Detector):
         self.max_group_share = max_group_share
         self.floor = floor
 
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "n_directions": [Interval(Integral, 1, None, closed="left")],
+        "min_separation": [Interval(Real, 0.0, None, closed="left")],
+        "max_valley": [Interval(Real, 0.0, None, closed="left")],
+        "min_group": [Interval(Integral, 1, None, closed="left")],
+        "min_group_share": [Interval(Real, 0.0, 1.0, closed="both")],
+        "max_group_share": [Interval(Real, 0.0, 1.0, closed="right")],
+        # Above 0, or directions that never vary would be divided by zero.
+        "floor": [Interval(Real, 0.0, 1.0, closed="right")],
+    }
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.min_group_share > self.max_group_share:
+            raise ValueError(
+                f"The 'min_group_share' parameter of {type(self).__name__} must not exceed max_group_share "
+                f"({self.max_group_share!r}): no group could pass. Got {self.min_group_share!r} instead."
+            )
+
+    def _fit(self, features: np.ndarray, labels: np.ndarray) -> None:
         classes = [int(c) for c in np.unique(labels)]
         x = features.astype(np.float64, copy=False)
-        means: dict[int, np.ndarray] = {}
-        scatters: dict[int, np.ndarray] = {}
-        for c in classes:
-            xc = x[labels == c]
-            means[c] = xc.mean(axis=0)
-            centred = xc - means[c]
-            scatters[c] = centred.T @ centred
-        total = sum(scatters.values())
+        means, scatters, total = class_scatters(x, labels, classes)
         n = len(labels)
         self.means_ = means
         self.axis_: dict[int, np.ndarray] = {}
@@ -135,7 +174,7 @@ class InputGap(Detector):
             xc = x[labels == c] - means[c]
             size = len(xc)
             if len(classes) > 1:
-                pooled = (total - scatters[c]) / max(n - size - (len(classes) - 1), 1)
+                pooled = others_covariance(total, scatters[c], n - size, len(classes) - 1)
             else:
                 pooled = scatters[c] / max(size - 1, 1)
             white = whitener(pooled, self.floor)
@@ -151,8 +190,6 @@ class InputGap(Detector):
             self.centre_[c], self.scale_[c], self.cut_[c] = best.centre, best.scale, best.cut
             self.separation_[c], self.valley_[c], self.group_share_[c] = best.separation, best.valley, best.share
             self.poisoned_[c] = best.ok
-        self.fitted_ = True
-        return self
 
     def _axes(self, white: np.ndarray, covariance: np.ndarray) -> np.ndarray:
         """The top ``n_directions`` directions (d, k) of ``covariance`` in whitened coordinates,
@@ -167,7 +204,7 @@ class InputGap(Detector):
         """The best split of the (centred) samples along ``axes``: a passing one first, then the
         largest separation. ``offsets`` are the other classes' means minus this class's."""
         size = len(centred)
-        least = max(min_group, int(np.ceil(self.min_group_share * size)), 2)
+        least = max(min_group, int(np.ceil(self.min_group_share * size)), MIN_SIDE)
         proj = centred @ axes
         others_at = np.median(offsets @ axes, axis=0) if offsets is not None else np.zeros(axes.shape[1])
         best: _Split | None = None
@@ -185,11 +222,11 @@ class InputGap(Detector):
             q = sign * p
             inside = above if sign > 0 else ~above
             count = int(inside.sum())
-            if count < 2 or count > size - 2:
+            if count < MIN_SIDE or count > size - MIN_SIDE:
                 continue
             rest = q[~inside]
             centre = float(np.median(rest))
-            scale = float(1.4826 * np.median(np.abs(rest - centre))) or float(rest.std()) or 1.0
+            scale = robust_sd(rest, centre, fallback=1.0)
             sep = (float(np.median(q[inside])) - centre) / scale
             valley = valley_ratio((rest - centre) / scale, (q[inside] - centre) / scale)
             share = count / size
@@ -245,15 +282,9 @@ class _Split:
 def _two_means_1d(p: np.ndarray) -> float | None:
     """The cut of exact 2-means on 1-D values (None when they cannot be split)."""
     s = np.sort(p)
-    n = len(s)
-    if n < 4 or s[0] == s[-1]:
+    if len(s) < MIN_SPLIT_VALUES or s[0] == s[-1]:
         return None
-    csum = np.cumsum(s)
-    csq = np.cumsum(s * s)
-    i = np.arange(1, n)
-    left = csq[:-1] - csum[:-1] ** 2 / i
-    right = (csq[-1] - csq[:-1]) - (csum[-1] - csum[:-1]) ** 2 / (n - i)
-    k = int(np.argmin(left + right)) + 1
+    k = two_means_cut(s)
     return float((s[k - 1] + s[k]) / 2)
 
 

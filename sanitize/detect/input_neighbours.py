@@ -31,7 +31,7 @@ What it cannot see: clean-label poisons (their label is their class), and dirty-
 rates where they are each other's nearest images (a blended pattern, or a patch at 5 % of the data):
 there they are not isolated. Both are the other voters' ground.
 
-Calibrated on Fashion-MNIST (bench/RESULTS.md, ``bench/pixel_neighbours.py``). With ``k`` 30, the
+Calibrated on Fashion-MNIST (bench/RESULTS.md, ``bench/probes/pixel_neighbours.py``). With ``k`` 30, the
 most isolated clean class (shirts) held 1.2-1.4 % of its images isolated, 2.0-2.5x the median
 class, over 28 finished runs and the raw images; WaNet's and BadNets' 1 % put the target class at
 10.3x, and 0.5 % at 6.3-6.4x. Learning the trigger, WaNet 1 % is flagged with recall 0.970 at 1.24x
@@ -41,56 +41,103 @@ the poison count, and on two more draws of the poisons 0.978 at 1.35x and 0.987 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Self
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
+import torch
+from torch import nn
 
-from sanitize.detect.base import Detector, share_by_class
+from sanitize.detect._params import Interval, Pattern, TupleOf
+from sanitize.detect.base import Detector, check_fitted_samples, share_by_class
 from sanitize.detect.knn import knn_search
+from sanitize.models import pick_device
+
+#: An image is *isolated* when this share of its neighbours (all of them) carries another label.
+ISOLATED = 1.0
+#: Fewest classes for a median share to compare a class with (2a2f900).
+MIN_CLASSES = 3
+#: Smallest side of a square image to learn a trigger on (the models pool it by 2; digits are 8x8).
+MIN_IMAGE_SIDE = 4
+
+# The score in a class where a trigger was learnt (a7f3549): a band per kind of image, plus the trigger
+# models' probability p in [0, 1], so the bands never overlap.
+#: The seeds (at least ``seed_disagreement`` of their neighbours labelled otherwise): 2 + p.
+SEED_BAND = 2.0
+#: The images with at least ``min_disagreement`` labelled otherwise: 1 + p.
+DISOWNED_BAND = 1.0
+#: A disowned image is flagged when the models give even odds or more that it carries the trigger: the
+#: models' own even odds, not a tuned cut (bench/RESULTS.md, "Input neighbours").
+TRIGGER_ODDS = 0.5
+#: Hence the class's threshold, 1.5: every seed, and the disowned images that carry the trigger.
+TRIGGER_THRESHOLD = DISOWNED_BAND + TRIGGER_ODDS
+
+# How the trigger models train (a7f3549, on Fashion-MNIST's WaNet 1 % run): Adam's default rate, steps
+# of 128 images, and the class scored 4,096 images at a time.
+LEARNING_RATE = 1e-3
+BATCH = 128
+SCORING_BATCH = 4096
 
 
 class InputNeighbours(Detector):
     """k-NN label disagreement among the raw inputs, judged per class by its share of isolated images.
 
+    It scores only the samples it was fitted on (each one's neighbours are the others, and the
+    trigger models are trained on them): ``score_samples`` returns their scores (``training_scores_``)
+    and raises :class:`~sanitize.errors.DetectionError` for any other data.
+
+    The defaults were set on Fashion-MNIST (bench/RESULTS.md, "Input neighbours", and
+    ``bench/probes/pixel_neighbours.py``); each entry names its evidence.
+
     Parameters
     ----------
-    k : int
-        Neighbours per sample.
-    n_components : int or None
+    k : int, default 30
+        Neighbours per sample. With 30 the most isolated clean class (shirts) sat at 2.0-2.5x the
+        median class over 28 runs, against up to 2.8x with 20 (0e0c791).
+    n_components : int or None, default 32
         The inputs are projected on their top principal components first (fit on at most
-        ``fit_sample`` rows) for speed; None searches the raw inputs.
-    fit_sample : int
-        Rows the principal components are fit on.
-    min_ratio : float
-        Smallest ratio of a poisoned class's share of isolated images to the median class's share.
-    min_excess : int
-        Fewest isolated images beyond what the median share predicts for the class.
-    flag_disagreement : float
+        ``fit_sample`` rows) for speed; None searches the raw inputs. 16 or 64 moved the plain rule's
+        count by at most 0.06x on WaNet 1 % (bench/RESULTS.md, "Tried beside it").
+    fit_sample : int, default 10000
+        Rows the principal components are fit on (2a2f900, not tuned).
+    min_ratio : float, default 4.0
+        Smallest ratio of a poisoned class's share of isolated images to the median class's share:
+        clean classes stayed at 2.5x or under, isolated dirty-label poisons reached 6.3x at 0.5 % and
+        9-13x at 1 %.
+    min_excess : int, default 20
+        Fewest isolated images beyond what the median share predicts for the class: keeps digits'
+        classes (180 images, where the median share is 0) from firing on a handful.
+    flag_disagreement : float, default 0.83
         In a poisoned class where no trigger is learnt, the share of the neighbours with another
-        label from which a sample is flagged.
-    learn_trigger : bool
+        label from which a sample is flagged: 25 of 30, WaNet 1 % at recall 0.952 for 1.45x the
+        poisons (0e0c791).
+    learn_trigger : bool, default True
         In a poisoned class of square images (grey or colour), learn the trigger from the class's
         clearest poisons and flag by it (see ``score_samples``); otherwise, ``flag_disagreement``.
-    seed_disagreement : float
+    seed_disagreement : float, default 0.95
         The clearest poisons, the trigger models' positives: at least this share of the neighbours
-        labelled otherwise. They are flagged.
-    min_disagreement : float
-        Below this share of neighbours labelled otherwise, an image is not flagged, trigger or not.
-    clean_disagreement : float
-        Images of the poisoned class with at most this share join the negatives (with the images of
-        every class not judged poisoned).
-    min_seeds : int
+        labelled otherwise (29 or 30 of 30: on WaNet 1 %, 553-596 images, 85-90 % of them poisons).
+        They are flagged.
+    min_disagreement : float, default 0.5
+        Below this share of neighbours labelled otherwise (half), an image is not flagged, trigger or not.
+    clean_disagreement : float, default 0.3
+        Images of the poisoned class with at most this share (9 of 30) join the negatives (with the
+        images of every class not judged poisoned).
+    min_seeds : int, default 20
         Fewest seeds to learn a trigger from; with fewer, ``flag_disagreement`` flags.
-    negatives_per_seed : int
+    negatives_per_seed : int, default 10
         Negatives drawn per seed.
-    trigger_models, trigger_epochs, trigger_steps : int
+    trigger_models, trigger_epochs, trigger_steps : int, default 2, 8 and 400
         Small CNNs trained (their logits are averaged), each for ``trigger_epochs`` epochs and at
-        least ``trigger_steps`` steps of 128 images.
-    device : str
-        Where they train: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-    known_poisoned : tuple of int
-        Classes another voter already judged poisoned (set by :func:`sanitize.detect.run_detectors`):
-        the verdict defers to that voter there, so no trigger is learnt.
+        least ``trigger_steps`` steps of ``BATCH`` images (at 0.5 %'s ~350 seeds, 14 epochs). With
+        these, WaNet 1 % was flagged at recall 0.970 for 1.24x the poisons, and 0.978 and 0.987 on two
+        more draws (a7f3549, d08b93e); min_seeds and negatives_per_seed are from the same runs.
+    device : str, default "auto"
+        Where they train: ``auto`` (CUDA when present), ``cpu`` or ``cuda`` (``cuda:N``).
+    known_poisoned : tuple of int, default ()
+        Classes another voter already judged poisoned (given by :func:`sanitize.detect.run_detectors`
+        to a fallback voter, through :func:`~sanitize.detect.make_detector`): the verdict defers to
+        that voter there, so no trigger is learnt.
     contamination : float, optional
         Not needed. When given, the top ``1.5 * contamination`` of each class by disagreement.
     """
@@ -141,12 +188,49 @@ class InputNeighbours(Detector):
         self.device = device
         self.known_poisoned = known_poisoned
 
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "n_components": [None, Interval(Integral, 1, None, closed="left")],
+        "fit_sample": [Interval(Integral, 1, None, closed="left")],
+        "min_ratio": [Interval(Real, 0.0, None, closed="left")],
+        "min_excess": [Interval(Integral, 0, None, closed="left")],
+        "flag_disagreement": [Interval(Real, 0.0, 1.0, closed="right")],
+        "learn_trigger": [bool],
+        "seed_disagreement": [Interval(Real, 0.0, 1.0, closed="right")],
+        "min_disagreement": [Interval(Real, 0.0, 1.0, closed="right")],
+        "clean_disagreement": [Interval(Real, 0.0, 1.0, closed="left")],
+        "min_seeds": [Interval(Integral, 1, None, closed="left")],
+        "negatives_per_seed": [Interval(Integral, 1, None, closed="left")],
+        "trigger_models": [Interval(Integral, 1, None, closed="left")],
+        "trigger_epochs": [Interval(Integral, 1, None, closed="left")],
+        "trigger_steps": [Interval(Integral, 0, None, closed="left")],
+        # As ModelConfig.device.
+        "device": [Pattern(r"auto|cpu|cuda(:\d+)?")],
+        "known_poisoned": [TupleOf(Interval(Integral, None, None, closed="neither"))],
+    }
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        owner = type(self).__name__
+        if not self.clean_disagreement < self.min_disagreement <= self.seed_disagreement:
+            raise ValueError(
+                f"The disagreement parameters of {owner} must be ordered clean_disagreement < min_disagreement "
+                f"<= seed_disagreement (a negative is never flagged, a seed always is). Got "
+                f"{self.clean_disagreement!r}, {self.min_disagreement!r} and {self.seed_disagreement!r} instead."
+            )
+        if self.n_components is not None and self.fit_sample < self.n_components:
+            raise ValueError(
+                f"The 'fit_sample' parameter of {owner} must be at least n_components ({self.n_components}): "
+                f"the principal components are fitted on that many rows. Got {self.fit_sample!r} instead."
+            )
+
+    def _fit(self, features: np.ndarray, labels: np.ndarray) -> None:
         x_raw = np.asarray(features, dtype=np.float32)
         x = self._project(x_raw)
         _, neighbours = knn_search(x, min(self.k, len(x) - 1))
         self.disagreement_ = (labels[neighbours] != labels[:, None]).mean(axis=1)
-        self.isolated_share_ = share_by_class(self.disagreement_ >= 1.0, labels)
+        self.isolated_share_ = share_by_class(self.disagreement_ >= ISOLATED, labels)
         shares = np.array(list(self.isolated_share_.values()))
         self.median_share_ = float(np.median(shares))
         sizes = np.bincount(labels)
@@ -154,7 +238,9 @@ class InputNeighbours(Detector):
         for c, share in self.isolated_share_.items():
             excess = (share - self.median_share_) * sizes[c]
             self.poisoned_[c] = bool(
-                len(shares) >= 3 and share >= self.min_ratio * self.median_share_ and excess >= self.min_excess
+                len(shares) >= MIN_CLASSES
+                and share >= self.min_ratio * self.median_share_
+                and excess >= self.min_excess
             )
         # In each poisoned class, learn what its clearest poisons share (the trigger) and score the rest.
         self.trigger_prob_: dict[int, np.ndarray] = {}
@@ -166,8 +252,7 @@ class InputNeighbours(Detector):
             learnt = self._learn_trigger(x_raw, labels, c, shape) if learn and shape is not None else None
             if learnt is not None:
                 self.trigger_prob_[c], self.trigger_seeds_[c] = learnt
-        self.fitted_ = True
-        return self
+        self._fitted_samples = (features, labels.copy())
 
     def _learn_trigger(
         self, x: np.ndarray, labels: np.ndarray, label: int, shape: tuple[int, int, int]
@@ -177,10 +262,6 @@ class InputNeighbours(Detector):
         classes not judged poisoned, and the class's own images with at most ``clean_disagreement``).
         Both sides hold other classes' content, so what separates them is what the poisons add: the
         trigger. Returns the models' mean probability for each image of the class, and the seed count."""
-        import torch
-
-        from sanitize.models import pick_device
-
         inside = labels == label
         seeds = np.flatnonzero(inside & (self.disagreement_ >= self.seed_disagreement))
         if len(seeds) < self.min_seeds:
@@ -204,18 +285,18 @@ class InputNeighbours(Detector):
         pos_weight = torch.tensor(len(negatives) / len(seeds), device=dev)
         members = np.flatnonzero(inside)
         logits = np.zeros(len(members))
-        # At least trigger_steps steps of 128: few seeds (a 0.5 % rate, a small dataset) get more epochs.
-        epochs = max(self.trigger_epochs, math.ceil(self.trigger_steps / math.ceil(len(rows) / 128)))
+        # At least trigger_steps steps: few seeds (a 0.5 % rate, a small dataset) get more epochs.
+        epochs = max(self.trigger_epochs, math.ceil(self.trigger_steps / math.ceil(len(rows) / BATCH)))
         for m in range(self.trigger_models):
-            torch.manual_seed(self.random_state + m)
-            order = torch.Generator().manual_seed(self.random_state + m)
+            torch.manual_seed(int(self.random_state) + m)
+            order = torch.Generator().manual_seed(int(self.random_state) + m)
             net = _trigger_net(ch).to(dev, memory_format=torch.channels_last)
-            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+            opt = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
             net.train()
             for _ in range(epochs):
                 perm = torch.randperm(len(rows), generator=order).to(dev)
-                for start in range(0, len(rows), 128):
-                    batch = perm[start : start + 128]
+                for start in range(0, len(rows), BATCH):
+                    batch = perm[start : start + BATCH]
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(
                         net(train_x[batch]).squeeze(1), train_y[batch], pos_weight=pos_weight
                     )
@@ -224,8 +305,8 @@ class InputNeighbours(Detector):
                     opt.step()
             net.eval()
             with torch.no_grad():
-                for start in range(0, len(members), 4096):
-                    part = members[start : start + 4096]
+                for start in range(0, len(members), SCORING_BATCH):
+                    part = members[start : start + SCORING_BATCH]
                     logits[start : start + len(part)] += net(images(part)).squeeze(1).cpu().numpy()
         return 1.0 / (1.0 + np.exp(-logits / self.trigger_models)), len(seeds)
 
@@ -241,19 +322,24 @@ class InputNeighbours(Detector):
         return np.ascontiguousarray(pca.transform(x), dtype=np.float32)
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Suspicion (n,): the share of the k nearest inputs that carry another label (0-1).
+        """Suspicion (n,) of each fitted sample: the share of its k nearest inputs that carry another
+        label (0-1). Only the fitted samples: any other data raises ``DetectionError``.
 
-        In a class where a trigger was learnt, two bands above it: ``2 + p`` for the seeds (at least
-        ``seed_disagreement`` of the neighbours labelled otherwise) and ``1 + p`` for the images with
-        at least ``min_disagreement``, where ``p`` is the trigger models' probability. The class's
-        threshold is 1.5: the seeds, and the images most neighbours disown that carry the trigger.
+        In a class where a trigger was learnt, two bands above it: ``SEED_BAND + p`` (2 + p) for the
+        seeds (at least ``seed_disagreement`` of the neighbours labelled otherwise) and
+        ``DISOWNED_BAND + p`` (1 + p) for the images with at least ``min_disagreement``, where ``p`` is
+        the trigger models' probability. The class's threshold is ``TRIGGER_THRESHOLD`` (1.5): the
+        seeds, and the images most neighbours disown that carry the trigger.
         """
         self._check_fitted()
+        check_fitted_samples(self, features, labels, self._fitted_samples)
         scores = self.disagreement_.astype(np.float64)
         for c, prob in self.trigger_prob_.items():
             members = np.flatnonzero(labels == c)
             dis = self.disagreement_[members]
-            band = np.where(dis >= self.seed_disagreement, 2.0, np.where(dis >= self.min_disagreement, 1.0, 0.0))
+            band = np.where(
+                dis >= self.seed_disagreement, SEED_BAND, np.where(dis >= self.min_disagreement, DISOWNED_BAND, 0.0)
+            )
             scores[members] = np.where(band > 0, band + prob, dis)
         return scores
 
@@ -264,10 +350,11 @@ class InputNeighbours(Detector):
             f"{share:.1%} of its images have no input neighbour with its label, {ratio} the median class ({median:.1%})"
         )
         if self.poisoned_[label] and label in self.trigger_prob_:
-            return 1.5, (
+            return TRIGGER_THRESHOLD, (
                 f"poisoned: {stats}; learnt its trigger from the {self.trigger_seeds_[label]} images with >= "
                 f"{self.seed_disagreement:.0%} of {self.k} neighbours labelled otherwise, and flags them and the "
-                f"images with >= {self.min_disagreement:.0%} labelled otherwise that carry it (score >= 1.5)"
+                f"images with >= {self.min_disagreement:.0%} labelled otherwise that carry it "
+                f"(score >= {TRIGGER_THRESHOLD:g})"
             )
         if self.poisoned_[label]:
             thr = self.flag_disagreement
@@ -279,15 +366,15 @@ def _image_shape(d: int) -> tuple[int, int, int] | None:
     """(height, width, channels) of square grey or colour images flattened to ``d`` values, else None."""
     for channels in (1, 3):
         side = int(round(np.sqrt(d / channels)))
-        if side >= 4 and side * side * channels == d:
+        if side >= MIN_IMAGE_SIDE and side * side * channels == d:
             return side, side, channels
     return None
 
 
 def _trigger_net(channels: int) -> Any:
-    """A small CNN with one logit: is the trigger on this image?"""
-    from torch import nn
-
+    """A small CNN with one logit: is the trigger on this image? Two 3x3 convolutions (16 and 32
+    channels), a 7x7 max-pool and 64 hidden units: the smallest net tried that learnt WaNet's warp on
+    Fashion-MNIST (a7f3549; a one-hidden-layer MLP reached AUROC 0.78-0.80 where it reached 0.96-0.98)."""
     return nn.Sequential(
         nn.Conv2d(channels, 16, 3, padding=1),
         nn.ReLU(),

@@ -11,16 +11,52 @@ compared with the other classes' splits. No poison rate is needed.
 
 from __future__ import annotations
 
-import math
-from typing import Self
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
-from sanitize.detect.base import Detector, DetectorResult, check_features, share_by_class
+from sanitize.detect._params import Interval
+from sanitize.detect._stats import (
+    EIGENVALUE_FLOOR,
+    TINY,
+    class_scatters,
+    mad_sd,
+    others_covariance,
+    robust_sd,
+    valley_ratio,
+    whitener,
+)
+from sanitize.detect.base import (
+    BUDGET_FACTOR,
+    Detector,
+    DetectorResult,
+    check_features,
+    class_indices,
+    flag_budget,
+    share_by_class,
+)
 from sanitize.errors import DetectionError
+
+# Guards of the split, set with the code they guard and not tuned (the hyper-parameters below were):
+#: Principal components: at most one per this many samples of the smallest class, and at least this
+#: many (d88bf70), so a class's split is not fitted in more dimensions than its samples support.
+SAMPLES_PER_COMPONENT = 8
+MIN_COMPONENTS = 2
+#: Fewest samples of a class to split at all (a8a4592).
+MIN_SPLIT_SAMPLES = 10
+#: Smallest k-means cluster to suspect: 0.2 % of the class, at least 3 samples (a8a4592, where 3-means
+#: found Blend 1 %'s 600 poisons in a Fashion-MNIST class of 6,600).
+MIN_SUSPECT_SHARE = 0.002
+MIN_SUSPECT_SIZE = 3
+#: k-means restarts per split (ba5c40b).
+KMEANS_N_INIT = 3
+#: With fewer classes a robust z-score among them means little; a class must then be apart by this many
+#: times ``min_separation`` instead (5d851ef, for the small planted data of the tests).
+FEW_CLASSES = 5
+FEW_CLASSES_SEPARATION = 1.5
 
 
 class WhitenedClustering(Detector):
@@ -37,7 +73,7 @@ class WhitenedClustering(Detector):
        clean sample of any class goes, while the clean part stays where clean samples are, also
        when poisons are most of their class, as at 10 %), preferring one that passes the tests below.
     4. ``separation_`` = distance between the cluster medians along the line joining them, in
-       robust standard deviations (1.4826 MAD) of the clean cluster.
+       robust standard deviations (``MAD_TO_SD`` x MAD) of the clean cluster.
 
     A class is judged poisoned when all three hold:
 
@@ -65,35 +101,50 @@ class WhitenedClustering(Detector):
     deviations of the clean cluster from the clean cluster's mean: higher = more suspicious.
     In a poisoned class, samples scoring at least ``flag_z`` are flagged.
 
+    The defaults were set on about 20 runs (bench/RESULTS.md, "How the voter's thresholds were set"):
+    Fashion-MNIST clean, BadNets 1/5/10 %, Blend 5 % and WaNet 5 % (60k), BadNets and Blend on 10k
+    images with 2-3 epoch models, and digits clean and poisoned; each entry names its own evidence.
+
     Parameters
     ----------
-    n_components : int
-        Most principal components kept before whitening; fewer (an eighth of the smallest class,
-        at least 2) when classes are small, so each class's split is not fitted in more
-        dimensions than its samples support.
-    min_separation : float
-        Smallest separation for a class to count as poisoned.
-    min_class_z : float
-        Smallest robust z-score of the separation among classes.
-    min_spread_ratio : float
-        Smallest factor by which the suspect cluster's spread exceeds the other's.
-    max_valley : float
-        Largest valley ratio for a gap between the clusters (when the spreads are alike).
-    max_clusters : int
-        Largest k of the k-means splits searched for the suspect cluster.
-    min_valley_samples : int
+    n_components : int, default 64
+        Most principal components kept before whitening (half the package CNN's 128 features; set
+        with the first version, ba5c40b); fewer (one per ``SAMPLES_PER_COMPONENT`` samples of the
+        smallest class, at least ``MIN_COMPONENTS``) when classes are small.
+    min_separation : float, default 6.0
+        Smallest separation for a class to count as poisoned (set with the first version, ba5c40b):
+        the poisoned classes measured start just above it (figures above); the clean classes above it
+        (up to 8.7, digits' "1"s) are stopped by the two-population test.
+    min_class_z : float, default 2.0
+        Smallest robust z-score of the separation among classes. A WaNet 5 %-poisoned class of
+        Fashion-MNIST reached 2.8 only, under the first floor of 3 (75b3ca1).
+    min_spread_ratio : float, default 2.5
+        Smallest factor by which the suspect cluster's spread exceeds the other's (5d851ef):
+        BadNets-poisoned classes showed 2.8 or more, clean classes with large separations stayed
+        within 2x (figures above).
+    max_valley : float, default 0.1
+        Largest valley ratio for a gap between the clusters (when the spreads are alike): Blend-poisoned
+        classes reached 0.00 (60k) to 0.08 (10k images, a 2-epoch model), the lowest clean class 0.14
+        (6570001).
+    max_clusters : int, default 3
+        Largest k of the k-means splits searched for the suspect cluster: at 2, Blend 1 % on
+        Fashion-MNIST went unseen (2-means cut the T-shirts along their own two halves; a8a4592).
+    min_valley_samples : int, default 300
         Fewest samples in a class for the valley to count. A histogram of ``sqrt(n)`` bins holds about
         ``sqrt(n)`` samples a bin, so in a class of 137 digits a thin continuum of one sample a bin
-        read as a valley of 0.085 and passed (a clean class of "9"s judged poisoned); such a class
-        must show the spread instead.
-    flag_z : float
-        Threshold on the score inside a poisoned class; low, to favour recall.
-    max_rounds : int
+        read as a valley of 0.085 and passed (a clean class of "9"s judged poisoned, 4dcff4c); such a
+        class must show the spread instead.
+    flag_z : float, default 2.5
+        Threshold on the score inside a poisoned class; low, to favour recall (set with the first
+        version, ba5c40b): on Fashion-MNIST BadNets 1/5/10 % it flagged every poison at 1.00-1.08x
+        their count (bench/RESULTS.md, issue 2).
+    max_rounds : int, default 3
         Most rounds of :meth:`detect`: after each, the flagged samples are set aside and the rest is
         whitened, split and tested again, until a round flags nothing. A trigger whose poisons the
         model maps to several places (a patch at random positions) leaves a second group once the
-        first is gone; on clean data the first round flags nothing and there is no second. A later
-        round flags only in classes an earlier round flagged.
+        first is gone (BadNets-random 5 %: recall 0.46 with one round, 0.94 with these; 8e8e06d); on
+        clean data the first round flags nothing and there is no second. A later round flags only in
+        classes an earlier round flagged.
     contamination : float, optional
         Not needed. When given it caps the flags: at most ``1.5 * contamination * n_samples`` of the
         highest-scoring samples in poisoned classes.
@@ -127,19 +178,35 @@ class WhitenedClustering(Detector):
         self.max_rounds = max_rounds
         self.flag_z = flag_z
 
-    def fit(self, features: np.ndarray, labels: np.ndarray) -> Self:
+    _parameter_constraints = {
+        **Detector._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "min_separation": [Interval(Real, 0.0, None, closed="left")],
+        "min_class_z": [Interval(Real, None, None, closed="neither")],
+        "min_spread_ratio": [Interval(Real, 0.0, None, closed="left")],
+        "max_valley": [Interval(Real, 0.0, None, closed="left")],
+        # k = 1 is no split: the detector would never find anything.
+        "max_clusters": [Interval(Integral, 2, None, closed="left")],
+        "min_valley_samples": [Interval(Integral, 0, None, closed="left")],
+        "flag_z": [Interval(Real, None, None, closed="neither")],
+        "max_rounds": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def _fit(self, features: np.ndarray, labels: np.ndarray) -> None:
         classes, sizes = np.unique(labels, return_counts=True)
-        k = max(1, min(self.n_components, max(2, int(sizes.min()) // 8), features.shape[1], features.shape[0] - 1))
+        k = max(
+            1,
+            min(
+                self.n_components,
+                max(MIN_COMPONENTS, int(sizes.min()) // SAMPLES_PER_COMPONENT),
+                features.shape[1],
+                features.shape[0] - 1,
+            ),
+        )
         self.pca_ = PCA(n_components=k, random_state=self.random_state).fit(features)
         z = self.pca_.transform(features)
-        means, scatters, counts = {}, {}, {}
-        for c in classes:
-            zc = z[labels == c]
-            means[int(c)] = zc.mean(axis=0)
-            centred = zc - means[int(c)]
-            scatters[int(c)] = centred.T @ centred
-            counts[int(c)] = len(zc)
-        total = sum(scatters.values())
+        means, scatters, total = class_scatters(z, labels, [int(c) for c in classes])
+        counts = {int(c): int(n) for c, n in zip(classes, sizes, strict=True)}
         n = len(labels)
         self.whiteners_: dict[int, np.ndarray] = {}
         self.means_ = means
@@ -153,11 +220,13 @@ class WhitenedClustering(Detector):
         splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for c in classes:
             c = int(c)
-            others = n - counts[c]
-            pooled = (total - scatters[c]) / max(others - (len(classes) - 1), 1) if len(classes) > 1 else scatters[c]
-            self.whiteners_[c] = whitener(pooled, floor=1e-6)
+            if len(classes) > 1:
+                pooled = others_covariance(total, scatters[c], n - counts[c], len(classes) - 1)
+            else:
+                pooled = scatters[c]
+            self.whiteners_[c] = whitener(pooled, floor=EIGENVALUE_FLOOR)
             zc = (z[labels == c] - means[c]) @ self.whiteners_[c]
-            suspect = self._suspect(zc, c, means) if len(zc) >= 10 else None
+            suspect = self._suspect(zc, c, means) if len(zc) >= MIN_SPLIT_SAMPLES else None
             if suspect is None:
                 # Too few samples to split, or no cluster to suspect: score along nothing, never flag.
                 self.direction_[c] = np.zeros(zc.shape[1])
@@ -175,7 +244,7 @@ class WhitenedClustering(Detector):
             # Median and MAD: poisons that k-means left in the clean part must not widen its yardstick.
             centre = float(np.median(p_clean))
             self.clean_center_[c] = centre
-            self.clean_scale_[c] = float(1.4826 * np.median(np.abs(p_clean - centre))) or float(p_clean.std()) or 1.0
+            self.clean_scale_[c] = robust_sd(p_clean, centre, fallback=1.0)
             self.separation_[c] = float((np.median(p_suspect) - centre) / self.clean_scale_[c])
             self.suspect_share_[c] = float(len(p_suspect) / len(p))
             spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
@@ -183,7 +252,7 @@ class WhitenedClustering(Detector):
             self.valley_[c] = self._valley(p_clean - centre, p_suspect - centre)
         seps = np.array([self.separation_[int(c)] for c in classes])
         med = float(np.median(seps))
-        mad = float(np.median(np.abs(seps - med))) * 1.4826 or 1e-12
+        mad = mad_sd(seps, med) or TINY
         self.class_z_ = {int(c): float((self.separation_[int(c)] - med) / mad) for c in classes}
         self.poisoned_ = {
             int(c): (
@@ -191,15 +260,13 @@ class WhitenedClustering(Detector):
                 and self._two_populations(self.spread_ratio_[int(c)], self.valley_[int(c)])
                 and (
                     self.class_z_[int(c)] >= self.min_class_z
-                    if len(classes) >= 5
+                    if len(classes) >= FEW_CLASSES
                     # Too few classes for a robust z-score: ask for a larger separation instead.
-                    else self.separation_[int(c)] >= 1.5 * self.min_separation
+                    else self.separation_[int(c)] >= FEW_CLASSES_SEPARATION * self.min_separation
                 )
             )
             for c in classes
         }
-        self.fitted_ = True
-        return self
 
     def _valley(self, clean: np.ndarray, suspect: np.ndarray) -> float:
         """:func:`valley_ratio`, or 1.0 (no evidence) for a class of fewer than ``min_valley_samples``."""
@@ -233,9 +300,9 @@ class WhitenedClustering(Detector):
         """
         best: np.ndarray | None = None
         best_key: tuple[bool, float] = (False, -np.inf)
-        minimum = max(3, int(0.002 * len(zc)))
+        minimum = max(MIN_SUSPECT_SIZE, int(MIN_SUSPECT_SHARE * len(zc)))
         for k in range(2, self.max_clusters + 1):
-            assign = KMeans(n_clusters=k, n_init=3, random_state=self.random_state).fit(zc).labels_
+            assign = KMeans(n_clusters=k, n_init=KMEANS_N_INIT, random_state=self.random_state).fit(zc).labels_
             for j in range(k):
                 inside = assign == j
                 if inside.sum() < minimum or (~inside).sum() < minimum:
@@ -249,7 +316,7 @@ class WhitenedClustering(Detector):
                     continue
                 p = zc @ joining
                 centre = float(np.median(p[~inside]))
-                scale = float(1.4826 * np.median(np.abs(p[~inside] - centre))) or float(p[~inside].std()) or 1.0
+                scale = robust_sd(p[~inside], centre, fallback=1.0)
                 sep = (float(np.median(p[inside])) - centre) / scale
                 spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
                 ratio = spread_in / spread_out if spread_out > 0 else float("inf")
@@ -273,6 +340,7 @@ class WhitenedClustering(Detector):
             return self._detect(features, labels)
 
     def _detect(self, features: np.ndarray, labels: np.ndarray) -> DetectorResult:
+        self._validate_params()  # before max_rounds sets the loop
         features, labels = check_features(features, labels, keep_float32=self.float32_ok)
         n = len(labels)
         scores = np.zeros(n, dtype=np.float64)
@@ -285,14 +353,14 @@ class WhitenedClustering(Detector):
         classes = np.unique(labels)
         found: set[int] = set()  # classes some round has flagged
         # With a contamination budget the flags are capped once, over all classes: one round.
-        rounds = 1 if self.contamination is not None else max(1, self.max_rounds)
+        rounds = 1 if self.contamination is not None else self.max_rounds
         for round_ in range(rounds):
             sub_labels = labels[rest]
             left, counts = np.unique(sub_labels, return_counts=True)
             if len(left) < len(classes) or counts.min() < 2:
                 break  # a class was flagged whole: nothing left to measure it against
             self.fit(features[rest], sub_labels)
-            s = self.score_samples(features[rest], sub_labels)
+            s = self.training_scores_
             f, thr, nt = self.flag(s, sub_labels)
             if round_ > 0:
                 # A later round looks for what is left of a poisoning already found: it flags only in
@@ -345,23 +413,30 @@ class WhitenedClustering(Detector):
             scores[idx] = (p - self.clean_center_[c]) / self.clean_scale_[c]
         return scores
 
-    def flag(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[int, float], dict[int, str]]:
-        flags = np.zeros(len(scores), dtype=bool)
+    def _fit_thresholds(self, scores: np.ndarray, labels: np.ndarray) -> tuple[dict[int, float], dict[int, str]]:
+        """Each class's threshold from its tests (:meth:`_auto_threshold`), contamination or not: a
+        contamination caps the flags over all classes instead (:meth:`flag`)."""
         thresholds: dict[int, float] = {}
         notes: dict[int, str] = {}
-        for c in np.unique(labels):
-            idx = labels == c
-            thresholds[int(c)], notes[int(c)] = self._auto_threshold(scores[idx], int(c))
-            flags[idx] = scores[idx] >= thresholds[int(c)]
+        for c, idx in class_indices(labels):
+            thresholds[c], notes[c] = self._auto_threshold(scores[idx], c)
+        return thresholds, notes
+
+    def flag(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, dict[int, float], dict[int, str]]:
+        """:meth:`Detector.flag`; with ``contamination`` given, only the ``flag_budget(contamination, n)``
+        highest-scoring flags stay, over all classes, and a capped class's threshold is its lowest kept score."""
+        flags, thresholds, notes = super().flag(scores, labels)
         if self.contamination is not None:
-            cap = math.ceil(round(1.5 * self.contamination * len(scores), 9))
+            cap = flag_budget(self.contamination, len(scores))
             if flags.sum() > cap:
                 keep = np.flatnonzero(flags)[np.argsort(-scores[flags], kind="stable")[:cap]]
                 flags[:] = False
                 flags[keep] = True
                 for c in np.unique(labels[keep]):
                     thresholds[int(c)] = float(scores[keep][labels[keep] == c].min())
-                    notes[int(c)] += f"; capped at {cap} flags (1.5 x contamination {self.contamination:g})"
+                    notes[int(c)] += (
+                        f"; capped at {cap} flags ({BUDGET_FACTOR:g} x contamination {self.contamination:g})"
+                    )
         return flags, thresholds, notes
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:
@@ -373,41 +448,3 @@ class WhitenedClustering(Detector):
         if self.poisoned_[label]:
             return self.flag_z, f"poisoned: {stats}; flags score >= {self.flag_z:g}"
         return np.inf, f"clean: {stats}"
-
-
-def whitener(covariance: np.ndarray, floor: float) -> np.ndarray:
-    """W (d, d) with ``W.T @ covariance @ W`` = I: eigenvectors over root eigenvalues, the eigenvalues
-    raised to at least ``floor`` x the largest so directions that never vary weigh heavily but finitely."""
-    w, v = np.linalg.eigh(covariance)
-    w = np.maximum(w, max(float(w.max()), 1e-12) * floor)
-    return v / np.sqrt(w)
-
-
-def valley_ratio(clean: np.ndarray, suspect: np.ndarray) -> float:
-    """How empty the space between two clusters is, on their projections onto the line joining them.
-
-    ``clean`` and ``suspect`` are positions with the clean cluster's median at 0 and the suspect one's
-    ``m > 0`` higher. The segment ``[0, m]`` is cut into ``clip(sqrt(n), 8, 24)`` bins; with counts
-    smoothed over three bins, the result is the emptiest bin strictly inside (two bins from either
-    end) over the mean of the three bins below ``m``. About 0 when a gap parts two populations; near
-    or above 1 when a class tails off into a second cluster that 2-means cut out of a continuum.
-    """
-    return valley(clean, suspect)[0]
-
-
-def valley(clean: np.ndarray, suspect: np.ndarray) -> tuple[float, float]:
-    """:func:`valley_ratio` and where the valley is: (ratio, the emptiest bin's centre); (1.0, nan)
-    when the suspect cluster does not lie above the clean one."""
-    everything = np.concatenate([clean, suspect])
-    top = float(np.median(suspect))
-    if not np.isfinite(top) or top <= 0:
-        return 1.0, float("nan")
-    bins = int(np.clip(round(math.sqrt(len(everything))), 8, 24))
-    edges = np.linspace(0.0, top, bins + 1)
-    counts, _ = np.histogram(everything, bins=edges)
-    smooth = np.convolve(counts, np.ones(3) / 3, mode="same")
-    peak = float(smooth[-3:].mean())
-    inner = smooth[2:-2]
-    at = 2 + int(np.argmin(inner))
-    centre = float(0.5 * (edges[at] + edges[at + 1]))
-    return (float(inner.min() / peak) if peak > 0 else 1.0), centre

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from bench.data import workspace
 from bench.records import DATA, RESULTS, commit, local_cells, poison_mask, read_json, stamp, write_json
 from sanitize.config import DetectConfig
-from sanitize.detect import combine, run_detectors
+from sanitize.detect import detect
 from sanitize.evaluate.metrics import detection_figures
 from sanitize.features import load_features, load_inputs
 from sanitize.runs import RunContext
@@ -51,18 +51,9 @@ def rescore(ws: Workspace, run_id: str, cfg: DetectConfig, random_state: int) ->
     run_dir = ws.store.run_dir(run_id)
     ctx = RunContext.load(ws, run_id)
     ids, feats, labels, _ = load_features(run_dir / "features.parquet", split="train")
-    results, seconds = run_detectors(
-        cfg.detectors,
-        feats,
-        labels,
-        lambda: load_inputs(ws.store, ctx.manifest(ws), ids),
-        voters=cfg.voters,
-        fallback=cfg.fallback_voters,
-        contamination=cfg.contamination,
-        random_state=random_state,
-        knn_k=cfg.knn_k,
+    verdict, seconds = detect(
+        cfg, feats, labels, lambda: load_inputs(ws.store, ctx.manifest(ws), ids), random_state=random_state
     )
-    verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
     recorded = pq.read_table(run_dir / "verdict.parquet")
     if recorded.column("sample_id").to_pylist() != ids:
         raise RuntimeError(f"{run_dir}: verdict and features list samples in different orders")

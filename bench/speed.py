@@ -29,7 +29,7 @@ from bench.art_compare import art_classifier
 from bench.data import run_inputs
 from bench.records import RESULTS, commit, read_json, stamp, write_json
 from sanitize.config import DetectConfig
-from sanitize.detect import combine, make_detector, run_detectors
+from sanitize.detect import detect, make_detector
 from sanitize.features import load_features
 
 
@@ -82,11 +82,7 @@ def art_ac(feats: np.ndarray, labels: np.ndarray) -> None:
 
 def suite(feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
     """The default detectors and the combined verdict, as the pipeline's detect stage runs them."""
-    cfg = DetectConfig()
-    results, _ = run_detectors(
-        cfg.detectors, feats, labels, lambda: inputs, voters=cfg.voters, fallback=cfg.fallback_voters, knn_k=cfg.knn_k
-    )
-    combine(results, cfg.voters, labels, cfg.fallback_voters)
+    detect(DetectConfig(), feats, labels, lambda: inputs)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,7 @@ start                   :func:`sanitize.runs.start_run` (the run's context and c
 poison (red team)       :func:`sanitize.evaluate.redteam.poison_version`
 train reference         :func:`sanitize.training.train_reference`
 features                :func:`sanitize.features.extract_features`
-detect                  :func:`sanitize.detect.run_detectors`, :func:`~sanitize.detect.combine`,
-                        :func:`~sanitize.detect.write_verdict`
+detect                  :func:`sanitize.detect.detect`, :func:`~sanitize.detect.write_verdict`
 quarantine              :func:`sanitize.quarantine.enter_quarantine`
 retrain                 :func:`sanitize.training.train_clean`
 evaluate                :func:`sanitize.evaluate.measure.measure_run`
@@ -36,7 +35,7 @@ from sanitize import runs
 from sanitize.catalog import Dataset
 from sanitize.config import DEFAULT_DATASET, RunConfig
 from sanitize.demo import ingest_demo
-from sanitize.detect import combine, run_detectors, write_verdict
+from sanitize.detect import detect, write_verdict
 from sanitize.errors import InvariantError
 from sanitize.evaluate.measure import measure_run
 from sanitize.evaluate.redteam import poison_version
@@ -103,19 +102,13 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
     """Run every configured detector on the train features and combine the voters into one verdict."""
     with ctx.stage("detect"):
         ids, feats, labels, _ = load_features(features_path, split="train")
-        cfg = ctx.config.detect
-        results, seconds = run_detectors(
-            cfg.detectors,
+        verdict, seconds = detect(
+            ctx.config.detect,
             feats,
             labels,
-            lambda: load_inputs(ws.store, ctx.manifest(ws), ids),
-            voters=cfg.voters,
-            fallback=cfg.fallback_voters,
-            contamination=cfg.contamination,
+            lambda: load_inputs(ws.store, ctx.manifest(ws), ids),  # read only if an input-space detector runs
             random_state=ctx.config.seed,
-            knn_k=cfg.knn_k,
         )
-        verdict = combine(results, cfg.voters, labels, cfg.fallback_voters)
         return write_verdict(ctx.run_dir, ids, labels, verdict, seconds)
 
 

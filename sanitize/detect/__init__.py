@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from sanitize.config import DetectConfig
 from sanitize.detect.base import Detector, DetectorResult, check_features
 from sanitize.detect.clustering import ActivationClustering
 from sanitize.detect.input_gap import InputGap
@@ -108,6 +109,31 @@ def run_detectors(
     return {n: results[n] for n in names}, {n: seconds[n] for n in names}
 
 
+def detect(
+    config: DetectConfig,
+    features: np.ndarray,
+    labels: np.ndarray,
+    inputs: Callable[[], np.ndarray],
+    *,
+    random_state: int = 0,
+) -> tuple[Verdict, dict[str, float]]:
+    """A run's detection: ``config``'s detectors (:func:`run_detectors`) and the voters' verdict
+    (:func:`combine`), as the pipeline's detect stage and the benchmarks that rescore runs call it.
+    Returns the verdict and each detector's seconds."""
+    results, seconds = run_detectors(
+        config.detectors,
+        features,
+        labels,
+        inputs,
+        voters=config.voters,
+        fallback=config.fallback_voters,
+        contamination=config.contamination,
+        random_state=random_state,
+        knn_k=config.knn_k,
+    )
+    return combine(results, config.voters, labels, config.fallback_voters), seconds
+
+
 __all__ = [
     "REGISTRY",
     "ActivationClustering",
@@ -122,6 +148,7 @@ __all__ = [
     "WhitenedClustering",
     "check_features",
     "combine",
+    "detect",
     "write_verdict",
     "make_detector",
     "run_detectors",

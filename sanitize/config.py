@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_DATASET = "digits-demo"
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME_MAX_LENGTH = 100
+"""The longest dataset, source or reviewer name. The catalog keeps each in a ``String(200)`` column
+(PostgreSQL refuses a longer one, SQLite keeps it silently), and a dataset's name is a folder in the
+store whose files add up to 40 characters to it (``.NAME-VERSION.npz.XXXXXXXX.tmp``) within the file
+system's 255 bytes per name, which a 300-character name exceeded with an OSError."""
+
+
+def check_name(kind: str, name: str, pattern: str, allowed: str) -> str:
+    """``name`` if it is a well-formed ``kind`` name (``"dataset"``, ``"source"``...), else an error saying why.
+
+    Raises ``ValueError`` naming the kind and the limit; the length is checked first, so that a
+    5,000-character name is not echoed back whole.
+    """
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValueError(f"{kind} name is {len(name)} characters long; the limit is {NAME_MAX_LENGTH}")
+    if not re.match(pattern, name):
+        raise ValueError(f"{kind} name {name!r} must start with a letter or digit and hold only {allowed}")
+    return name
 
 
 class Settings(BaseModel):
@@ -127,6 +146,7 @@ class RunConfig(BaseModel):
     dataset: str = Field(
         default=DEFAULT_DATASET,
         min_length=1,
+        max_length=NAME_MAX_LENGTH,
         pattern=DATASET_PATTERN,
         description=f"Dataset to clean ({DEFAULT_DATASET}: the built-in digits demo, with a red team).",
     )

@@ -132,6 +132,82 @@ def test_main_exits_2_with_one_line_on_a_user_error(
     assert captured.out == ""
 
 
+def test_a_path_with_rich_markup_is_printed_as_typed(tmp_path: Path, sanitize_home: Path) -> None:
+    # 'x[/red]' was read as a closing tag: ingest committed, then exited 1; lineage crashed every time.
+    (tmp_path / "x[").mkdir()
+    npz = write_digits_npz(tmp_path / "x[" / "red].npz")
+    runner = CliRunner()
+
+    ingested = runner.invoke(cli.app, ["ingest", str(npz), "--dataset", "d", "--source", "s"], catch_exceptions=False)
+    assert ingested.exit_code == 0, ingested.output
+    assert f"from {npz} as source s into d" in one_line(ingested.stdout)
+    version = one_line(ingested.stdout).split("new version ")[1].split()[0]
+
+    shown = runner.invoke(cli.app, ["lineage", version], catch_exceptions=False, env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert f"samples from {npz} (npz" in one_line(shown.stdout)
+
+
+def test_an_error_naming_a_path_with_rich_markup_is_printed_as_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["sanitize", "ingest", "gone[/red].npz", "--dataset", "d", "--source", "s"])
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+
+    assert exit_info.value.code == 2
+    assert one_line(capsys.readouterr().err) == "error: gone[/red].npz: no such file or directory"
+
+
+@pytest.mark.parametrize("length", [300, 5000])
+def test_a_dataset_name_over_the_limit_exits_2_naming_the_field_and_the_limit(
+    length: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 300-character name was a folder name the file system refused: an OSError traceback, exit 1.
+    npz = write_digits_npz(tmp_path / "digits.npz")
+    name = "d" * length
+    monkeypatch.setattr(sys, "argv", ["sanitize", "ingest", str(npz), "--dataset", name, "--source", "s"])
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+
+    assert exit_info.value.code == 2
+    assert one_line(capsys.readouterr().err) == f"error: dataset name is {length} characters long; the limit is 100"
+
+    ran = CliRunner().invoke(cli.app, ["run", "--dataset", name], env={"COLUMNS": "250"})
+    assert ran.exit_code == 2
+    assert "Invalid value for '--dataset': dataset: String should have at most 100 characters" in one_line(ran.output)
+    assert len(ran.output) < 1000
+
+
+def test_a_source_name_over_the_limit_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    npz = write_digits_npz(tmp_path / "digits.npz")
+    monkeypatch.setattr(sys, "argv", ["sanitize", "ingest", str(npz), "--dataset", "d", "--source", "s" * 300])
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+
+    assert exit_info.value.code == 2
+    assert one_line(capsys.readouterr().err) == "error: source name is 300 characters long; the limit is 100"
+
+
+def test_a_reviewer_name_over_the_limit_exits_2_before_the_run_is_looked_up(sanitize_home: Path) -> None:
+    # The decision's and the audit record's reviewer columns are String(200).
+    result = CliRunner().invoke(
+        cli.app, ["quarantine", "confirm", "s1", "--reviewer", "r" * 300], env={"COLUMNS": "250"}
+    )
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--reviewer': reviewer name is 300 characters long; the limit is 100" in one_line(
+        result.output
+    )
+    assert not (sanitize_home / "catalog.db").exists()
+
+
 # --- run ---------------------------------------------------------------------------------------
 
 

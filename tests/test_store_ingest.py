@@ -295,6 +295,12 @@ BAD_INPUTS = {
         "source name '-b'",
     ),
     "changed data of the same source, wrong shape mid-way": ("a", _mixed_shapes, "has shape"),
+    # SQLite kept it whole in the String(200) column; PostgreSQL would refuse it mid-commit.
+    "source name of 300 characters": (
+        "s" * 300,
+        lambda: arrays_to_batches(coded_images(range(3)), np.zeros(3), "train"),
+        "source name is 300 characters long; the limit is 100",
+    ),
 }
 
 
@@ -323,6 +329,19 @@ def test_an_invalid_dataset_name_is_an_input_error(workspace: Workspace) -> None
     with pytest.raises(InputError, match="dataset name '../etc'"):
         ingest(workspace, "../etc", "a", coded_images(range(3)), np.zeros(3, np.int64))
     assert not (workspace.store.home / "datasets").exists()
+
+
+@pytest.mark.parametrize("length", [101, 300, 5000])
+def test_a_dataset_name_over_the_limit_is_an_input_error_not_an_os_error(workspace: Workspace, length: int) -> None:
+    # 300 characters made a folder name the file system refused (OSError: File name too long).
+    with pytest.raises(InputError, match=f"dataset name is {length} characters long; the limit is 100$"):
+        ingest(workspace, "d" * length, "a", coded_images(range(3)), np.zeros(3, np.int64))
+    assert not (workspace.store.home / "datasets").exists()
+
+
+def test_a_dataset_name_at_the_limit_is_ingested(workspace: Workspace) -> None:
+    report = ingest(workspace, "d" * 100, "s" * 100, coded_images(range(3)), np.zeros(3, np.int64))
+    assert report.n_samples == 3
 
 
 def test_an_unknown_version_is_not_found(workspace: Workspace) -> None:

@@ -23,6 +23,7 @@ import logging
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from sanitize.cli import cleaning, datasets, review
 from sanitize.cli.cleaning import Orchestration
@@ -75,5 +76,5 @@ def main(orchestration: Orchestration | None = None) -> None:
     try:
         app(obj=orchestration)
     except (SanitizeError, ValidationError, ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise SystemExit(2) from None

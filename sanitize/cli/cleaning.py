@@ -14,6 +14,7 @@ import sys
 from typing import Annotated, Any, Protocol, cast
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sanitize.cli.options import config_options
@@ -81,7 +82,10 @@ def schedule(
     orchestration = _orchestration(ctx, "serving a schedule (--serve)") if serve else None
     ws = Workspace()
     save_schedule(ws, spec)
-    console.print(f"scheduled [bold]{spec.dataset}[/bold]: {spec.describe()}, configuration {config.fingerprint()}")
+    console.print(
+        f"scheduled [bold]{escape(spec.dataset)}[/bold]: {escape(spec.describe())}, "
+        f"configuration {config.fingerprint()}"
+    )
     if orchestration is None:
         console.print("start it with: sanitize up")
     else:
@@ -94,8 +98,8 @@ def schedules() -> None:
     for spec in list_schedules(Workspace()):
         c = spec.config
         t.add_row(
-            spec.dataset,
-            spec.describe(),
+            escape(spec.dataset),
+            escape(spec.describe()),
             c.fingerprint(),
             str(c.model.epochs or "auto"),
             "yes" if c.retrain else "no",
@@ -107,7 +111,7 @@ def schedules() -> None:
 def unschedule(dataset: Annotated[str, typer.Argument(help="Dataset whose schedule stops.")]) -> None:
     """Stop cleaning a dataset on a schedule (its runs and versions stay)."""
     remove_schedule(Workspace(), dataset)
-    console.print(f"{dataset} is no longer scheduled")
+    console.print(f"{escape(dataset)} is no longer scheduled")
 
 
 def up(

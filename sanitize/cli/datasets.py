@@ -54,7 +54,7 @@ def ingest(
     state = "new version" if rep.changed else "unchanged version"
     console.print(
         f"ingested {rep.n_samples} samples ({rep.n_train} train, {rep.n_test} test) from "
-        f"{path} as source [bold]{source}[/bold] into [bold]{dataset}[/bold]"
+        f"{escape(str(path))} as source [bold]{escape(source)}[/bold] into [bold]{escape(dataset)}[/bold]"
     )
     console.print(
         f"{state} {rep.version_id}"
@@ -64,7 +64,8 @@ def ingest(
         console.print(
             f"[yellow]exact duplicate contents: {rep.duplicates_within} within the source, "
             f"{rep.duplicates_across} shared with other sources ({rep.conflicting_labels} with another "
-            f"label)[/yellow]" + (f"; e.g. {', '.join(rep.duplicate_examples[:3])}" if rep.duplicate_examples else "")
+            f"label)[/yellow]"
+            + (f"; e.g. {escape(', '.join(rep.duplicate_examples[:3]))}" if rep.duplicate_examples else "")
         )
     few = [c for c, n in rep.class_counts.items() if n < 2]
     if few:
@@ -78,7 +79,7 @@ def datasets() -> None:
     with ws.catalog.session() as s:
         for ds in s.scalars(select(Dataset).order_by(Dataset.name)):
             sources = sorted({i.source for i in s.scalars(select(Ingest).where(Ingest.dataset == ds.name))})
-            t.add_row(ds.name, ds.current_version or "", ", ".join(sources))
+            t.add_row(escape(ds.name), ds.current_version or "", escape(", ".join(sources)))
     console.print(t)
 
 
@@ -113,11 +114,13 @@ def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset's r
         for r in s.scalars(q):
             t.add_row(
                 r.id,
-                r.dataset,
+                escape(r.dataset),
                 r.version_id or "",
-                r.status
-                + (f": {r.error[:60]}" if r.error else "")
-                + (f" (unchanged since {r.summary['same_as']})" if r.status == "skipped" and r.summary else ""),
+                escape(
+                    r.status
+                    + (f": {r.error[:60]}" if r.error else "")
+                    + (f" (unchanged since {r.summary['same_as']})" if r.status == "skipped" and r.summary else "")
+                ),
                 str((r.summary or {}).get("quarantined", "")),
                 r.clean_version_id or "",
                 f"{r.started_at:%Y-%m-%d %H:%M}",
@@ -132,7 +135,7 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = "
     with ws.catalog.session() as s:
         summary = ws.catalog.run(s, rid).summary
     if summary and summary.get("skipped"):
-        console.print(f"run {rid} was skipped: {summary['reason']}")
+        console.print(escape(f"run {rid} was skipped: {summary['reason']}"))
         return
     if not summary:
         raise SanitizeError(f"run {rid} has no summary (it did not complete)")
@@ -148,8 +151,10 @@ def lineage_cmd(version: Annotated[str, typer.Argument(help="A version id.")]) -
         console.print(escape(f"{pad}{step.version} [{step.kind}, {step.status}]{made}{out}, {step.created_at[:19]}"))
         for src in step.sources:
             console.print(
-                f"{pad}  <- source {src['source']}: {src['samples']} samples from {src['uri']} "
-                f"({src['format']}, ingest {src['ingest_id']}, {src['ingested_at'][:19]})"
+                escape(
+                    f"{pad}  <- source {src['source']}: {src['samples']} samples from {src['uri']} "
+                    f"({src['format']}, ingest {src['ingest_id']}, {src['ingested_at'][:19]})"
+                )
             )
         for model in step.models:
             console.print(escape(f"{pad}  -> model {model.get('model')} trained by {model['by']}, {model['at'][:19]}"))
@@ -165,7 +170,7 @@ def export_cmd(
     """Copy a clean version out for a training job: Parquet + manifest, a NumPy .npz, or PNG files."""
     paths = copy_out(Workspace(), version, out, format.value)
     for p in paths:
-        console.print(str(p))
+        console.print(escape(str(p)))
 
 
 def copy_catalog_cmd(
@@ -176,6 +181,8 @@ def copy_catalog_cmd(
     target = Catalog(to)
     copied = copy_catalog(ws.catalog, target)
     target.dispose()
-    console.print(f"copied {sum(copied.values())} rows from {ws.catalog.engine.url!r} to {target.engine.url!r}:")
+    console.print(
+        escape(f"copied {sum(copied.values())} rows from {ws.catalog.engine.url!r} to {target.engine.url!r}:")
+    )
     console.print(", ".join(f"{table} {n}" for table, n in copied.items() if n))
-    console.print(f"use it: export SANITIZE_CATALOG_URL='{to}' (the data folder stays {ws.settings.home})")
+    console.print(escape(f"use it: export SANITIZE_CATALOG_URL='{to}' (the data folder stays {ws.settings.home})"))

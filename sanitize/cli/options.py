@@ -149,8 +149,14 @@ def _option_error(exc: ValidationError, ctx: typer.Context | None) -> Exception:
         if option is None:  # e.g. a TorchScript model without its feature layer: pydantic says which
             return exc
         flags.append(option.flag)
-        problems.append(f"{'.'.join(option.path)}: {error['msg']}, got {error['input']!r}")
+        problems.append(f"{'.'.join(option.path)}: {error['msg']}, got {_shown(error['input'])}")
     return typer.BadParameter("; ".join(problems), ctx=ctx, param_hint=flags)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``value`` as the error quotes it: its repr, cut to ``limit`` characters (a 5,000-character name)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
 def config_options(*, exclude: Collection[str] = (), required: Collection[str] = ()) -> Callable[[F], F]:

@@ -1,4 +1,10 @@
-"""What the commands print to a person: the two consoles and a cleaning run's summary."""
+"""What the commands print to a person: the two consoles and a cleaning run's summary.
+
+Rich reads ``[...]`` in every printed string and table cell as markup, so each string that can carry
+user text (a path, a name, a reason, an error) goes through :func:`rich.markup.escape` where it is
+printed: a path ``x[/red]`` made ``ingest`` exit 1 after committing, and ``lineage`` crash, with a
+MarkupError.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -21,7 +28,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1%}"
 
-    t.add_row("dataset", f"{summary['dataset']} (version {summary['version']})")
+    t.add_row("dataset", escape(f"{summary['dataset']} (version {summary['version']})"))
     if summary.get("redteam"):
         rt = summary["redteam"]
         t.add_row(
@@ -56,7 +63,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         "clean version",
         f"{summary['clean_version']} (read it with sanitize.data.CleanDataset('{summary['clean_version']}'))",
     )
-    t.add_row("run records", str(Path(summary["model_reference"]).parent))
+    t.add_row("run records", escape(str(Path(summary["model_reference"]).parent)))
     t.add_row("time", f"{summary['seconds']:.1f} s")
     console.print(t)
     console.print(f"List the quarantine: [bold]sanitize quarantine list --run {summary['run_id']}[/bold]")

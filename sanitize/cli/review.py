@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from sanitize.catalog import Version
 from sanitize.cli.output import console, err
+from sanitize.config import NAME_MAX_LENGTH
 from sanitize.quarantine import list_quarantine, resolve_run, status_counts
 from sanitize.review import decide
 from sanitize.web.auth import add_reviewer, list_reviewers, revoke_reviewer
@@ -59,7 +60,7 @@ def quarantine_list(
         sys.stdout.write(buf.getvalue())
         return
     counts = status_counts(ws, rid)
-    t = Table(title=f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    t = Table(title=escape(f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))))
     t.add_column("sample", no_wrap=True, min_width=20)
     for name in ("class", "source", "where", "score", "detectors", "status"):
         t.add_column(name, overflow="ellipsis", no_wrap=True)
@@ -68,12 +69,12 @@ def quarantine_list(
         t.add_row(
             r.sample_id,
             str(r.label),
-            r.source,
-            r.locator,
+            escape(r.source),
+            escape(r.locator),
             f"{r.suspicion_score:.3g}",
-            r.detectors,
+            escape(r.detectors),
             r.status,
-            r.reason.split(";")[0],
+            escape(r.reason.split(";")[0]),
         )
     console.print(t)
 
@@ -81,12 +82,16 @@ def quarantine_list(
 def _decide(
     action: str, sample_ids: list[str], run_id: str, reviewer: str | None, note: str | None, label: int | None = None
 ) -> None:
+    who = reviewer or os.environ.get("SANITIZE_REVIEWER") or getpass.getuser()
+    if len(who) > NAME_MAX_LENGTH:  # the decision's and the audit record's String(200) columns
+        raise typer.BadParameter(
+            f"reviewer name is {len(who)} characters long; the limit is {NAME_MAX_LENGTH}", param_hint="'--reviewer'"
+        )
     ws = Workspace()
     rid = resolve_run(ws, run_id)
-    who = reviewer or os.environ.get("SANITIZE_REVIEWER") or getpass.getuser()
     results = decide(ws, rid, sample_ids, action, reviewer=who, note=note, new_label=label)
     for r in results:
-        console.print(f"{r.sample_id}: {r.status}" + ("" if r.changed else " (already; nothing changed)"))
+        console.print(escape(f"{r.sample_id}: {r.status}") + ("" if r.changed else " (already; nothing changed)"))
     with ws.catalog.session() as s:
         approved = s.scalars(select(Version).where(Version.run_id == rid, Version.status == "approved")).all()
     for v in approved:
@@ -171,7 +176,10 @@ def review_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--host' / '--allowed-host'") from None
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"review page: [bold]http://{shown}:{port}/[/bold] (data in {ws.settings.home}; Ctrl-C stops it)")
+    console.print(
+        f"review page: [bold]http://{escape(shown)}:{port}/[/bold] (data in {escape(str(ws.settings.home))}; "
+        "Ctrl-C stops it)"
+    )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]listening on {escape(host)}: anyone who can reach it can read the pages[/yellow]")
         names = escape(application.state.allowed_hosts.describe())

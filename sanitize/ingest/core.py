@@ -7,7 +7,6 @@ a source already holds stores nothing and gives the same version.
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -18,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sanitize.catalog import Catalog, Dataset, Ingest, Source
-from sanitize.config import DATASET_PATTERN
+from sanitize.config import DATASET_PATTERN, check_name
 from sanitize.errors import InputError
 from sanitize.faults import pause_point
 from sanitize.ingest.readers import RawBatch, detect_format, read_source
@@ -126,10 +126,11 @@ def ingest_batches(
     ``uri``, ``fmt`` and the reader's ``options`` are kept as the source's address, so a scheduled
     run can read it again (:func:`sanitize.schedule.refresh_sources`).
     """
-    if not re.match(DATASET_PATTERN, dataset):
-        raise InputError(f"dataset name {dataset!r} must be letters, digits, '.', '_' or '-'")
-    if not re.match(SOURCE_PATTERN, source):
-        raise InputError(f"source name {source!r} must be letters, digits, '.', '_', ':' or '-'")
+    try:
+        check_name("dataset", dataset, DATASET_PATTERN, "letters, digits, '.', '_' or '-'")
+        check_name("source", source, SOURCE_PATTERN, "letters, digits, '.', '_', ':' or '-'")
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     ingest_id = f"ing-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
     target = store.ingest_path(dataset, ingest_id)
@@ -310,6 +311,4 @@ def _latest_ingests(session: Session, dataset: str) -> dict[str, Ingest]:
 
 
 def _read_meta(path: Path) -> dict[str, list[Any]]:
-    import pyarrow.parquet as pq
-
     return pq.read_table(path, columns=["content_sha256", "label", "split", "height", "width", "channels"]).to_pydict()

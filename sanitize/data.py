@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from sqlalchemy import select
 from torch.utils.data import Dataset
 
 from sanitize.catalog import Version
@@ -22,8 +23,6 @@ from sanitize.workspace import Workspace
 
 def resolve_version(ws: Workspace, name_or_version: str, version: str | None) -> str:
     """The version id that ``CleanDataset(name_or_version, version)`` names."""
-    from sqlalchemy import select
-
     if version is None:
         return name_or_version
     with ws.catalog.session() as s:
@@ -96,6 +95,8 @@ class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
                 )
             dataset = v.dataset
         self.manifest: Manifest = ws.store.manifest(dataset, version)
+        # A training job must not read bytes other than those published (a changed pixel included).
+        ws.store.check_files(self.manifest)
         self.version = version
         self.dataset = dataset
         self.split = split

@@ -3,6 +3,10 @@
 A clean version holds the kept samples of a run (train split) and the version's test split. Its
 manifest names its own id, the parent version, the run, the run's configuration and every excluded
 sample id, so a training job can say exactly what it trained on.
+
+What is read is first checked against the checksums its manifest recorded at publication
+(:meth:`sanitize.store.Store.check_files`): a parent version or a version to copy out whose files
+changed since is refused, naming the file and the version, rather than passed on as clean.
 """
 
 from __future__ import annotations
@@ -86,6 +90,7 @@ def export_clean_version(
     """
     store = ws.store
     parent_manifest = store.manifest(dataset, parent)
+    store.check_files(parent_manifest)
     relabel = relabel or {}
     with ws.catalog.session() as s:
         confirmed = ws.catalog.confirmed_poisons(s, dataset, other_than=run_id)
@@ -161,6 +166,7 @@ def _write_clean_version(
             "created_at": datetime.now(UTC).isoformat(),
         },
     )
+    manifest = ws.store.with_checksums(manifest)
     atomic_write_json(out_dir / "manifest.json", manifest.to_json())
     return manifest
 
@@ -176,6 +182,7 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
             raise NotFoundError(f"unknown dataset version {version!r}")
         dataset = v.dataset
     manifest = ws.store.manifest(dataset, version)
+    ws.store.check_files(manifest)
     if fmt == "imagefolder":
         return _write_imagefolder(ws, manifest, out)
     out.mkdir(parents=True, exist_ok=True)

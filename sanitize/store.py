@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sanitize.errors import InputError, NotFoundError
+from sanitize.errors import InputError, NotFoundError, SanitizeError
 
 ROW_GROUP = 4096
 
@@ -63,6 +63,19 @@ def content_hash(image: np.ndarray) -> str:
     h = hashlib.sha256(f"{image.shape[0]}x{image.shape[1]}x{image.shape[2]}:".encode())
     h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
     return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ChecksumError(SanitizeError):
+    """A published file's bytes are not those its version's manifest recorded (or the file is gone)."""
 
 
 def sample_id_for(source: str, locator: str, sha: str) -> str:
@@ -175,9 +188,12 @@ class Manifest:
     classes: tuple[int, ...]
     parent_id: str | None = None
     extra: dict[str, Any] | None = None
+    checksums: dict[str, str] | None = None
+    """SHA-256 of each file in ``files`` (path -> hex digest) as published; None in manifests written
+    before checksums were recorded, which are read but cannot be checked."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version_id": self.version_id,
             "dataset": self.dataset,
             "kind": self.kind,
@@ -191,6 +207,9 @@ class Manifest:
             "parent_id": self.parent_id,
             "extra": self.extra or {},
         }
+        if self.checksums is not None:
+            out["checksums"] = dict(sorted(self.checksums.items()))
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Manifest:
@@ -207,6 +226,7 @@ class Manifest:
             classes=tuple(obj["classes"]),
             parent_id=obj.get("parent_id"),
             extra=obj.get("extra") or {},
+            checksums=obj.get("checksums"),
         )
 
 
@@ -246,6 +266,31 @@ class Store:
 
     def files(self, manifest: Manifest) -> list[Path]:
         return [self.home / f for f in manifest.files]
+
+    # --- checksums ---------------------------------------------------------------------------
+    def with_checksums(self, manifest: Manifest) -> Manifest:
+        """``manifest`` with the SHA-256 of each of its files as they are now (for publication)."""
+        return replace(manifest, checksums={f: file_sha256(self.home / f) for f in manifest.files})
+
+    def check_files(self, manifest: Manifest) -> None:
+        """Refuse a version whose files are not the bytes published: raise :class:`ChecksumError`
+        naming the first file and the version. A manifest without checksums (an older release's)
+        cannot be checked and passes; ``sanitize verify`` reports it."""
+        if manifest.checksums is None:
+            return
+        for f in manifest.files:
+            path = self.home / f
+            recorded = manifest.checksums.get(f)
+            if recorded is None:
+                raise ChecksumError(f"version {manifest.version_id}: file {f} has no checksum in its manifest")
+            if not path.is_file():
+                raise ChecksumError(f"version {manifest.version_id}: file {f} is missing")
+            actual = file_sha256(path)
+            if actual != recorded:
+                raise ChecksumError(
+                    f"version {manifest.version_id}: file {f} does not match its published checksum "
+                    f"(SHA-256 {actual[:16]}..., published {recorded[:16]}...): it was changed after publication"
+                )
 
     # --- reading -----------------------------------------------------------------------------
     def iter_samples(

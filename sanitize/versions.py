@@ -8,6 +8,11 @@ through :func:`publish_version`, so they share one policy:
 - Otherwise the manifest is written first and the row added after it, in the caller's transaction:
   a process killed in between leaves a manifest with no row, which the next publication rewrites;
   a row never points at a manifest that is not there.
+- The manifest records the SHA-256 of every file it lists (``checksums``), taken here from the files
+  as they are at publication unless the caller already took them (an export writes a copy of its
+  manifest beside its files first). Readers (:class:`sanitize.data.CleanDataset`, the export) refuse
+  files that no longer match and ``sanitize verify`` reports them. Manifests published before
+  checksums existed carry none: they still load, and verify reports them as a warning.
 - Two processes that publish the same new version at once (two approvals of one run, two ingests of
   the same files) both write identical manifests; the one whose row lands second finds it there and
   keeps it.
@@ -39,10 +44,13 @@ def publish_version(
 
     Returns True when this call published it, False when the catalog already held the version (then
     nothing is written). ``status`` is the new row's (``ready`` for ingested and red-team versions,
-    ``provisional`` or ``approved`` for a clean one).
+    ``provisional`` or ``approved`` for a clean one). The manifest written is ``manifest`` with
+    the checksums of its files (:meth:`sanitize.store.Store.with_checksums`) when it has none.
     """
     if is_published(session, manifest.version_id):
         return False
+    if manifest.checksums is None:
+        manifest = store.with_checksums(manifest)
     path = store.write_manifest(manifest)
     try:
         with session.begin_nested():

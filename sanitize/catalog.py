@@ -2,10 +2,17 @@
 
 SQLite by default; any SQLAlchemy URL (PostgreSQL for a team) through ``SANITIZE_CATALOG_URL``.
 Nothing here is ever deleted: quarantine is a state and every state change is an audit record.
+
+The audit log is a hash chain: each record carries the hash of the record before it (by id) and its
+own hash over that and its fields (:func:`audit_record_hash`), so a record edited or deleted by hand
+breaks the chain at that point (``sanitize verify`` walks it). :meth:`Catalog.audit` is its one
+writer; records are chained when their transaction commits, under a lock that makes concurrent
+writers take turns (see :func:`_chain_audit_records`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -197,6 +204,31 @@ class AuditRecord(Base):
     action: Mapped[str] = mapped_column(String(50))
     subject: Mapped[str] = mapped_column(Text)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The chain: the previous record's hash (AUDIT_GENESIS for the first chained one) and this one's.
+    # NULL in both for records an older release wrote: unchained, not tampered.
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    record_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+AUDIT_GENESIS = "0" * 64
+"""The ``prev_hash`` of the first chained record (none before it, or only unchained ones)."""
+
+
+def audit_record_hash(
+    prev_hash: str, at: datetime, actor: str, action: str, subject: str, detail: dict[str, Any] | None
+) -> str:
+    """SHA-256 over the previous record's hash and this record's fields, in a canonical JSON form.
+
+    The time is taken in UTC to the microsecond, which SQLite and PostgreSQL both keep, so a record
+    hashes the same when it is read back from either (and after ``sanitize copy-catalog``).
+    """
+    body = json.dumps(
+        [prev_hash, at.astimezone(UTC).isoformat(timespec="microseconds"), actor, action, subject, detail],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 class Reviewer(Base):
@@ -265,9 +297,19 @@ class Catalog:
             yield session
 
     def audit(self, session: Session, actor: str, action: str, subject: str, **detail: Any) -> None:
-        """Append one record to the audit log (inside the caller's transaction)."""
-        session.add(
-            AuditRecord(actor=actor, action=action, subject=subject, detail=json.loads(json.dumps(detail, default=str)))
+        """Append one record to the audit log, inside the caller's transaction.
+
+        The record is written, chained to the one before it, when the transaction commits (and not
+        at all when it rolls back); a query in the same transaction does not see it yet.
+        """
+        session.info.setdefault(_PENDING_AUDIT, []).append(
+            {
+                "at": utcnow(),
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "detail": json.loads(json.dumps(detail, default=str)),
+            }
         )
 
     def dataset(self, session: Session, name: str) -> Dataset:
@@ -321,6 +363,47 @@ class Catalog:
 
 
 _SCHEMA_LOCK = 0x5A417A  # any constant: the advisory lock that serialises creating the tables
+_AUDIT_LOCK = 0x5A417B  # the advisory lock (PostgreSQL) under which audit records are chained
+_PENDING_AUDIT = "sanitize.audit_pending"  # session.info key: records audit() took, not yet written
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_audit_records(session: Session) -> None:
+    """Write the records :meth:`Catalog.audit` took in this transaction, chained to the last one.
+
+    Two writers must not both chain onto the same last record, so the last hash is read under a lock
+    held until commit: on PostgreSQL a transaction-scoped advisory lock taken first; on SQLite the
+    database's one write lock, which the INSERT takes (or already holds since the transaction's first
+    write) before the previous hash is read. Taking it at commit, after the transaction's own work,
+    holds it for milliseconds and never while the transaction still waits for row locks. On SQLite
+    an id is the largest so far plus one, and on PostgreSQL the sequence is drawn under the lock, so
+    id order is chain order. A savepoint's commit leaves them for the outer one.
+    """
+    if session.in_nested_transaction():
+        return
+    pending = session.info.pop(_PENDING_AUDIT, None)
+    if not pending:
+        return
+    if session.connection().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
+    records = [AuditRecord(**fields) for fields in pending]
+    session.add_all(records)
+    session.flush()
+    records.sort(key=lambda r: r.id)
+    prev = session.scalar(
+        select(AuditRecord.record_hash).where(AuditRecord.id < records[0].id).order_by(AuditRecord.id.desc()).limit(1)
+    )
+    prev = prev or AUDIT_GENESIS
+    for r in records:
+        r.prev_hash = prev
+        r.record_hash = prev = audit_record_hash(prev, r.at, r.actor, r.action, r.subject, r.detail)
+    session.flush()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending_audit(session: Session) -> None:
+    # Records of a transaction that rolled back were never its history.
+    session.info.pop(_PENDING_AUDIT, None)
 
 
 def _upgrade(conn: Connection) -> None:
@@ -329,11 +412,16 @@ def _upgrade(conn: Connection) -> None:
     ``create_all`` creates a missing table with its indexes but never touches a table that exists,
     so an index added later reaches old catalogs only through a step here.
     """
-    have = {c["name"] for c in inspect(conn).get_columns("runs")}
-    for name in ("host", "pid", "process_start", "heartbeat_at"):
-        if name not in have:
-            column = Run.__table__.c[name]
-            conn.execute(text(f"ALTER TABLE runs ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}"))
+    # The audit chain's columns stay NULL in records written before them: verify calls those unchained.
+    for table, names in (
+        ("runs", ("host", "pid", "process_start", "heartbeat_at")),
+        ("audit_log", ("prev_hash", "record_hash")),
+    ):
+        have = {c["name"] for c in inspect(conn).get_columns(table)}
+        for name in names:
+            if name not in have:
+                kind = Base.metadata.tables[table].c[name].type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
     try:
         QUARANTINE_REVIEW_INDEX.create(conn, checkfirst=True)
     except DBAPIError:

@@ -17,11 +17,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows import make_prefect_home
 from sanitize import pipeline
 from sanitize.config import RedTeamConfig, RunConfig
 from sanitize.quarantine import QuarantineSummary
 from sanitize.runs import RunContext
 from sanitize.workspace import Workspace
+
+make_prefect_home()
 
 
 def _progress() -> bool:

@@ -31,11 +31,14 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.types.entrypoint import EntrypointType
 
+from flows import make_prefect_home
 from flows.scheduled import scheduled_cleaning_flow
 from sanitize.errors import SanitizeError
 from sanitize.schedule import ScheduleSpec
 from sanitize.web.app import create_app
 from sanitize.workspace import Workspace
+
+make_prefect_home()
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200

@@ -25,7 +25,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 
-from sanitize.cli import cleaning, datasets, maintenance, review
+from sanitize.cli import cleaning, datasets, integrity, maintenance, review
 from sanitize.cli.cleaning import Orchestration
 from sanitize.cli.output import err
 from sanitize.errors import SanitizeError
@@ -58,6 +58,7 @@ app.command()(cleaning.schedules)
 app.command()(cleaning.unschedule)
 app.command()(cleaning.up)
 app.command("copy-catalog")(datasets.copy_catalog_cmd)
+app.command("verify")(integrity.verify_cmd)
 app.command()(maintenance.gc)
 quarantine_app.command("list")(review.quarantine_list)
 quarantine_app.command("confirm")(review.quarantine_confirm)

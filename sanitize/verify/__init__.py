@@ -14,8 +14,9 @@ Four kinds of check, each mismatch reported with its version, file, run and samp
   quarantine rows and its version's train split: the verdict covers exactly the train split, every
   sample it flags has an entry (a deleted row is found), every entry is a sample of the version with
   that sample's content hash and label (a planted hash or a changed label is found), an entry the
-  verdict did not flag is a poison confirmed in another run, the run's summary counts its entries,
-  and an approved clean version of the run leaves every confirmed poison out.
+  verdict did not flag is a poison confirmed in another run, the quarantine stage's audit record
+  counts the entries there are, and an approved clean version of the run leaves every confirmed
+  poison out.
 - **decisions**: an entry that is not ``pending`` has the decision that moved it (action and label
   matching its state) and that decision's audit record; a pending one has none. Entries that came in
   already confirmed from another run (confirmed poisons stay out) need that run's confirmed entry.
@@ -92,13 +93,14 @@ def verify(ws: Workspace, target: str | None = None) -> VerifyReport:
     for d in decisions:
         by_entry[d.quarantine_id].append(d)
     audited = {(a.action, a.subject) for a in audit}
+    entered = {a.subject: a.detail or {} for a in audit if a.action == "run.quarantine"}
     confirmed = {(e.run_id, e.sample_id): e.content_sha256 for e in entries if e.status == "confirmed"}
     clean_of_run: dict[str, list[Version]] = defaultdict(list)
     for v in versions:
         if v.kind == "clean" and v.run_id:
             clean_of_run[v.run_id].append(v)
     for run in runs:
-        check_run(checker, run, by_run[run.id], by_entry, audited, confirmed, clean_of_run[run.id])
+        check_run(checker, run, by_run[run.id], by_entry, audited, confirmed, clean_of_run[run.id], entered)
     check_chain(report, audit)
     report.runs = len(runs)
     report.seconds = round(time.perf_counter() - start, 2)

@@ -25,7 +25,9 @@ def check_run(
     audited: set[tuple[str, str]],
     confirmed: dict[tuple[str, str], str],
     clean_versions: list[Version],
+    entered: dict[str, dict[str, Any]],
 ) -> None:
+    """Check one completed run; ``entered`` is each run's ``run.quarantine`` audit detail."""
     rep = checker.report
     if run.version_id is None:
         rep.problem("runs", "a completed run without a dataset version", run=run.id)
@@ -65,15 +67,20 @@ def check_run(
         )
     for e in entries:
         check_entry(rep, run, e, train, cols, flagged, decisions.get(e.id, []), audited, confirmed)
-    summary = run.summary or {}
-    counted = (summary.get("ingested"), summary.get("quarantined"), summary.get("kept"))
-    if counted != (len(train), len(entries), len(train) - len(entries)):
-        rep.problem(
-            "runs",
-            f"the run recorded ingested {counted[0]}, quarantined {counted[1]}, kept {counted[2]}; "
-            f"now {len(train)} ingested and {len(entries)} quarantine entries",
-            run=run.id,
-        )
+    # The counts the quarantine stage recorded (its audit record, chained; the run's summary is not
+    # the place: a red-team run's detection figures overwrite its "quarantined" with the verdict's).
+    recorded = entered.get(run.id)
+    if recorded is None:
+        rep.warn("runs", "no run.quarantine audit record to compare the quarantine's size with", run=run.id)
+    else:
+        counted = (recorded.get("ingested"), recorded.get("quarantined"), recorded.get("kept"))
+        if counted != (len(train), len(entries), len(train) - len(entries)):
+            rep.problem(
+                "runs",
+                f"the quarantine stage recorded ingested {counted[0]}, quarantined {counted[1]}, kept {counted[2]}; "
+                f"now {len(train)} ingested and {len(entries)} quarantine entries",
+                run=run.id,
+            )
     poisons = {e.sample_id for e in entries if e.status == "confirmed"}
     for v in clean_versions:
         manifest = checker.manifest(v)

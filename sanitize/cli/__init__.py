@@ -27,7 +27,7 @@ from rich.markup import escape
 
 from sanitize.cli import cleaning, datasets, integrity, maintenance, review
 from sanitize.cli.cleaning import Orchestration
-from sanitize.cli.output import err
+from sanitize.cli.output import err, error_message
 from sanitize.errors import SanitizeError
 
 __all__ = ["Orchestration", "app", "main"]
@@ -78,5 +78,5 @@ def main(orchestration: Orchestration | None = None) -> None:
     try:
         app(obj=orchestration)
     except (SanitizeError, ValidationError, ValueError, FileNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(error_message(exc))}", highlight=False)
         raise SystemExit(2) from None

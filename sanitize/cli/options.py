@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from rich.markup import escape
 
+from sanitize.cli.output import shown
 from sanitize.config import DEFAULT_DATASET, RunConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,14 +150,8 @@ def _option_error(exc: ValidationError, ctx: typer.Context | None) -> Exception:
         if option is None:  # e.g. a TorchScript model without its feature layer: pydantic says which
             return exc
         flags.append(option.flag)
-        problems.append(f"{'.'.join(option.path)}: {error['msg']}, got {_shown(error['input'])}")
+        problems.append(f"{'.'.join(option.path)}: {error['msg']}, got {shown(error['input'])}")
     return typer.BadParameter("; ".join(problems), ctx=ctx, param_hint=flags)
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``value`` as the error quotes it: its repr, cut to ``limit`` characters (a 5,000-character name)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
 
 
 def config_options(*, exclude: Collection[str] = (), required: Collection[str] = ()) -> Callable[[F], F]:

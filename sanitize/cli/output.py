@@ -11,12 +11,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 console = Console()
 err = Console(stderr=True)
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` as an error quotes it: its repr, cut to ``limit`` characters (a 5,000-character name)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
+def error_message(exc: BaseException) -> str:
+    """A user error in one line: pydantic's ``ValidationError`` as ``field: problem`` for each problem,
+    without its dump of the whole input and its link (a schedule's bad cron printed four lines)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        problem = error["msg"].removeprefix("Value error, ")
+        if isinstance(error["input"], str | int | float) and error["type"] != "value_error":
+            problem += f", got {shown(error['input'])}"
+        problems.append(f"{where}: {problem}" if where else problem)
+    return "; ".join(problems)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from sanitize.errors import InputError
 
@@ -241,6 +241,10 @@ def decode_image(data: Path | bytes, what: str) -> np.ndarray:
             pixels = pixels_uint8(image, what)
     except InputError:
         raise
+    except UnidentifiedImageError:  # its message names the file again, or a BytesIO object's address
+        raise InputError(
+            f"{what}: not an image in a format ingest reads ({', '.join(PIL_FORMATS)}), or a corrupt one"
+        ) from None
     except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError, struct.error, ...
         raise InputError(f"{what}: unreadable or corrupt image ({type(exc).__name__}: {exc})") from exc
     if pixels.ndim == 2:

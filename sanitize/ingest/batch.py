@@ -243,7 +243,7 @@ def decode_image(data: Path | bytes, what: str) -> np.ndarray:
         raise
     except UnidentifiedImageError:  # its message names the file again, or a BytesIO object's address
         raise InputError(
-            f"{what}: not an image in a format ingest reads ({', '.join(PIL_FORMATS)}), or a corrupt one"
+            f"{what}: unreadable or corrupt image (not one of the formats ingest reads: {', '.join(PIL_FORMATS)})"
         ) from None
     except Exception as exc:  # Pillow reports bad data as OSError, SyntaxError, ValueError, struct.error, ...
         raise InputError(f"{what}: unreadable or corrupt image ({type(exc).__name__}: {exc})") from exc

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from sanitize import cli
-from sanitize.catalog import Version
+from sanitize.catalog import QuarantineEntry, Run, Version
 from sanitize.config import DetectConfig, Settings
 from sanitize.demo import digits_arrays
 from sanitize.workspace import Workspace
@@ -206,6 +206,37 @@ def test_a_reviewer_name_over_the_limit_exits_2_before_the_run_is_looked_up(sani
         result.output
     )
     assert not (sanitize_home / "catalog.db").exists()
+
+
+def test_tables_print_markup_in_user_text_as_typed(workspace: Workspace) -> None:
+    # A run's error and a quarantined sample's locator and reason hold paths and names from the source.
+    with workspace.catalog.session() as s:
+        s.add(Run(id="run-a", dataset="d", status="failed", config={}, config_fingerprint="f", error="x[/red]: gone"))
+        s.add(Run(id="run-b", dataset="d", status="completed", config={}, config_fingerprint="f"))
+        s.flush()
+        s.add(
+            QuarantineEntry(
+                run_id="run-b",
+                dataset="d",
+                sample_id="s1",
+                content_sha256="0" * 64,
+                label=0,
+                source="vendor",
+                locator="[bold]cat[/red].png",
+                suspicion_score=1.0,
+                detectors="knn[/i]",
+                reason="flagged [/x]",
+            )
+        )
+    runner = CliRunner(env={"COLUMNS": "250"})
+
+    runs = runner.invoke(cli.app, ["runs"], catch_exceptions=False)
+    listed = runner.invoke(cli.app, ["quarantine", "list", "--run", "run-b"], catch_exceptions=False)
+
+    assert runs.exit_code == listed.exit_code == 0
+    assert "failed: x[/red]: gone" in runs.stdout
+    for text in ("[bold]cat[/red].png", "knn[/i]", "flagged [/x]"):
+        assert text in listed.stdout
 
 
 # --- run ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,27 +291,38 @@ def test_records_from_before_the_chain_are_unchained_not_tampered(tmp_path: Path
 
 
 WRITER = """
-import sys
+import sys, time
+from pathlib import Path
 from sanitize.catalog import Catalog
 catalog = Catalog(sys.argv[1])
+Path(sys.argv[3] + "." + sys.argv[2]).touch()
+while not Path(sys.argv[3]).exists():  # start together
+    time.sleep(0.01)
 for i in range(40):
     with catalog.session() as s:
         catalog.audit(s, sys.argv[2], "test.write", f"{sys.argv[2]}/{i}", i=i)
 """
 
 
-def test_two_processes_writing_at_once_keep_one_chain(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'catalog.db'}"
-    Catalog(url).dispose()
+def test_two_processes_writing_at_once_keep_one_chain(catalog_url: str, tmp_path: Path) -> None:
+    Catalog(catalog_url).dispose()
+    go = tmp_path / "go"
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, url, name], cwd=ROOT, stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-c", WRITER, catalog_url, name, str(go)], cwd=ROOT, stderr=subprocess.PIPE)
         for name in ("ana", "ben")
     ]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"go.{name}").exists() for name in ("ana", "ben")):
+        assert time.monotonic() < deadline and all(w.poll() is None for w in writers)
+        time.sleep(0.02)
+    go.touch()
     for w in writers:
         assert w.wait(120) == 0, w.stderr.read().decode()  # type: ignore[union-attr]
-    report = verify(Workspace(Settings(home=tmp_path / "home", catalog_url=url)))
+    ws = Workspace(Settings(home=tmp_path / "home", catalog_url=catalog_url))
+    report = verify(ws)
     assert report.ok, report.problems
     assert (report.audit_records, report.unchained_audit_records) == (80, 0)
-    with Catalog(url).session() as s:
+    with ws.catalog.session() as s:
         actors = s.scalars(select(AuditRecord.actor).order_by(AuditRecord.id)).all()
     assert actors.count("ana") == actors.count("ben") == 40
+    ws.catalog.dispose()

@@ -68,6 +68,13 @@ class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
         group through a small cache, so a version larger than memory can still be indexed.
     settings : Settings, optional
         Where the catalog and data live (default: ``SANITIZE_HOME``).
+
+    Raises
+    ------
+    sanitize.store.ChecksumError
+        When a file of the version is not the bytes its manifest recorded at publication (one
+        pixel changed is enough); the message names the file and the version. A version published
+        before checksums were recorded cannot be checked and is read as it is.
     """
 
     def __init__(

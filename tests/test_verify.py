@@ -8,6 +8,7 @@ catalog would: a Parquet file rewritten with one pixel changed, a row updated or
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -177,6 +178,25 @@ def test_a_manifest_from_before_checksums_loads_and_is_a_warning(store: Store) -
     assert [(w.check, w.version) for w in report.warnings] == [("files", v)]
     assert "no checksums recorded" in report.warnings[0].message
     assert len(CleanDataset(v)) == manifest["n_train"]
+
+
+def test_a_label_changed_in_an_export_with_its_checksum_rewritten_is_still_found(store: Store) -> None:
+    # A thorough tamperer also rewrites the manifest's checksum; the clean version's samples must
+    # still be its parent's, under the parent's labels (or the reviewed relabelling).
+    v = store.versions["clean"]
+    path = store.file_of("clean")
+    table = pq.read_table(path)
+    labels = table.column("label").to_pylist()
+    labels[7] = (labels[7] + 1) % 10
+    table = table.set_column(table.schema.get_field_index("label"), SAMPLE_SCHEMA.field("label"), pa.array(labels))
+    pq.write_table(table, path)
+    manifest_path = store.ws.store.manifest_path(DEFAULT_DATASET, v)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["checksums"][str(path.relative_to(store.home))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    report = verify(store.ws)
+    assert problems(report) == [("samples", v, None, table.column("sample_id")[7].as_py())]
+    assert "label" in report.problems[0].message
 
 
 # --- the quarantine changed by hand -----------------------------------------------------------------

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from sanitize.catalog import Version
 from sanitize.errors import NotFoundError
+from sanitize.export import clean_version_id
 from sanitize.store import Manifest, file_sha256, version_id_for
 from sanitize.verify.report import VerifyReport
 from sanitize.workspace import Workspace
@@ -162,18 +163,35 @@ class StoreChecker:
         if parent is None:
             self.report.problem("files", f"parent version {manifest.parent_id} cannot be read", version=v.id)
             return
-        excluded = set((manifest.extra or {}).get("excluded_sample_ids", []))
+        extra = manifest.extra or {}
+        excluded = set(extra.get("excluded_sample_ids", []))
+        relabel = {sid: int(label) for sid, label in (extra.get("relabelled") or {}).items()}
+        if clean_version_id(manifest.parent_id, excluded, relabel) != v.id:
+            self.report.problem(
+                "samples", "its parent, excluded and relabelled samples no longer hash to the version id", version=v.id
+            )
         for split in ("train", "test"):
-            want = [sid for sid in parent.ids[split] if split == "test" or sid not in excluded]
+            keep = [i for i, sid in enumerate(parent.ids[split]) if split == "test" or sid not in excluded]
+            want = [parent.ids[split][i] for i in keep]
             if cols.ids[split] != want:
-                extra = sorted(set(cols.ids[split]) - set(want))
+                unexpected = sorted(set(cols.ids[split]) - set(want))
                 self.report.problem(
                     "samples",
                     f"the {split} split is not its parent {manifest.parent_id}'s minus the excluded samples"
-                    + (f" (not expected: {', '.join(extra[:5])})" if extra else ""),
+                    + (f" (not expected: {', '.join(unexpected[:5])})" if unexpected else ""),
                     version=v.id,
-                    sample_id=extra[0] if extra else None,
+                    sample_id=unexpected[0] if unexpected else None,
                 )
+                continue
+            labels = [relabel.get(parent.ids[split][i], parent.labels[split][i]) for i in keep]
+            for sid, have, label in zip(want, cols.labels[split], labels, strict=True):
+                if have != label:
+                    self.report.problem(
+                        "samples",
+                        f"label {have}, where its parent and relabelling give {label}",
+                        version=v.id,
+                        sample_id=sid,
+                    )
 
     def scan(self, relpath: str) -> FileScan:
         if relpath not in self.scans:

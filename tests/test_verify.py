@@ -32,7 +32,7 @@ from sanitize.export import copy_out, export_clean_version
 from sanitize.pipeline import run_cleaning
 from sanitize.quarantine import list_quarantine
 from sanitize.review import decide
-from sanitize.store import SAMPLE_SCHEMA, ChecksumError
+from sanitize.store import SAMPLE_SCHEMA, ChecksumError, content_hash, decode_pixels
 from sanitize.verify import VerifyReport, verify
 from sanitize.workspace import Workspace
 
@@ -180,9 +180,10 @@ def test_a_manifest_from_before_checksums_loads_and_is_a_warning(store: Store) -
     assert len(CleanDataset(v)) == manifest["n_train"]
 
 
-def test_a_label_changed_in_an_export_with_its_checksum_rewritten_is_still_found(store: Store) -> None:
-    # A thorough tamperer also rewrites the manifest's checksum; the clean version's samples must
-    # still be its parent's, under the parent's labels (or the reviewed relabelling).
+def test_an_export_rewritten_with_its_hashes_and_checksum_recomputed_is_still_found(store: Store) -> None:
+    # A thorough tamperer rewrites one label, and one image with its content hash, and the manifest's
+    # checksum: a clean version's samples must still be its parent's, under the parent's labels (or
+    # the reviewed relabelling) and with the parent's content.
     v = store.versions["clean"]
     path = store.file_of("clean")
     table = pq.read_table(path)
@@ -190,13 +191,21 @@ def test_a_label_changed_in_an_export_with_its_checksum_rewritten_is_still_found
     labels[7] = (labels[7] + 1) % 10
     table = table.set_column(table.schema.get_field_index("label"), SAMPLE_SCHEMA.field("label"), pa.array(labels))
     pq.write_table(table, path)
+    relabelled = table.column("sample_id")[7].as_py()
+    repainted = change_one_pixel(path, row=9)
+    table = pq.read_table(path)
+    shas = table.column("content_sha256").to_pylist()
+    image = decode_pixels(table.slice(9, 1))[0]
+    shas[9] = content_hash(image)
+    i = table.schema.get_field_index("content_sha256")
+    pq.write_table(table.set_column(i, SAMPLE_SCHEMA.field("content_sha256"), pa.array(shas)), path)
     manifest_path = store.ws.store.manifest_path(DEFAULT_DATASET, v)
     manifest = json.loads(manifest_path.read_text())
     manifest["checksums"][str(path.relative_to(store.home))] = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
     report = verify(store.ws)
-    assert problems(report) == [("samples", v, None, table.column("sample_id")[7].as_py())]
-    assert "label" in report.problems[0].message
+    assert sorted(problems(report)) == sorted([("samples", v, None, relabelled), ("samples", v, None, repainted)])
+    assert {p.sample_id: p.message.split(" ")[0] for p in report.problems} == {relabelled: "label", repainted: "its"}
 
 
 # --- the quarantine changed by hand -----------------------------------------------------------------

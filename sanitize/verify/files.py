@@ -184,11 +184,21 @@ class StoreChecker:
                 )
                 continue
             labels = [relabel.get(parent.ids[split][i], parent.labels[split][i]) for i in keep]
-            for sid, have, label in zip(want, cols.labels[split], labels, strict=True):
+            shas = [parent.shas[split][i] for i in keep]
+            for sid, have, label, sha, parent_sha in zip(
+                want, cols.labels[split], labels, cols.shas[split], shas, strict=True
+            ):
                 if have != label:
                     self.report.problem(
                         "samples",
                         f"label {have}, where its parent and relabelling give {label}",
+                        version=v.id,
+                        sample_id=sid,
+                    )
+                if sha != parent_sha:
+                    self.report.problem(
+                        "samples",
+                        "its content is not the parent's sample's (content_sha256)",
                         version=v.id,
                         sample_id=sid,
                     )

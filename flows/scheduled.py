@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import State, TaskRun
 
 from flows.clean import cleaning_flow
-from sanitize import schedule
+from sanitize import pipeline, schedule
 from sanitize.config import RunConfig
 from sanitize.errors import SanitizeError
 from sanitize.workspace import Workspace
@@ -29,6 +29,11 @@ def _worth_retrying(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) 
 @task(name="read sources again", retries=2, retry_delay_seconds=30, retry_condition_fn=_worth_retrying)
 def refresh(dataset: str) -> dict[str, Any]:
     return schedule.refresh_sources(Workspace(), dataset).as_dict()
+
+
+@task(name="check the run")
+def check(config: RunConfig) -> str:
+    return pipeline.check_run(Workspace(), config)
 
 
 @task(name="skip if unchanged")
@@ -49,6 +54,9 @@ def scheduled_cleaning_flow(config: RunConfig) -> dict[str, Any]:
     logger = get_run_logger()
     try:
         refreshed = refresh(config.dataset)
+        # A run that cannot work (its model is gone, say) is refused before it records anything;
+        # a scheduled one must still leave a failed run for the team to see.
+        check(config.model_copy(update={"version": refreshed["version"]}))
     except BaseException as exc:
         run_id = schedule.record_failure(Workspace(), config, exc)
         logger.error("run %s failed before cleaning: %s", run_id, exc)

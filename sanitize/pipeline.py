@@ -25,6 +25,7 @@ direct use (the CLI without Prefect, tests, benchmarks).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,26 +47,36 @@ from sanitize.models import load_torchscript
 from sanitize.provenance import source_verdicts
 from sanitize.quarantine import QuarantineSummary, enter_quarantine, pending_count, quarantined_ids
 from sanitize.runs import RunContext, complete_run, fail_run, git_commit, machine
+from sanitize.store import Manifest
 from sanitize.training import check_user_model, feature_layer, train_clean, train_reference
 from sanitize.workspace import Workspace
 
 
+def check_run(ws: Workspace, config: RunConfig) -> str:
+    """Refuse, before anything is written, a run that cannot work: no such version, a version it
+    cannot clean, a user's model that does not fit it. The built-in default dataset is ingested on
+    first use. Returns the version the run would clean."""
+    _ingest_default(ws, config)
+    return runs.check_run(ws, config, _model_check(ws, config))
+
+
 def start_run(ws: Workspace, config: RunConfig) -> RunContext:
-    """Record a running run of the configured version (:func:`sanitize.runs.start_run`) and check a
-    user's model against it; the built-in default dataset is ingested on first use."""
+    """Record a running run of the configured version, once the checks of :func:`check_run` pass."""
+    _ingest_default(ws, config)
+    ctx = runs.start_run(ws, config, _model_check(ws, config))
+    pause_point("start")
+    return ctx
+
+
+def _ingest_default(ws: Workspace, config: RunConfig) -> None:
     with ws.catalog.session() as s:
         has_dataset = s.get(Dataset, config.dataset) is not None
     if not has_dataset and config.dataset == DEFAULT_DATASET:
         ingest_demo(ws, config.dataset)
-    ctx = runs.start_run(ws, config)
-    pause_point("start")
-    try:
-        # Before anything is written for the run: a model that cannot serve fails it here.
-        check_user_model(ws, config, ctx.manifest(ws))
-    except BaseException as exc:
-        fail_run(ws, ctx.run_id, exc)
-        raise
-    return ctx
+
+
+def _model_check(ws: Workspace, config: RunConfig) -> Callable[[Manifest], None]:
+    return lambda manifest: check_user_model(ws, config, manifest)
 
 
 def poison_stage(ws: Workspace, ctx: RunContext) -> RunContext:

@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,8 +139,10 @@ def new_run_id() -> str:
     return f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def start_run(ws: Workspace, config: RunConfig) -> RunContext:
-    """Resolve the dataset version, check it can be cleaned, and record a running run."""
+def check_run(ws: Workspace, config: RunConfig, check: Callable[[Manifest], None] | None = None) -> str:
+    """Resolve the dataset version a run of ``config`` would clean and check that it can: refused with
+    a clear error, writing nothing, otherwise. ``check`` looks at the version's manifest too (the
+    conductor checks a user's model there). Returns the version id."""
     with ws.catalog.session() as s:
         ds = ws.catalog.dataset(s, config.dataset)
         version_id = config.version or ds.current_version
@@ -148,7 +151,15 @@ def start_run(ws: Workspace, config: RunConfig) -> RunContext:
         version = ws.catalog.version(s, version_id)
         if version.dataset != config.dataset:
             raise InputError(f"version {version_id} belongs to dataset {version.dataset!r}, not {config.dataset!r}")
-    _check_cleanable(ws, config, version_id)
+    manifest = _check_cleanable(ws, config, version_id)
+    if check is not None:
+        check(manifest)
+    return version_id
+
+
+def start_run(ws: Workspace, config: RunConfig, check: Callable[[Manifest], None] | None = None) -> RunContext:
+    """Record a running run of ``config``, once :func:`check_run` (with ``check``) let it through."""
+    version_id = check_run(ws, config, check)
     run_id = new_run_id()
     run_dir = ws.store.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -210,7 +221,7 @@ class _Heartbeat:
                 return
 
 
-def _check_cleanable(ws: Workspace, config: RunConfig, version_id: str) -> None:
+def _check_cleanable(ws: Workspace, config: RunConfig, version_id: str) -> Manifest:
     """Refuse a version whose train split cannot be cleaned, or a red team aimed at no class of it."""
     manifest = ws.store.manifest(config.dataset, version_id)
     if min(manifest.height, manifest.width) < MIN_IMAGE_SIDE:
@@ -236,6 +247,7 @@ def _check_cleanable(ws: Workspace, config: RunConfig, version_id: str) -> None:
             f"red-team target class {config.redteam.target} is not a class of {config.dataset!r} "
             f"(classes: {classes.tolist()})"
         )
+    return manifest
 
 
 def fail_run(ws: Workspace, run_id: str, error: BaseException) -> None:

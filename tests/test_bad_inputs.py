@@ -244,14 +244,6 @@ def case(name: str, args: str | list[str], *names: str, marks: tuple[pytest.Mark
     return pytest.param(argv, names, id=name, marks=marks)
 
 
-# A run refused for its model exits 2 naming the model, but only after start_run recorded it: a
-# failed row in runs, its audit record and runs/RUN/context.json (sanitize/pipeline.py, sanitize/runs.py).
-REFUSED_RUN_IS_RECORDED = (
-    pytest.mark.xfail(
-        strict=True,
-        reason="a run refused for its model is recorded as a failed run (runs row, audit, runs/RUN/context.json)",
-    ),
-)
 IN = "{inputs}"  # where the malformed files are; filled in with the rest of Demo.names
 CASES = [
     # --- ingest: files of every format that are not what they claim -----------------------------------
@@ -336,7 +328,6 @@ CASES = [
         "run model gone",
         f"run --dataset digits-demo --model {IN}/gone.pt --feature-layer embed",
         "gone.pt",
-        marks=REFUSED_RUN_IS_RECORDED,
     ),
     case(
         "run model without layer",
@@ -348,13 +339,11 @@ CASES = [
         f"run --dataset digits-demo --model {IN}/three-outputs.pt --feature-layer embed",
         "gives 3 outputs per image",
         "has 10 classes",
-        marks=REFUSED_RUN_IS_RECORDED,
     ),
     case(
         "run model unknown layer",
         f"run --dataset digits-demo --model {IN}/three-outputs.pt --feature-layer nosuch",
         "three-outputs.pt has no layer 'nosuch'",
-        marks=REFUSED_RUN_IS_RECORDED,
     ),
     case("run images too small", "run --dataset tiny", "1x1"),
     case("run red-team target no class", "run --dataset digits-demo --poison badnets --target 10", "target", "10"),

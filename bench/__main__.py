@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "orchestration": ("bench.orchestration", "what the Prefect flow adds to a run of the digits demo"),
     "digits-demo": ("bench.digits_demo", "the built-in default over red-team seeds and torch threads"),
     "fashion-mnist": ("bench.fashion_mnist", "the first Fashion-MNIST BadNets runs (clean, 1, 5, 10 %)"),
+    "compare-runs": ("bench.compare_runs", "two data folders' runs (two releases), compared sample for sample"),
+    "robustness": ("bench.robustness", "kill -9 points, bad inputs, and 'sanitize verify' on a large home"),
 }
 # Probes served one investigation each (bench/RESULTS.md says which); kept runnable.
 PROBES: dict[str, tuple[str, str]] = {

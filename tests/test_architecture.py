@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sanitize.quarantine", "sanitize.evaluate"),
     ("sanitize.export",),
     ("sanitize.review",),
-    ("sanitize.data", "sanitize.lineage", "sanitize.schedule", "sanitize.cleanup"),
+    ("sanitize.data", "sanitize.lineage", "sanitize.schedule", "sanitize.cleanup", "sanitize.verify"),
     ("sanitize.pipeline",),
     ("sanitize.web",),
     ("sanitize.cli",),

@@ -295,6 +295,21 @@ def test_a_deleted_audit_record_breaks_the_chain(store: Store) -> None:
     assert "deleted" in report.problems[0].message
 
 
+def test_the_newest_records_removed_are_found_against_a_noted_head(store: Store) -> None:
+    with store.ws.catalog.session() as s:
+        store.ws.catalog.audit(s, "gc", "gc", str(store.home), removed=[], bytes=0)
+    head = verify(store.ws).audit_head
+    assert head is not None
+    with store.ws.catalog.session() as s:
+        newest = s.scalar(select(AuditRecord.id).order_by(AuditRecord.id.desc()).limit(1))
+    store.sql("DELETE FROM audit_log WHERE id = ?", newest)
+    assert verify(store.ws).ok  # the chain alone cannot tell
+    report = verify(store.ws, audit_head=head)
+    assert [(p.check, p.file) for p in report.problems] == [("audit", "audit_log")]
+    code, out = verify_cli(store.home, "--audit-head", head)
+    assert code == 1 and "removed from its end" in out
+
+
 def test_records_from_before_the_chain_are_unchained_not_tampered(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     with sqlite3.connect(tmp_path / "old.db") as db:  # an older release's audit log: no chain columns

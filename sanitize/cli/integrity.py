@@ -23,11 +23,17 @@ def verify_cmd(
             metavar="[DATASET|VERSION]",
         ),
     ] = None,
+    audit_head: Annotated[
+        str | None,
+        typer.Option(
+            help="The audit head an earlier verify printed: it must still be in the chain.", show_default=False
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Recompute every file's checksum and every sample's hash, check each run's quarantine, its
     decisions and the audit chain. Exit status 1 on any mismatch, 0 when all holds."""
-    report = verify(Workspace(), target)
+    report = verify(Workspace(), target, audit_head=audit_head)
     if as_json:
         print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2))
     else:
@@ -43,6 +49,8 @@ def _print(report: VerifyReport) -> None:
             f"{report.runs} runs, {report.audit_records} audit records in {report.seconds:.1f} s"
         )
     )
+    if report.audit_head:
+        console.print(f"audit head {report.audit_head} (keep it: --audit-head checks that no record was removed since)")
     for w in report.warnings:
         where = w.where()
         console.print(

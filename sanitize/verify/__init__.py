@@ -24,7 +24,8 @@ Four kinds of check, each mismatch reported with its version, file, run and samp
   before it (:func:`sanitize.catalog.audit_record_hash`): an edited or deleted record breaks the
   chain. Records written before the chain existed (a prefix with no hashes) are counted as
   unchained, not reported as tampered; a record without a hash after the chain began is.
-  Deleting the newest records leaves no trace in the chain itself.
+  Deleting the newest records leaves no trace in the chain itself: the report gives the chain's head
+  (``audit_head``), and a head noted earlier and passed back must still be in the chain.
 
 The pixels are hashed once per file (files are shared between versions), batch by batch from the
 Parquet value buffer without copying a row.
@@ -48,11 +49,12 @@ from sanitize.workspace import Workspace
 __all__ = ["Finding", "VerifyReport", "verify"]
 
 
-def verify(ws: Workspace, target: str | None = None) -> VerifyReport:
+def verify(ws: Workspace, target: str | None = None, *, audit_head: str | None = None) -> VerifyReport:
     """Verify the whole store, one dataset (``target`` a dataset name) or one version (a version id).
 
     Raises :class:`~sanitize.errors.NotFoundError` for a target that is neither. The audit chain is
-    always checked whole: it is one chain for the catalog.
+    always checked whole: it is one chain for the catalog. ``audit_head``, the report's
+    ``audit_head`` from an earlier verify, must still be in the chain (its newest records not removed).
     """
     start = time.perf_counter()
     report = VerifyReport(scope=target or "everything")
@@ -101,7 +103,7 @@ def verify(ws: Workspace, target: str | None = None) -> VerifyReport:
             clean_of_run[v.run_id].append(v)
     for run in runs:
         check_run(checker, run, by_run[run.id], by_entry, audited, confirmed, clean_of_run[run.id], entered)
-    check_chain(report, audit)
+    check_chain(report, audit, audit_head)
     report.runs = len(runs)
     report.seconds = round(time.perf_counter() - start, 2)
     return report

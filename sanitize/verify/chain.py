@@ -9,8 +9,12 @@ from sanitize.catalog import AUDIT_GENESIS, audit_record_hash
 from sanitize.verify.report import VerifyReport
 
 
-def check_chain(report: VerifyReport, records: Sequence[Any]) -> None:
-    """Walk the audit log by id: recompute each record's hash and link it to the one before."""
+def check_chain(report: VerifyReport, records: Sequence[Any], noted_head: str | None = None) -> None:
+    """Walk the audit log by id: recompute each record's hash and link it to the one before.
+
+    The chain alone cannot tell that its newest records were deleted; ``noted_head``, the
+    ``audit_head`` of an earlier report kept elsewhere, must still be a record of the chain.
+    """
     report.audit_records = len(records)
     prev_stored: str | None = None  # the previous record's stored hash (None: unchained or none)
     chained = False
@@ -38,5 +42,12 @@ def check_chain(report: VerifyReport, records: Sequence[Any]) -> None:
         if r.record_hash != audit_record_hash(r.prev_hash or "", r.at, r.actor, r.action, r.subject, r.detail):
             report.problem("audit", "the record's fields do not hash to its recorded hash: it was edited", **where)
         prev_stored = r.record_hash
+    report.audit_head = prev_stored
+    if noted_head is not None and noted_head not in {r.record_hash for r in records}:
+        report.problem(
+            "audit",
+            f"the chain no longer holds the head {noted_head} noted earlier: records were removed from its end",
+            file="audit_log",
+        )
     if report.unchained_audit_records:
         report.warn("audit", f"{report.unchained_audit_records} audit records from before the chain are unchained")

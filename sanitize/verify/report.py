@@ -38,6 +38,7 @@ class VerifyReport:
     runs: int = 0
     audit_records: int = 0
     unchained_audit_records: int = 0
+    audit_head: str | None = None  # the newest record's hash: note it to check later that none was removed
     seconds: float = 0.0
 
     @property

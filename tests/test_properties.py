@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -86,7 +86,8 @@ class Player:
         )
         run_cleaning(config, self.ws, progress=False)
 
-    def decide(self, action: str, pick: int) -> None:
+    def decide(self, action: str, pick: int, settle_all: bool) -> None:
+        """Decide one pending entry, or all of one run's (which approves its reviewed version)."""
         with self.ws.catalog.session() as s:
             pending = s.scalars(
                 select(QuarantineEntry)
@@ -94,11 +95,14 @@ class Player:
                 .where(QuarantineEntry.status == "pending", Run.status == "completed")
                 .order_by(QuarantineEntry.id)
             ).all()
+        event(f"decide with {'a' if pending else 'no'} pending entry" + (", all of a run" if settle_all else ""))
         if not pending:
             return
         entry = pending[pick % len(pending)]
-        label = (entry.label + 1) % CLASSES if action == "relabel" else None
-        decide(self.ws, entry.run_id, [entry.sample_id], action, reviewer="prop", new_label=label)
+        chosen = [e for e in pending if e.run_id == entry.run_id] if settle_all else [entry]
+        for e in chosen:  # a relabelling takes one label per call
+            label = (e.label + 1) % CLASSES if action == "relabel" else None
+            decide(self.ws, e.run_id, [e.sample_id], action, reviewer="prop", new_label=label)
 
     def export(self, fmt: str) -> None:
         with self.ws.catalog.session() as s:
@@ -114,14 +118,14 @@ class Player:
 STEPS = st.one_of(
     st.tuples(st.just("ingest"), st.sampled_from(["a", "b"]), st.integers(0, 2)),
     st.tuples(st.just("run"), st.booleans()),
-    st.tuples(st.just("decide"), st.sampled_from(["confirm", "release", "relabel"]), st.integers(0, 10)),
+    st.tuples(st.just("decide"), st.sampled_from(["confirm", "release", "relabel"]), st.integers(0, 10), st.booleans()),
     st.tuples(st.just("export"), st.sampled_from(["parquet", "npz", "imagefolder"])),
     st.tuples(st.just("gc")),
 )
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=st.lists(STEPS, min_size=1, max_size=5))
+@given(steps=st.lists(STEPS, min_size=1, max_size=6))
 def test_verify_holds_and_published_bytes_never_change(steps: list[tuple]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         player = Player(Path(tmp))
@@ -129,6 +133,7 @@ def test_verify_holds_and_published_bytes_never_change(steps: list[tuple]) -> No
             player.ingest("a", 0)
             before = published_bytes(player.ws)
             for name, *args in [("run", False), *steps]:
+                event(name)
                 getattr(player, name)(*args)
                 report = verify(player.ws)
                 assert report.ok, (name, args, report.problems)

@@ -167,6 +167,16 @@ def test_one_changed_pixel_is_found_and_refused(store: Store, kind: str, tmp_pat
             export_clean_version(store.ws, DEFAULT_DATASET, version, store.run_id, set(), {})
 
 
+def test_an_export_s_manifest_copy_rewritten(store: Store) -> None:
+    # What defect 2 did: a later run rewrote the export folder's manifest.json (run_id, config).
+    v = store.versions["clean"]
+    copy = store.ws.store.export_dir(DEFAULT_DATASET, v) / "manifest.json"
+    manifest = json.loads(copy.read_text())
+    manifest["extra"]["run_id"] = "run-someone-else"
+    copy.write_text(json.dumps(manifest))
+    assert problems(verify(store.ws)) == [("files", v, str(copy.relative_to(store.home)), None)]
+
+
 def test_a_manifest_from_before_checksums_loads_and_is_a_warning(store: Store) -> None:
     v = store.versions["redteam"]
     path = store.ws.store.manifest_path(DEFAULT_DATASET, v)
@@ -203,6 +213,7 @@ def test_an_export_rewritten_with_its_hashes_and_checksum_recomputed_is_still_fo
     manifest = json.loads(manifest_path.read_text())
     manifest["checksums"][str(path.relative_to(store.home))] = hashlib.sha256(path.read_bytes()).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
+    (path.parent / "manifest.json").write_text(json.dumps(manifest))  # and the export folder's copy
     report = verify(store.ws)
     assert sorted(problems(report)) == sorted([("samples", v, None, relabelled), ("samples", v, None, repainted)])
     assert {p.sample_id: p.message.split(" ")[0] for p in report.problems} == {relabelled: "label", repainted: "its"}

@@ -4,6 +4,7 @@ rows against the counts, and each version's id against its content (see :mod:`sa
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class StoreChecker:
         if manifest is None:
             rep.problem("files", f"manifest {v.manifest} is missing", version=v.id, file=v.manifest)
             return
+        if v.kind == "clean":
+            self.check_export_manifest(v, manifest)
         if (manifest.version_id, manifest.dataset, manifest.kind) != (v.id, v.dataset, v.kind):
             rep.problem(
                 "files",
@@ -138,6 +141,19 @@ class StoreChecker:
                     version=v.id,
                 )
         self.check_identity(v, manifest)
+
+    def check_export_manifest(self, v: Version, manifest: Manifest) -> None:
+        """A clean version's folder keeps a copy of its manifest for readers of the folder alone: the same."""
+        copy = self.ws.store.export_dir(v.dataset, v.id) / "manifest.json"
+        rel = str(copy.relative_to(self.ws.store.home))
+        try:
+            same = json.loads(copy.read_text()) == manifest.to_json()
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            self.report.problem(
+                "files", "the export's manifest.json is not the published manifest", version=v.id, file=rel
+            )
 
     def check_identity(self, v: Version, manifest: Manifest) -> None:
         """The version's id still derives from its content (ingested, red team) or its parent (clean)."""

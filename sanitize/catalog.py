@@ -379,11 +379,11 @@ def _chain_audit_records(session: Session) -> None:
     an id is the largest so far plus one, and on PostgreSQL the sequence is drawn under the lock, so
     id order is chain order. A savepoint's commit leaves them for the outer one.
     """
-    if session.in_nested_transaction():
+    # Listening on the Session class reaches every session in the process (Prefect's server has its
+    # own): one that took no audit record returns at the first line.
+    if not session.info.get(_PENDING_AUDIT) or session.in_nested_transaction():
         return
-    pending = session.info.pop(_PENDING_AUDIT, None)
-    if not pending:
-        return
+    pending = session.info.pop(_PENDING_AUDIT)
     if session.connection().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_LOCK})
     records = [AuditRecord(**fields) for fields in pending]

@@ -224,6 +224,7 @@ class _Heartbeat:
 def _check_cleanable(ws: Workspace, config: RunConfig, version_id: str) -> Manifest:
     """Refuse a version whose train split cannot be cleaned, or a red team aimed at no class of it."""
     manifest = ws.store.manifest(config.dataset, version_id)
+    ws.store.check_files(manifest)  # a file changed since publication is refused, not cleaned
     if min(manifest.height, manifest.width) < MIN_IMAGE_SIDE:
         raise InputError(
             f"dataset {config.dataset!r} version {version_id}: its images are {manifest.height}x{manifest.width}; "

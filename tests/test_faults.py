@@ -28,6 +28,7 @@ from sanitize.demo import digits_arrays
 from sanitize.faults import PAUSE_AT, PAUSE_FILE
 from sanitize.ingest.core import ingest_path
 from sanitize.pipeline import run_cleaning
+from sanitize.verify import verify
 from sanitize.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,8 @@ def test_a_run_killed_at_each_stage_is_marked_failed_and_a_rerun_flags_the_same(
     collect(ws, find_debris(ws, older_than=timedelta(0)))
     assert _leftovers(home) == []
     assert find_debris(ws, older_than=timedelta(0)) == []
+    report = verify(ws)
+    assert report.ok, report
 
 
 @pytest.mark.parametrize("step", INGEST_STEPS)
@@ -131,3 +134,5 @@ def test_an_ingest_killed_at_each_step_leaves_nothing_after_gc_and_a_rerun_inges
     assert _leftovers(home) == []
     files = sorted(p.name for p in (home / "datasets" / "shop" / "ingests").iterdir())
     assert files == [f"{report.ingest_id}.parquet"]
+    checked = verify(ws)
+    assert checked.ok, checked

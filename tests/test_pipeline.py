@@ -17,12 +17,14 @@ from sqlalchemy import select
 from sanitize.catalog import AuditRecord, QuarantineEntry, Run, Version
 from sanitize.config import DetectConfig, ModelConfig, RedTeamConfig, RunConfig, Settings
 from sanitize.data import CleanDataset
+from sanitize.demo import ingest_demo
 from sanitize.detect import KNNLabelDisagreement
 from sanitize.errors import DetectionError, InputError, NotFoundError
 from sanitize.ingest.core import ingest_path
 from sanitize.models import build_model, save_torchscript
 from sanitize.pipeline import RunResult, poison_stage, run_cleaning, start_run, train_reference_stage
 from sanitize.runs import RunContext
+from sanitize.store import ChecksumError
 from sanitize.training import retrain_epochs
 from sanitize.workspace import Workspace
 
@@ -508,5 +510,18 @@ def test_images_too_small_for_the_models_are_refused_at_the_start(
     ingest_path(workspace.catalog, workspace.store, dataset="tiny", path=npz, source="vendor")
     with pytest.raises(InputError, match=rf"images are {side}x{side}; cleaning needs at least 8x8 pixels"):
         run_cleaning(RunConfig(dataset="tiny"), workspace, progress=False)
+    with workspace.catalog.session() as s:
+        assert s.scalars(select(Run)).all() == []
+
+
+def test_a_version_whose_files_changed_after_publication_is_not_cleaned(workspace: Workspace) -> None:
+    # A tampered ingest file (one pixel repainted) was cleaned as if it were the data the team gave.
+    ingest_demo(workspace, "digits-demo")
+    (ingest,) = (workspace.store.home / "datasets" / "digits-demo" / "ingests").glob("ing-*.parquet")
+    data = bytearray(ingest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    ingest.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError, match=r"ingests/ing-.*\.parquet does not match its published checksum"):
+        run_cleaning(RunConfig(redteam=RedTeamConfig()), workspace, progress=False)
     with workspace.catalog.session() as s:
         assert s.scalars(select(Run)).all() == []

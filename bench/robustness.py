@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     record: dict[str, Any] = {"commit": commit(), "machine": machine(), "date": today()}
     for name, test_file in TABLES.items():
-        cases = run_table(test_file)
+        # The table's rows are the parametrised cases; a file's other tests check the table itself.
+        cases = [c for c in run_table(test_file) if "[" in str(c["case"])]
         passed = sum(c["outcome"] == "passed" for c in cases)
         record[name] = {"tried": len(cases), "passed": passed, "cases": cases}
         print(f"{name}: {len(cases)} tried, {passed} pass every assertion", flush=True)

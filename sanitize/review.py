@@ -103,7 +103,7 @@ def check_label(ws: Workspace, run: Run, label: int) -> None:
     classes = ws.store.manifest(run.dataset, run.version_id).classes
     if label not in classes:
         raise InputError(
-            f"class {label} is not a class of dataset {run.dataset!r} (classes: {', '.join(map(str, classes))})"
+            f"class {label} is not a class of this dataset ({run.dataset!r}: classes {', '.join(map(str, classes))})"
         )
 
 

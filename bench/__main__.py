@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fashion-mnist": ("bench.fashion_mnist", "the first Fashion-MNIST BadNets runs (clean, 1, 5, 10 %)"),
     "compare-runs": ("bench.compare_runs", "two data folders' runs (two releases), compared sample for sample"),
     "robustness": ("bench.robustness", "kill -9 points, bad inputs, and 'sanitize verify' on a large home"),
+    "datasets": ("bench.datasets", "build the transfer suite's datasets: icons, shapes, fmnist-colour"),
 }
 # Probes served one investigation each (bench/RESULTS.md says which); kept runnable.
 PROBES: dict[str, tuple[str, str]] = {
@@ -27,6 +28,7 @@ PROBES: dict[str, tuple[str, str]] = {
     "retrain-recipe": ("bench.probes.retrain_recipe", "retrain finished cells' clean models with a recipe"),
     "pixel-neighbours": ("bench.probes.pixel_neighbours", "what the pixels say about each sample's label"),
     "spectre-check": ("bench.probes.spectre_check", "SPECTRE's rate-free threshold on finished runs"),
+    "colour-model": ("bench.probes.colour_model", "the CPU's colour model: seconds per epoch, accuracy"),
 }
 
 

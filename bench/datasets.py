@@ -264,6 +264,7 @@ def build_fmnist_colour(out_dir: Path, *, seed: int, sizes: list[int], limit: in
     picked = {}
     for split, n in (("train", limit), ("test", None if limit is None else max(limit // 5, 10))):
         x, y = data[split]
+        x = x[..., 0] if x.ndim == 4 else x  # ingest reads grey as (H, W, 1)
         keep = np.arange(len(y)) if n is None else stratified_take(y, n, rng)
         picked[split] = (x[keep], y[keep])
     out_dir.mkdir(parents=True, exist_ok=True)

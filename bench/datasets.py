@@ -1,8 +1,9 @@
 """Build the transfer suite's datasets (issue 15) as files ``sanitize ingest`` reads, from a seed.
 
-    python -m bench datasets icons                 # data/datasets/icons-32 (about 1 min on 2 cores)
+    python -m bench datasets icons                 # data/datasets/icons-32 (about 15 s on 2 cores)
     python -m bench datasets icons --size 64       # data/datasets/icons-64
-    python -m bench datasets icons --limit 2000    # data/datasets/icons-32-2000: 2,000 train images
+    python -m bench datasets icons --limit 2000    # data/datasets/icons-32-2000: 2,004 train images
+    python -m bench datasets emoji                 # data/datasets/emoji-32: Noto Color Emoji, 9 groups
     python -m bench datasets shapes --plant        # data/datasets/shapes-5-plant
     python -m bench datasets shapes --classes 2    # data/datasets/shapes-2
     python -m bench datasets fmnist-colour         # data/datasets/fmnist-colour-{64,96}.npz
@@ -16,7 +17,10 @@ target and renamed over it, so a build stopped halfway leaves the previous one.
 - ``icons``: real icons from Debian's icon themes, 6 classes by category folder, split by source icon
   (``bench/datasets_icons.py`` says what the packages hold). ``train/CLASS/N.png``, ``test/...`` and
   ``provenance.csv`` (path, split, class, label, icon name, source file, package).
-  ``sanitize ingest data/datasets/icons-32 --dataset icons --source debian``.
+  ``sanitize ingest data/datasets/icons-32 --dataset icons --source debian``. ``emoji``: the same
+  from Noto Color Emoji's glyphs, 9 classes by Unicode group. 10,200 (icons) and 10,800 (emoji)
+  training images by default, a quarter as many test images; ``--limit N`` training images (rounded
+  up to a multiple of the classes).
 - ``shapes``: the synthetic case of the issue's first bullet: 5 (or 2, 3) shape classes on random
   colour backgrounds with pixel noise, 32x32, from three suppliers of 500 each (``vendor-a/`` and
   ``vendor-b/`` image folders, ``vendor-c/labels.csv`` with ``path`` and ``label`` columns) and a
@@ -297,7 +301,7 @@ def build_fmnist_colour(out_dir: Path, *, seed: int, sizes: list[int], limit: in
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench datasets", description=__doc__.split("\n")[0])
-    parser.add_argument("dataset", choices=("icons", "shapes", "fmnist-colour"))
+    parser.add_argument("dataset", choices=("icons", "emoji", "shapes", "fmnist-colour"))
     parser.add_argument("--out", type=Path, default=OUT, help="the folder datasets go in (default data/datasets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=32, help="icons: image side in pixels (32 or 64)")
@@ -310,15 +314,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--classes", type=int, choices=(2, 3, 5), default=5, help="shapes: how many classes")
     parser.add_argument("--plant", action="store_true", help="shapes: vendor-b plants 18 BadNets images")
     args = parser.parse_args(argv)
-    if args.dataset == "icons":
+    if args.dataset in ("icons", "emoji"):
         from bench.datasets_icons import build_icons
 
-        n_train = args.limit or 10_200
+        source = "themes" if args.dataset == "icons" else "emoji"
+        n_train = args.limit or (10_200 if source == "themes" else 10_800)  # a multiple of the classes
         n_test = max(n_train // 4, 60)
-        name = f"icons-{args.size}" + ("" if args.limit is None else f"-{args.limit}")
+        name = f"{args.dataset}-{args.size}" + ("" if args.limit is None else f"-{args.limit}")
         info = build_folder(
             args.out / name,
-            lambda out: build_icons(out, seed=args.seed, size=args.size, n_train=n_train, n_test=n_test),
+            lambda out: build_icons(out, seed=args.seed, size=args.size, n_train=n_train, n_test=n_test, source=source),
             argv,
         )
         print(json.dumps({k: info[k] for k in ("icons_used", "images")}))

@@ -58,7 +58,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: Literal["auto", "cnn", "resnet18"] = Field(
+    arch: Literal["auto", "cnn", "resnet18", "colour_cnn"] = Field(
         default="auto", description="Reference-model architecture (auto: by image size)."
     )
     epochs: int | None = Field(

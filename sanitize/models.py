@@ -107,19 +107,96 @@ class ResNet18(nn.Module):
         return self.head(self.embed(self.layers(self.stem(x))))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18}
+COLOUR_MAX_SIDE = 64
+"""The longest side :class:`ColourCNN` looks at: larger images are average-pooled down to it at the
+model's input (a 3x3 patch at 96x96 is still two pixels), so a 224x224 image costs what a 64x64 one
+does instead of 49 times a 32x32 one."""
 
 
-def build_model(arch: str, *, in_channels: int, n_classes: int) -> nn.Module:
-    """Build one of the package's architectures by name (``cnn`` or ``resnet18``)."""
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class ColourCNN(nn.Module):
+    """A compact VGG-style network for colour images on a CPU: the default there for colour 32x32 and up.
+
+    Three stages of 3x3 convolutions with BatchNorm (width, 2x and 4x width channels, each halving the
+    side) and an adaptive max pool to 4x4, as :class:`SmallCNN` does, so that a small trigger's
+    position stays visible to the classifier. Images larger than ``input_size`` are average-pooled to
+    it first (inside the model, so training, feature extraction and a saved TorchScript model all see
+    the same input). On 2 CPU cores it trains on 10,000 32x32 images for 15 epochs in about
+    the time ``bench/RESULTS.md`` ("A colour model for the CPU") records.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        n_classes: int = 10,
+        width: int = 32,
+        embed_dim: int = 256,
+        input_size: tuple[int, int] | None = None,
+    ):
+        super().__init__()
+        self.input_size = input_size
+        # No module at all at the image's own size: a traced Identity takes no input, and a TorchScript
+        # model's feature layer is read by applying its top-level children in order.
+        self.resize = nn.AdaptiveAvgPool2d(input_size) if input_size is not None else None
+        self.features = nn.Sequential(
+            *_conv_bn(in_channels, width),
+            nn.MaxPool2d(2, ceil_mode=True),
+            *_conv_bn(width, 2 * width),
+            nn.MaxPool2d(2, ceil_mode=True),
+            *_conv_bn(2 * width, 4 * width),
+            nn.AdaptiveMaxPool2d(4),
+        )
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * 16, embed_dim), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(embed_dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize is not None:
+            x = self.resize(x)
+        return self.head(self.dropout(self.embed(self.features(x))))
+
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"cnn": SmallCNN, "resnet18": ResNet18, "colour_cnn": ColourCNN}
+
+
+def model_input_size(arch: str, height: int, width: int) -> tuple[int, int]:
+    """The (height, width) architecture ``arch`` sees for images of ``height`` x ``width``: the image's
+    own, except that :class:`ColourCNN` pools images larger than :data:`COLOUR_MAX_SIDE` a side down to
+    it, keeping the aspect ratio."""
+    longest = max(height, width)
+    if arch != "colour_cnn" or longest <= COLOUR_MAX_SIDE:
+        return height, width
+    scale = COLOUR_MAX_SIDE / longest
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def build_model(arch: str, *, in_channels: int, n_classes: int, image_size: tuple[int, int] | None = None) -> nn.Module:
+    """Build one of the package's architectures by name (see :data:`ARCHITECTURES`).
+
+    ``image_size`` (height, width) lets :class:`ColourCNN` pool larger images down to
+    :func:`model_input_size`; the other architectures take images as they are.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    if arch == "colour_cnn" and image_size is not None:
+        size = model_input_size(arch, *image_size)
+        return ColourCNN(in_channels=in_channels, n_classes=n_classes, input_size=None if size == image_size else size)
     return ARCHITECTURES[arch](in_channels=in_channels, n_classes=n_classes)
 
 
-def default_architecture(height: int, width: int, channels: int) -> str:
-    """The package's choice for an image shape: ResNet-18 for colour 32x32 and up, else the CNN."""
-    return "resnet18" if channels == 3 and min(height, width) >= 32 else "cnn"
+def default_architecture(height: int, width: int, channels: int, device: str | torch.device = "auto") -> str:
+    """The package's choice for an image shape and the device it trains on.
+
+    Colour 32x32 and up: ResNet-18 on CUDA, :class:`ColourCNN` on a CPU (a ResNet-18 step of 128
+    32x32 images took 40 s on 2 cores, so a 1,500-image run took hours); anything else: the
+    :class:`SmallCNN`, on any device (the digits and Fashion-MNIST as they always were).
+    """
+    if channels != 3 or min(height, width) < 32:
+        return "cnn"
+    return "resnet18" if pick_device(str(device)).type == "cuda" else "colour_cnn"
 
 
 def random_warps(x: torch.Tensor, *, strength: float = 0.036, share: float = 0.5) -> torch.Tensor:

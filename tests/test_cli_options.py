@@ -99,7 +99,7 @@ def test_a_dataset_of_ones_own_has_no_red_team_unless_asked() -> None:
     ("args", "named"),
     [
         (["--poison", "nosuch"], "'--poison': redteam.attack: Input should be 'badnets', "),
-        (["--arch", "vgg"], "'--arch': model.arch: Input should be 'auto', 'cnn' or 'resnet18'"),
+        (["--arch", "vgg"], "'--arch': model.arch: Input should be 'auto', 'cnn', 'resnet18' or 'colour_cnn'"),
         (
             ["--contamination", "0.5", "--epochs", "0"],
             "'--epochs' / '--contamination': model.epochs: Input should be greater than or equal to 1, got 0; "

@@ -25,6 +25,8 @@ from sanitize.models import (
     build_model,
     default_architecture,
     load_torchscript,
+    model_input_size,
+    pick_device,
     save_torchscript,
     to_tensor,
     train,
@@ -58,6 +60,14 @@ def feature_layer(ctx: RunContext) -> str:
     return ctx.config.model.feature_layer or FEATURE_LAYER
 
 
+def architecture(config: RunConfig, manifest: Manifest) -> str:
+    """The run's architecture: the configuration's, or for ``auto`` the package's choice for the
+    version's image shape on the device the run trains on (:func:`sanitize.models.default_architecture`)."""
+    if config.model.arch != "auto":
+        return config.model.arch
+    return default_architecture(manifest.height, manifest.width, manifest.channels, pick_device(config.model.device))
+
+
 def train_model(
     ws: Workspace,
     ctx: RunContext,
@@ -79,11 +89,12 @@ def train_model(
     one of :data:`sanitize.models.AUGMENTATIONS` or ``none``.
     """
     cfg = ctx.config.model
-    arch = default_architecture(manifest.height, manifest.width, manifest.channels) if cfg.arch == "auto" else cfg.arch
+    arch = architecture(ctx.config, manifest)
     n_classes = max(manifest.classes) + 1
     seed = ctx.config.seed + seed_offset
     torch.manual_seed(seed)  # the initial weights too: the same config trains the same model
-    model = build_model(arch, in_channels=manifest.channels, n_classes=n_classes)
+    image_size = (manifest.height, manifest.width)
+    model = build_model(arch, in_channels=manifest.channels, n_classes=n_classes, image_size=image_size)
     n_train = manifest.n_train - len(exclude or ())
     epochs = epochs or cfg.epochs or auto_epochs(n_train)
 
@@ -109,6 +120,10 @@ def train_model(
         out.with_suffix(".json"),
         {
             "arch": arch,
+            # "auto" chooses by device (ResNet-18 on CUDA, the compact colour CNN on a CPU for colour).
+            "arch_chosen_for": str(pick_device(cfg.device)) if cfg.arch == "auto" else None,
+            "image_size": list(image_size),
+            "input_size": list(model_input_size(arch, *image_size)),
             "epochs": epochs,
             "n_train": n_train,
             "feature_layer": FEATURE_LAYER,
@@ -122,10 +137,20 @@ def train_model(
     return out
 
 
-def reference_cache_path(ws: Workspace, ctx: RunContext) -> Path:
-    """Where the reference model of this (data version, model config, seed) is kept for later runs."""
+def reference_cache_path(ws: Workspace, ctx: RunContext, manifest: Manifest | None = None) -> Path:
+    """Where the reference model of this (data version, model config, seed) is kept for later runs.
+
+    Where ``auto`` chose by device (colour images: ResNet-18 on CUDA, the colour CNN on a CPU) the
+    chosen architecture is part of the key, so a CPU run does not reuse a GPU run's other network;
+    keys of runs whose choice does not depend on the device are as they always were.
+    """
     model = ctx.config.model.model_dump(mode="json", exclude={"device"})
-    key = json.dumps({"version": ctx.version, "model": model, "seed": ctx.config.seed}, sort_keys=True)
+    payload: dict[str, object] = {"version": ctx.version, "model": model, "seed": ctx.config.seed}
+    if ctx.config.model.arch == "auto":
+        arch = architecture(ctx.config, manifest or ctx.manifest(ws))
+        if arch != "cnn":
+            payload["arch"] = arch
+    key = json.dumps(payload, sort_keys=True)
     return ws.store.home / "models" / f"reference-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
 
@@ -169,7 +194,8 @@ def train_reference(ws: Workspace, ctx: RunContext, *, progress: bool = False) -
         load_torchscript(ctx.config.model.torchscript, ctx.config.model.feature_layer or "")
         return Path(ctx.config.model.torchscript)
     out = ctx.run_dir / "model_reference.pt"
-    cached = reference_cache_path(ws, ctx)
+    manifest = ctx.manifest(ws)
+    cached = reference_cache_path(ws, ctx, manifest)
     if cached.is_file() and cached.with_suffix(".json").is_file():
         # Training is deterministic in (data version, model config, seed): an earlier run of the same
         # three trained exactly this model, so reuse it rather than spend minutes training it again.
@@ -177,7 +203,7 @@ def train_reference(ws: Workspace, ctx: RunContext, *, progress: bool = False) -
         meta = json.loads(cached.with_suffix(".json").read_text())
         atomic_write_json(out.with_suffix(".json"), {**meta, "reused_by": ctx.run_id})
         return out
-    train_model(ws, ctx, ctx.manifest(ws), out=out, progress=progress)
+    train_model(ws, ctx, manifest, out=out, progress=progress)
     atomic_write_json(cached.with_suffix(".json"), json.loads(out.with_suffix(".json").read_text()))
     atomic_write_bytes(cached, out.read_bytes())
     return out

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from sanitize.config import ModelConfig, RunConfig
 from sanitize.features import feature_function
 from sanitize.models import (
     FEATURE_LAYER,
@@ -22,6 +23,8 @@ from sanitize.models import (
     to_tensor,
     train,
 )
+from sanitize.store import Manifest
+from sanitize.training import architecture
 
 
 def _batch() -> torch.Tensor:
@@ -128,3 +131,17 @@ def test_the_colour_cnn_learns_a_small_patch_on_colour_backgrounds() -> None:
     with torch.no_grad():
         predictions = model(to_tensor(images[320:])).argmax(1).numpy()
     assert (predictions == labels[320:]).mean() >= 0.9
+
+
+def test_a_run_chooses_for_the_device_it_trains_on_and_an_explicit_arch_wins() -> None:
+    def manifest(side: int, channels: int) -> Manifest:
+        return Manifest("v1", "d", "ingest", (), 100, 0, side, side, channels, (0, 1))
+
+    def config(**model: str) -> RunConfig:
+        return RunConfig(model=ModelConfig(**model))
+
+    assert architecture(config(device="cpu"), manifest(32, 3)) == "colour_cnn"
+    assert architecture(config(device="cuda"), manifest(32, 3)) == "resnet18"
+    assert architecture(config(device="cuda"), manifest(28, 1)) == "cnn"
+    assert architecture(config(device="cpu", arch="resnet18"), manifest(32, 3)) == "resnet18"
+    assert architecture(config(device="cuda", arch="colour_cnn"), manifest(96, 3)) == "colour_cnn"

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from sqlalchemy import select
@@ -69,8 +70,6 @@ def _kill_at(point: str, args: list[str], home: Path, tmp_path: Path) -> None:
 
 
 def _flagged(ws: Workspace, run_id: str) -> set[str]:
-    import pyarrow.parquet as pq
-
     t = pq.read_table(ws.store.run_dir(run_id) / "verdict.parquet", columns=["sample_id", "quarantine"])
     return set(t.filter(t.column("quarantine")).column("sample_id").to_pylist())
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,15 @@ from PIL import Image
 
 from sanitize.catalog import Version
 from sanitize.errors import InputError, NotFoundError
-from sanitize.store import SAMPLE_SCHEMA, Manifest, TableWriter, atomic_write_bytes, atomic_write_json, decode_pixels
+from sanitize.store import (
+    SAMPLE_SCHEMA,
+    Manifest,
+    TableWriter,
+    atomic_write_bytes,
+    atomic_write_json,
+    decode_pixels,
+    temp_dir_beside,
+)
 from sanitize.versions import is_published, publish_version
 from sanitize.workspace import Workspace
 
@@ -226,8 +233,7 @@ def _write_imagefolder(ws: Workspace, manifest: Manifest, out: Path) -> list[Pat
     mode = _PIL_MODES.get(manifest.channels)
     if mode is None:
         raise InputError(f"version {manifest.version_id}: {manifest.channels}-channel images cannot be PNG files")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    tmp = temp_dir_beside(out)
     try:
         for split in ("train", "test"):
             for batch in ws.store.iter_samples(manifest, split=split, batch_size=4096):

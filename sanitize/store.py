@@ -92,9 +92,53 @@ def version_id_for(pairs: Iterable[tuple[str, int, str]], dataset: str) -> str:
     return "v" + h.hexdigest()[:15]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux's ``/proc``).
+
+    Elsewhere it is read the only portable way, by setting it and back; for that instant it is 022,
+    never 0, so a file another thread creates meanwhile is not left writable by everyone.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder, to be renamed to ``path``: (open descriptor, name).
+
+    ``tempfile.mkstemp`` makes it 0600 whatever the umask, and a rename keeps the mode, so every
+    Parquet file and manifest was readable by its writer only: a training job running as another
+    user could not read an export. Its mode is set to what ``open`` would give (0666 less the
+    umask); a team that wants its data private sets ``umask 077``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
+def temp_dir_beside(path: Path) -> Path:
+    """A new temporary folder beside ``path``, to be renamed to it, with the mode ``mkdir`` would give
+    (0777 less the umask; ``tempfile.mkdtemp`` makes it 0700)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~current_umask())
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -109,8 +153,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
     try:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP)
@@ -125,8 +168,7 @@ class TableWriter:
 
     def __init__(self, path: Path, schema: pa.Schema):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temp_file_beside(path)
         os.close(fd)
         self.tmp = Path(tmp)
         self.rows = 0
@@ -338,8 +380,10 @@ class Store:
         exclude: set[str] | None = None,
         relabel: dict[str, int] | None = None,
         buffer_batches: int = 16,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Shuffled ``(images, labels)`` batches for SGD with memory bounded by the shuffle buffer.
+        with_ids: bool = False,
+    ) -> Iterator[tuple[np.ndarray, ...]]:
+        """Shuffled ``(images, labels)`` batches for SGD with memory bounded by the shuffle buffer
+        (``(images, labels, sample_ids)`` with ``with_ids``, to record what each sample did).
 
         Row groups are visited in a random order and shuffled within a buffer of
         ``buffer_batches`` row groups, which approximates a full shuffle without loading the split.
@@ -350,24 +394,34 @@ class Store:
         cols = ["sample_id", "split", "label", "height", "width", "channels", "pixels"]
         buf_x: list[np.ndarray] = []
         buf_y: list[np.ndarray] = []
+        buf_i: list[np.ndarray] = []
         excluded = pa.array(sorted(exclude)) if exclude else None
         open_files: dict[Path, pq.ParquetFile] = {}
 
-        def drain(final: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        def drain(final: bool) -> Iterator[tuple[np.ndarray, ...]]:
             if not buf_x:
                 return
             x = np.concatenate(buf_x)
             y = np.concatenate(buf_y)
+            ids = np.concatenate(buf_i) if with_ids else None
             buf_x.clear()
             buf_y.clear()
+            buf_i.clear()
             perm = rng.permutation(len(y))
             x, y = x[perm], y[perm]
+            if ids is not None:
+                ids = ids[perm]
             stop = len(y) if final else len(y) - len(y) % batch_size
             for s in range(0, stop, batch_size):
-                yield x[s : s + batch_size], y[s : s + batch_size]
+                if ids is None:
+                    yield x[s : s + batch_size], y[s : s + batch_size]
+                else:
+                    yield x[s : s + batch_size], y[s : s + batch_size], ids[s : s + batch_size]
             if stop < len(y):
                 buf_x.append(x[stop:])
                 buf_y.append(y[stop:])
+                if ids is not None:
+                    buf_i.append(ids[stop:])
 
         for i, k in enumerate(order):
             path, g = groups[k]
@@ -385,6 +439,8 @@ class Store:
                 labels = np.array([relabel.get(s, int(lab)) for s, lab in zip(ids, labels, strict=True)], np.int64)
             buf_x.append(decode_pixels(table))
             buf_y.append(labels)
+            if with_ids:
+                buf_i.append(np.asarray(table.column("sample_id").to_pylist(), dtype=object))
             if (i + 1) % buffer_batches == 0:
                 yield from drain(final=False)
         yield from drain(final=True)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sanitize.catalog import Decision, QuarantineEntry, Run, Version
+from sanitize.quarantine import BY_HAND, UNDO
 from sanitize.verify.files import Columns, StoreChecker
 from sanitize.verify.report import VerifyReport
 
@@ -70,15 +71,17 @@ def check_run(
     # The counts the quarantine stage recorded (its audit record, chained; the run's summary is not
     # the place: a red-team run's detection figures overwrite its "quarantined" with the verdict's).
     recorded = entered.get(run.id)
+    # Entries a reviewer sent by hand came after the quarantine stage counted.
+    from_stage = [e for e in entries if not _by_hand(decisions.get(e.id, []))]
     if recorded is None:
         rep.warn("runs", "no run.quarantine audit record to compare the quarantine's size with", run=run.id)
     else:
         counted = (recorded.get("ingested"), recorded.get("quarantined"), recorded.get("kept"))
-        if counted != (len(train), len(entries), len(train) - len(entries)):
+        if counted != (len(train), len(from_stage), len(train) - len(from_stage)):
             rep.problem(
                 "runs",
                 f"the quarantine stage recorded ingested {counted[0]}, quarantined {counted[1]}, kept {counted[2]}; "
-                f"now {len(train)} ingested and {len(entries)} quarantine entries",
+                f"now {len(train)} ingested and {len(from_stage)} quarantine entries it entered",
                 run=run.id,
             )
     poisons = {e.sample_id for e in entries if e.status == "confirmed"}
@@ -132,8 +135,12 @@ def check_entry(
         and carried.group(1) != run.id
         and confirmed.get((carried.group(1), carried.group(2))) == e.content_sha256
     )
-    if e.sample_id not in flagged and not (e.status == "confirmed" and carried_ok and not decisions):
+    by_hand = _by_hand(decisions)
+    if e.sample_id not in flagged and not by_hand and not (e.status == "confirmed" and carried_ok and not decisions):
         rep.problem("runs", "an entry the verdict did not flag and no other run confirmed as poison", **where)
+    if by_hand or any(d.action == UNDO for d in decisions):
+        _check_replay(rep, run, e, decisions, audited, by_hand, where)
+        return
     if e.status == "pending":
         if decisions:
             rep.problem(
@@ -155,6 +162,47 @@ def check_entry(
             "decisions",
             f"{e.status}{f' (label {e.new_label})' if e.new_label is not None else ''} but the decision was "
             f"{last.action}{f' (label {last.new_label})' if last.new_label is not None else ''}",
+            **where,
+        )
+    subject = f"{run.id}/{e.sample_id}"
+    for d in decisions:
+        if (f"quarantine.{d.action}", subject) not in audited:
+            rep.problem("decisions", f"the decision to {d.action} (by {d.reviewer}) has no audit record", **where)
+
+
+def _by_hand(decisions: list[Decision]) -> bool:
+    return bool(decisions) and decisions[0].action == BY_HAND
+
+
+def _check_replay(
+    rep: VerifyReport,
+    run: Run,
+    e: QuarantineEntry,
+    decisions: list[Decision],
+    audited: set[tuple[str, str]],
+    by_hand: bool,
+    where: dict[str, Any],
+) -> None:
+    """An entry sent by hand or with an undo: its decisions, replayed in order from how it entered,
+    must each be allowed where they stand and end in the entry's status and label."""
+    status, label = ("kept" if by_hand else "pending"), None
+    for k, d in enumerate(decisions):
+        if d.action == BY_HAND and k == 0:
+            status, label = "pending", None
+        elif d.action in STATUS_OF_ACTION and status == "pending":
+            status, label = STATUS_OF_ACTION[d.action], d.new_label
+        elif d.action == UNDO and status != "pending":
+            status, label = "pending", None
+        elif d.action == UNDO and by_hand:
+            status, label = "released", None
+        else:
+            rep.problem("decisions", f"a decision to {d.action} (by {d.reviewer}) on an entry {status}", **where)
+            return
+    if (status, label) != (e.status, e.new_label):
+        rep.problem(
+            "decisions",
+            f"{e.status}{f' (label {e.new_label})' if e.new_label is not None else ''} but its decisions "
+            f"end in {status}{f' (label {label})' if label is not None else ''}",
             **where,
         )
     subject = f"{run.id}/{e.sample_id}"

@@ -91,9 +91,19 @@ class RedTeamConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    attack: Literal["badnets", "badnets_random", "blend", "sig", "wanet", "adaptive_blend"] = Field(
-        default="badnets", description="Red team: poison the dataset on the fly with this attack."
-    )
+    attack: Literal[
+        "badnets",
+        "badnets_random",
+        "badnets_colour",
+        "blend",
+        "sig",
+        "wanet",
+        "adaptive_blend",
+        "adaptive_patch",
+        "all_to_all",
+        "tact",
+        "drawn",
+    ] = Field(default="badnets", description="Red team: poison the dataset on the fly with this attack.")
     rate: float = Field(default=0.05, gt=0.0, lt=0.5, description="Red team: share of the training set to poison.")
     target: int = Field(default=0, ge=0, description="Red team: target class.")
     seed: int = 0
@@ -171,6 +181,13 @@ class RunConfig(BaseModel):
         default="warp", description="The clean model's training augmentation: warp (random small warps) or none."
     )
     seed: int = Field(default=0, description="Seed of every random choice.")
+    # Who approves a clean version the run leaves nothing to review in (see sanitize.runs.approval_policy).
+    approve: Literal["auto", "review"] | None = Field(
+        default=None,
+        description="When the run flags nothing: auto (approve its clean version at once) or review (a "
+        "person approves it: sanitize approve RUN). Default: the dataset's policy, given to an earlier run; "
+        "without one, review until the dataset has an approved version, then auto.",
+    )
 
     @model_validator(mode="after")
     def _voters_run(self) -> RunConfig:
@@ -190,6 +207,8 @@ class RunConfig(BaseModel):
         return self
 
     def fingerprint(self) -> str:
-        """A stable hash of the configuration (without the version), to recognise an unchanged rerun."""
-        payload = self.model_dump(mode="json", exclude={"version"})
+        """A stable hash of the configuration, to recognise an unchanged rerun: without the version, and
+        without the approval policy, which changes who approves the result, not the result (and was
+        not there when earlier runs' fingerprints were taken)."""
+        payload = self.model_dump(mode="json", exclude={"version", "approve"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

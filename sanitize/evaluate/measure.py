@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from sanitize.config import RedTeamConfig
 from sanitize.evaluate.metrics import detection_figures
-from sanitize.evaluate.redteam import trigger_for
+from sanitize.evaluate.redteam import Attack, attack_of, get_attack
 from sanitize.models import load_torchscript, pick_device, to_tensor
 from sanitize.runs import RunContext
 from sanitize.store import decode_pixels
@@ -20,11 +21,17 @@ from sanitize.workspace import Workspace
 
 
 def predict_split(
-    ws: Workspace, ctx: RunContext, model_path: Path, attack: str | None = None, not_label: int | None = None
+    ws: Workspace,
+    ctx: RunContext,
+    model_path: Path,
+    attack: str | Attack | None = None,
+    not_label: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A model's predicted classes on the run's test split, with the true labels: (pred, labels), each
-    (n,) int64. ``attack`` applies that attack's test-time trigger first; ``not_label`` leaves out the
-    images of that class (the ASR counts images that do not already belong to the target)."""
+    (n,) int64. ``attack`` (a name or an :class:`Attack`) applies that attack's test-time trigger first;
+    ``not_label`` leaves out the images of that class."""
+    if isinstance(attack, str):
+        attack = get_attack(attack)
     model = load_torchscript(model_path, feature_layer(ctx))
     dev = pick_device(ctx.config.model.device)
     model = model.to(dev).eval()
@@ -39,7 +46,7 @@ def predict_split(
                 keep = y != not_label
                 x, y = x[keep], y[keep]
             if attack is not None:
-                x = trigger_for(attack, x)
+                x = attack.trigger(x)
             if len(y):
                 preds.append(model(to_tensor(x).to(dev)).argmax(1).cpu().numpy())
                 labels.append(y)
@@ -80,6 +87,19 @@ def measure_run(
         if path is None or not has_test:
             figures[f"asr_{tag}"] = None
             continue
-        pred, _ = predict_split(ws, ctx, path, attack=rt.attack, not_label=rt.target)
-        figures[f"asr_{tag}"] = float((pred == rt.target).mean()) if len(pred) else None
+        figures[f"asr_{tag}"] = attack_success(ws, ctx, path)
     return figures
+
+
+def attack_success(ws: Workspace, ctx: RunContext, model_path: Path, rt: RedTeamConfig | None = None) -> float | None:
+    """The attack success rate of the red team ``rt`` (the run's own by default) against a model: the
+    share of the test images the attack aims at (those outside the target; every image for all-to-all;
+    the source class's for TaCT) that the triggered image makes the model predict as the attacker
+    wants. None when the test split has no such image."""
+    rt = rt or ctx.config.redteam
+    if rt is None:
+        raise ValueError(f"run {ctx.run_id} has no red team: there is no attack to measure")
+    attack = attack_of(rt)
+    pred, y = predict_split(ws, ctx, model_path, attack=attack)
+    keep, goal = attack.goal(y, rt.target, ctx.manifest(ws).classes, rt.seed)
+    return float((pred[keep] == goal[keep]).mean()) if keep.any() else None

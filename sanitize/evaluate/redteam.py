@@ -30,6 +30,20 @@ import pyarrow as pa
 
 from sanitize.catalog import Run
 from sanitize.config import RedTeamConfig
+from sanitize.evaluate.drawn import draw
+from sanitize.evaluate.triggers import (
+    ADAPTIVE_PATCHES,
+    patch_size,
+    shape_mask,
+    stamp_adaptive_blend,
+    stamp_adaptive_patch,
+    stamp_blend,
+    stamp_patch,
+    stamp_patch_random,
+    stamp_shape,
+    stamp_sig,
+    stamp_warp,
+)
 from sanitize.runs import RunContext
 from sanitize.store import (
     SAMPLE_SCHEMA,
@@ -81,129 +95,32 @@ def choose_victims(labels: np.ndarray, rate: float, target: int, seed: int, *, f
     return np.sort(rng.choice(candidates, size=n, replace=False))
 
 
-# --- triggers -----------------------------------------------------------------------------------
-def patch_size(images: np.ndarray) -> int:
-    """The BadNets patch side: 3 pixels, on Fashion-MNIST as on the 8x8 digits (where a 2x2 patch was
-    learned by only part of the poisons in some trainings, which left the attack only half-visible)."""
-    del images
-    return 3
-
-
-def stamp_patch(images: np.ndarray, size: int = 3, value: int = 255, margin: int = 0) -> np.ndarray:
-    """BadNets trigger: a ``size`` x ``size`` square of ``value`` at the bottom-right corner."""
-    out = images.copy()
-    h, w = images.shape[1:3]
-    size = max(1, min(size, h // 2, w // 2))
-    margin = min(margin, h - size, w - size)
-    out[:, h - margin - size : h - margin, w - margin - size : w - margin, :] = value
-    return out
-
-
-def stamp_patch_random(images: np.ndarray, size: int = 3, value: int = 255, seed: int = 0) -> np.ndarray:
-    """BadNets trigger at a random position per image."""
-    out = images.copy()
-    h, w = images.shape[1:3]
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, h - size + 1, size=len(images))
-    cols = rng.integers(0, w - size + 1, size=len(images))
-    for i, (r, c) in enumerate(zip(rows, cols, strict=True)):
-        out[i, r : r + size, c : c + size, :] = value
-    return out
-
-
-def blend_pattern(shape: tuple[int, int, int], seed: int = 12345) -> np.ndarray:
-    """The fixed random pattern (H, W, C) uint8 that Blend mixes into its poisons."""
-    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
-
-
-def _mix(images: np.ndarray, pattern: np.ndarray, alpha: float | np.ndarray) -> np.ndarray:
-    mixed = (1.0 - alpha) * images.astype(np.float32) + alpha * pattern.astype(np.float32)
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-
-
-def stamp_blend(images: np.ndarray, alpha: float = 0.15, pattern_seed: int = 12345) -> np.ndarray:
-    """Blend trigger: ``(1 - alpha) * image + alpha * pattern``."""
-    return _mix(images, blend_pattern(images.shape[1:], pattern_seed), alpha)
-
-
-def stamp_sig(images: np.ndarray, delta: float = 20.0, frequency: int = 6) -> np.ndarray:
-    """SIG trigger: add ``delta * sin(2 pi j f / width)`` along the columns (Barni et al., 2019)."""
-    w = images.shape[2]
-    wave = delta * np.sin(2 * np.pi * np.arange(w) * frequency / w).astype(np.float32)
-    out = images.astype(np.float32) + wave[None, None, :, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def warping_field(h: int, w: int, k: int = 4, strength: float = 0.5, seed: int = 4242) -> np.ndarray:
-    """WaNet's fixed warping field: (H, W, 2) offsets in normalized [-1, 1] coordinates.
-
-    A k x k grid of uniform random offsets, normalized by its mean absolute value, upsampled
-    bicubically to the image and scaled by ``strength / H`` (Nguyen and Tran, 2021).
-    """
-    import torch
-    from torch.nn import functional as F
-
-    g = torch.Generator().manual_seed(seed)
-    grid = torch.rand(1, 2, k, k, generator=g) * 2 - 1
-    grid = grid / grid.abs().mean()
-    field = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)
-    return (field[0].permute(1, 2, 0) * strength / h).numpy()
-
-
-def stamp_warp(
-    images: np.ndarray, k: int = 4, strength: float = 0.5, seed: int = 4242, noise: np.ndarray | None = None
-) -> np.ndarray:
-    """WaNet trigger: resample every image through the fixed warping field (plus ``noise``)."""
-    import torch
-    from torch.nn import functional as F
-
-    n, h, w, c = images.shape
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    identity = torch.stack([xs, ys], dim=-1)
-    field = torch.from_numpy(warping_field(h, w, k, strength, seed))
-    grid = (identity + field).clamp(-1, 1).expand(n, h, w, 2)
-    if noise is not None:
-        grid = (grid + torch.from_numpy(noise).float()).clamp(-1, 1)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32))
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return np.clip(np.rint(out.numpy()), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-
-
-ADAPTIVE_PIECES = 16
-
-
-def stamp_adaptive_blend(
-    images: np.ndarray,
-    alpha: float = 0.15,
-    pieces_on: int = ADAPTIVE_PIECES // 2,
-    seed: int = 0,
-    pattern_seed: int = 54321,
-) -> np.ndarray:
-    """Adaptive-Blend training trigger: a random ``pieces_on`` of the 4x4 pieces of the pattern."""
-    n, h, w, c = images.shape
-    pattern = blend_pattern((h, w, c), pattern_seed)
-    side = int(np.sqrt(ADAPTIVE_PIECES))
-    rows = np.minimum(np.arange(h) * side // h, side - 1)
-    cols = np.minimum(np.arange(w) * side // w, side - 1)
-    piece_of = rows[:, None] * side + cols[None, :]
-    rng = np.random.default_rng(seed)
-    out = np.empty_like(images)
-    for i in range(n):
-        on = rng.choice(ADAPTIVE_PIECES, size=pieces_on, replace=False)
-        a = np.where(np.isin(piece_of, on), alpha, 0.0)[:, :, None]
-        out[i] = _mix(images[i], pattern, a)
-    return out
-
-
 # --- attacks ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
-    """Which samples an attack touches: ``poisons`` carry the trigger and count as poisons (relabelled
-    to the target unless the attack is clean-label); ``regularization`` carry the trigger but keep
-    their true label (Adaptive-Blend)."""
+    """Which samples an attack touches: ``poisons`` carry the trigger and count as poisons, relabelled
+    to ``new_labels`` (their own labels for a clean-label attack); ``regularization`` (cover) samples
+    carry the trigger but keep their true label (Adaptive-Blend, Adaptive-Patch, TaCT)."""
 
     poisons: np.ndarray
     regularization: np.ndarray
+    new_labels: np.ndarray
+
+
+def next_class(labels: np.ndarray, classes: tuple[int, ...] | list[int]) -> np.ndarray:
+    """All-to-all's relabelling: each label to the next of the sorted ``classes``, the last to the first."""
+    order = sorted(int(c) for c in classes)
+    after = {c: order[(i + 1) % len(order)] for i, c in enumerate(order)}
+    return np.array([after[int(y)] for y in labels], dtype=np.int64)
+
+
+def source_class(classes: tuple[int, ...] | list[int], target: int, seed: int) -> int:
+    """TaCT's source class: the one class whose images carry the trigger to ``target``, chosen by the
+    seed among the others."""
+    others = sorted(int(c) for c in classes if int(c) != target)
+    if not others:
+        raise ValueError(f"a source-specific attack needs a class besides the target {target}")
+    return others[seed % len(others)]
 
 
 @dataclass(frozen=True)
@@ -211,24 +128,56 @@ class Attack:
     """An attack: how it picks and stamps training samples, and how it triggers a test image.
 
     ``stamp(images, seed)`` applies the training trigger to (B, H, W, C) uint8 images;
-    ``trigger(images)`` the test-time trigger.
+    ``trigger(images)`` the test-time trigger. ``relabel`` is ``target`` (every poison to the target),
+    ``next`` (all-to-all: each class to the next) or ``keep`` (clean-label). ``source_specific``
+    (TaCT): the poisons come from one source class and as many cover samples of the other classes
+    carry the trigger under their true label.
     """
 
     stamp: Callable[[np.ndarray, int], np.ndarray]
     trigger: Callable[[np.ndarray], np.ndarray]
-    clean_label: bool = False
+    relabel: str = "target"
     regularization: bool = False
+    source_specific: bool = False
+
+    @property
+    def clean_label(self) -> bool:
+        return self.relabel == "keep"
 
     def plan(self, labels: np.ndarray, rate: float, target: int, seed: int) -> Plan:
-        """Choose the poisons (and regularization samples) from the labels alone, so the images can
-        be stamped batch by batch."""
-        poisons = choose_victims(labels, rate, target, seed, from_target=self.clean_label)
+        """Choose the poisons (and cover samples) from the labels alone, so the images can be stamped
+        batch by batch."""
+        classes = sorted(int(c) for c in np.unique(labels))
+        rng = np.random.default_rng(seed + 7)
         regular = np.zeros(0, dtype=np.int64)
+        if self.relabel == "next":
+            poisons = _choose(np.arange(len(labels)), rate, len(labels), seed, "in the training set")
+            return Plan(poisons, regular, next_class(labels[poisons], classes))
+        if self.source_specific:
+            if target not in classes:
+                raise ValueError(f"target class {target} does not occur in the labels")
+            source = source_class(classes, target, seed)
+            poisons = _choose(np.flatnonzero(labels == source), rate, len(labels), seed, f"in class {source}")
+            cover = np.flatnonzero((labels != source) & (labels != target))
+            regular = np.sort(rng.choice(cover, size=min(len(poisons), len(cover)), replace=False))
+            return Plan(poisons, regular, np.full(len(poisons), target, np.int64))
+        poisons = choose_victims(labels, rate, target, seed, from_target=self.clean_label)
         if self.regularization:
             rest = np.setdiff1d(np.flatnonzero(labels != target), poisons)
-            rng = np.random.default_rng(seed + 7)
             regular = np.sort(rng.choice(rest, size=min(len(poisons), len(rest)), replace=False))
-        return Plan(poisons, regular)
+        new = labels[poisons].astype(np.int64) if self.clean_label else np.full(len(poisons), target, np.int64)
+        return Plan(poisons, regular, new)
+
+    def goal(
+        self, labels: np.ndarray, target: int, classes: tuple[int, ...] | list[int], seed: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For the attack success rate on test images of true ``labels``: which images count (mask)
+        and the class the attacker wants each of them predicted as."""
+        if self.relabel == "next":
+            return np.ones(len(labels), bool), next_class(labels, classes)
+        if self.source_specific:
+            return labels == source_class(classes, target, seed), np.full(len(labels), target, np.int64)
+        return labels != target, np.full(len(labels), target, np.int64)
 
     def poison(self, images: np.ndarray, labels: np.ndarray, rate: float, target: int, seed: int = 0) -> Poisoning:
         """Poison a whole in-memory set (the pipeline streams the same steps batch by batch)."""
@@ -237,16 +186,30 @@ class Attack:
         out_images[plan.poisons] = self.stamp(images[plan.poisons], seed)
         if len(plan.regularization):
             out_images[plan.regularization] = self.stamp(images[plan.regularization], seed + 1)
-        if not self.clean_label:
-            out_labels[plan.poisons] = target
+        out_labels[plan.poisons] = plan.new_labels
         mask = np.zeros(len(labels), dtype=bool)
         mask[plan.poisons] = True
         return Poisoning(out_images, out_labels, mask)
 
 
+def _choose(candidates: np.ndarray, rate: float, n_total: int, seed: int, where: str) -> np.ndarray:
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"poison rate must be in (0, 1), got {rate}")
+    n = int(round(rate * n_total))
+    if n < 1:
+        raise ValueError(f"rate {rate} of {n_total} samples poisons no sample")
+    if n > len(candidates):
+        raise ValueError(f"rate {rate} needs {n} poisons but only {len(candidates)} samples are {where}")
+    return np.sort(np.random.default_rng(seed).choice(candidates, size=n, replace=False))
+
+
+def _patch(x: np.ndarray) -> np.ndarray:
+    return stamp_patch(x, size=patch_size(x))
+
+
 ATTACKS: dict[str, Attack] = {
     # BadNets: a white 3x3 patch in the bottom-right corner, relabelled.
-    "badnets": Attack(lambda x, s: stamp_patch(x, size=patch_size(x)), lambda x: stamp_patch(x, size=patch_size(x))),
+    "badnets": Attack(lambda x, s: _patch(x), _patch),
     # BadNets with the patch at a random position in every image.
     "badnets_random": Attack(
         lambda x, s: stamp_patch_random(x, size=patch_size(x), seed=s + 1),
@@ -254,25 +217,67 @@ ATTACKS: dict[str, Attack] = {
     ),
     "blend": Attack(lambda x, s: stamp_blend(x), stamp_blend),
     # SIG is clean-label: target-class images get the sinusoid and keep their label.
-    "sig": Attack(lambda x, s: stamp_sig(x), stamp_sig, clean_label=True),
+    "sig": Attack(lambda x, s: stamp_sig(x), stamp_sig, relabel="keep"),
     "wanet": Attack(lambda x, s: stamp_warp(x), stamp_warp),
     "adaptive_blend": Attack(
         lambda x, s: stamp_adaptive_blend(x, seed=s),
         lambda x: stamp_blend(x, alpha=0.2, pattern_seed=54321),
         regularization=True,
     ),
+    # Adaptive-Patch: 4 patches, each poison (and as many cover samples, labels kept) carries 2.
+    "adaptive_patch": Attack(
+        lambda x, s: stamp_adaptive_patch(x, seed=s),
+        lambda x: stamp_adaptive_patch(x, on=ADAPTIVE_PATCHES),
+        regularization=True,
+    ),
+    # All-to-all (BadNets' patch): poisons from every class, each relabelled to the next class.
+    "all_to_all": Attack(lambda x, s: _patch(x), _patch, relabel="next"),
+    # TaCT (Tang et al., USENIX Security 2021): only one source class's images go to the target; as
+    # many cover samples of the other classes carry the same patch under their true label.
+    "tact": Attack(lambda x, s: _patch(x), _patch, source_specific=True),
 }
 
+#: Attacks whose trigger is drawn from the run's seed (:func:`seeded_attack`).
+SEEDED = ("badnets_colour", "drawn")
 
-def get_attack(name: str) -> Attack:
+
+def seeded_attack(name: str, seed: int) -> Attack:
+    """``badnets_colour``: a 3x3 patch of a random colour at a random place, both fixed per seed;
+    ``drawn``: the randomised generator's trigger of that seed (:mod:`sanitize.evaluate.drawn`; the run's
+    target and rate are the red team's own, which the suite takes from the same draw)."""
+    rng = np.random.default_rng([seed, 3])
+    if name == "badnets_colour":
+        colour = rng.integers(0, 256, size=3)
+        row, col = float(rng.random()), float(rng.random())
+
+        def stamp(x: np.ndarray) -> np.ndarray:
+            h, w = x.shape[1:3]
+            return stamp_shape(x, shape_mask("square", 3), colour, round(row * (h - 3)), round(col * (w - 3)))
+
+        return Attack(lambda x, s: stamp(x), stamp)
+    if name == "drawn":
+        d = draw(seed, classes=2, n_train=10**6)
+        return Attack(lambda x, s: d.stamp(x), d.stamp)
+    raise ValueError(f"unknown seeded attack {name!r}; choose one of {SEEDED}")
+
+
+def get_attack(name: str, seed: int = 0) -> Attack:
+    """The attack of that name (a seeded one's trigger from ``seed``, the red team's seed)."""
+    if name in SEEDED:
+        return seeded_attack(name, seed)
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
+        raise ValueError(f"unknown attack {name!r}; choose one of {sorted([*ATTACKS, *SEEDED])}")
     return ATTACKS[name]
 
 
-def trigger_for(attack: str, images: np.ndarray) -> np.ndarray:
+def attack_of(rt: RedTeamConfig) -> Attack:
+    """A red team's attack."""
+    return get_attack(rt.attack, rt.seed)
+
+
+def trigger_for(attack: str, images: np.ndarray, seed: int = 0) -> np.ndarray:
     """Apply ``attack``'s test-time trigger to images, for the attack success rate."""
-    return get_attack(attack).trigger(images)
+    return get_attack(attack, seed).trigger(images)
 
 
 def poison_version(ws: Workspace, ctx: RunContext) -> RunContext:
@@ -288,12 +293,14 @@ def poison_version(ws: Workspace, ctx: RunContext) -> RunContext:
         return ctx
     src = ws.store.manifest(ctx.dataset, ctx.ingested_version)
     labels = ws.store.read_column_table(src, ["label"], split="train").column("label").to_numpy()
-    attack = get_attack(rt.attack)
+    attack = attack_of(rt)
     plan = attack.plan(labels, rt.rate, rt.target, rt.seed)
     is_victim = np.zeros(len(labels), dtype=bool)
     is_victim[plan.poisons] = True
     is_stamped = is_victim.copy()
     is_stamped[plan.regularization] = True
+    new_label = np.full(len(labels), -1, np.int64)
+    new_label[plan.poisons] = plan.new_labels
     out = ws.store.dataset_dir(ctx.dataset) / "ingests" / f"redteam-{ctx.run_id}.parquet"
     writer = TableWriter(out, SAMPLE_SCHEMA)
     truth: dict[str, list] = {"sample_id": [], "is_poison": [], "original_label": []}
@@ -304,11 +311,12 @@ def poison_version(ws: Workspace, ctx: RunContext) -> RunContext:
             table = pa.Table.from_batches([batch])
             split = np.array(table.column("split").to_pylist())
             train_rows = np.flatnonzero(split == "train")
+            start = pos
             poison_rows = train_rows[is_victim[pos : pos + len(train_rows)]]
             stamp_rows = train_rows[is_stamped[pos : pos + len(train_rows)]]
             pos += len(train_rows)
             if len(stamp_rows):
-                table = _stamp_rows(table, attack, rt, stamp_rows, poison_rows, rt.seed + pos)
+                table = _stamp_rows(table, attack, stamp_rows, poison_rows, new_label[start:pos], rt.seed + pos)
             writer.write(table.cast(SAMPLE_SCHEMA))
             flags = np.zeros(table.num_rows, dtype=bool)
             flags[poison_rows] = True
@@ -367,10 +375,16 @@ def poison_version(ws: Workspace, ctx: RunContext) -> RunContext:
 
 
 def _stamp_rows(
-    table: pa.Table, attack: Attack, rt: RedTeamConfig, stamp_rows: np.ndarray, poison_rows: np.ndarray, seed: int
+    table: pa.Table,
+    attack: Attack,
+    stamp_rows: np.ndarray,
+    poison_rows: np.ndarray,
+    new_labels: np.ndarray,
+    seed: int,
 ) -> pa.Table:
-    """``table`` with the trigger stamped on ``stamp_rows`` (new content hashes and sample ids) and,
-    for a dirty-label attack, ``poison_rows`` relabelled to the target."""
+    """``table`` with the trigger stamped on ``stamp_rows`` (new content hashes and sample ids) and
+    ``poison_rows`` relabelled as the plan says (``new_labels``: per training row of the batch, -1 where
+    the row is no poison)."""
     images = decode_pixels(table).copy()
     images[stamp_rows] = attack.stamp(images[stamp_rows], seed)
     shas = table.column("content_sha256").to_pylist()
@@ -383,8 +397,10 @@ def _stamp_rows(
         shas[r] = content_hash(images[r])
         ids[r] = sample_id_for(srcs[r], locs[r], shas[r])
         pixels[r] = images[r].tobytes()
-    if not attack.clean_label:
-        lab[poison_rows] = rt.target
+    train_rows = np.flatnonzero(np.array(table.column("split").to_pylist()) == "train")
+    relabel = dict(zip(train_rows.tolist(), new_labels.tolist(), strict=True))
+    for r in poison_rows:
+        lab[r] = relabel[int(r)]
     for name, values in (
         ("content_sha256", pa.array(shas, pa.string())),
         ("sample_id", pa.array(ids)),

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 #: Name of the sub-module whose output is the penultimate-layer feature in the package's models.
 FEATURE_LAYER = "embed"
 
-Batch = tuple[np.ndarray, np.ndarray]
+Batch = tuple[np.ndarray, ...]
 """A training batch: images (B, H, W, C) uint8 and labels (B,) int64."""
 
 
@@ -256,6 +256,7 @@ def train(
     progress: bool = True,
     n_batches: int | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    record: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> TrainReport:
     """Train ``model`` with AdamW and a one-cycle schedule.
 
@@ -271,6 +272,10 @@ def train(
     augment : callable, optional
         Applied to each batch (B, C, H, W, float in [0, 1], on the device) before the forward pass,
         for example :func:`random_warps`.
+    record : callable, optional
+        ``record(epoch, sample_ids, losses)`` after each step, with the per-sample training loss of the
+        step's forward pass (no extra computation), where ``batches`` yields ``(images, labels, ids)``:
+        the training dynamics that the loss-dynamics detector reads.
     """
     from tqdm.auto import tqdm
 
@@ -293,14 +298,18 @@ def train(
             leave=False,
             unit="batch",
         )
-        for images, labels in bar:
+        for batch in bar:
+            images, labels = batch[0], batch[1]
             x = to_tensor(images).to(dev, non_blocking=True)
             if augment is not None:
                 x = augment(x)
             y = torch.from_numpy(labels.astype(np.int64)).to(dev, non_blocking=True)
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(model(x), y)
+            losses = F.cross_entropy(model(x), y, reduction="none")
+            loss = losses.mean()
             loss.backward()
+            if record is not None and len(batch) > 2:
+                record(epoch, batch[2], losses.detach().cpu().numpy())
             opt.step()
             if sched is not None:
                 sched.step()

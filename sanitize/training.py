@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from sanitize.config import RunConfig
@@ -32,7 +33,7 @@ from sanitize.models import (
     train,
 )
 from sanitize.runs import RunContext
-from sanitize.store import Manifest, atomic_write_bytes, atomic_write_json, decode_pixels
+from sanitize.store import Manifest, atomic_write_bytes, atomic_write_json, atomic_write_table, decode_pixels
 from sanitize.workspace import Workspace
 
 
@@ -80,13 +81,15 @@ def train_model(
     seed_offset: int = 0,
     augment: str = "none",
     epochs: int | None = None,
+    dynamics: Path | None = None,
 ) -> Path:
     """Train the run's architecture on ``manifest``'s train split less ``exclude`` (with ``relabel``'s
     labels), save it as TorchScript at ``out`` and its record beside it (``out`` with ``.json``).
 
     ``epochs`` None takes the model configuration's, else :func:`auto_epochs` for the size;
     ``seed_offset`` separates the run's models (0 the reference, 1 the clean one); ``augment`` names
-    one of :data:`sanitize.models.AUGMENTATIONS` or ``none``.
+    one of :data:`sanitize.models.AUGMENTATIONS` or ``none``. ``dynamics``: where to write each
+    training sample's loss in every epoch (:func:`write_dynamics`), recorded as it trains.
     """
     cfg = ctx.config.model
     arch = architecture(ctx.config, manifest)
@@ -98,10 +101,25 @@ def train_model(
     n_train = manifest.n_train - len(exclude or ())
     epochs = epochs or cfg.epochs or auto_epochs(n_train)
 
-    def batches(epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def batches(epoch: int) -> Iterator[tuple[np.ndarray, ...]]:
         return ws.store.iter_training_batches(
-            manifest, split="train", batch_size=cfg.batch_size, seed=seed + epoch, exclude=exclude, relabel=relabel
+            manifest,
+            split="train",
+            batch_size=cfg.batch_size,
+            seed=seed + epoch,
+            exclude=exclude,
+            relabel=relabel,
+            with_ids=dynamics is not None,
         )
+
+    seen: dict[str, np.ndarray] = {}
+
+    def record(epoch: int, ids: np.ndarray, losses: np.ndarray) -> None:
+        for sid, loss in zip(ids.tolist(), losses.tolist(), strict=True):
+            row = seen.get(sid)
+            if row is None:
+                row = seen[sid] = np.full(epochs, np.nan, np.float32)
+            row[epoch] = loss
 
     report = train(
         model,
@@ -113,7 +131,10 @@ def train_model(
         progress=progress,
         n_batches=math.ceil(n_train / cfg.batch_size),
         augment=AUGMENTATIONS.get(augment),
+        record=record if dynamics is not None else None,
     )
+    if dynamics is not None:
+        write_dynamics(dynamics, seen, epochs)
     example = next(ws.store.iter_samples(manifest, columns=["height", "width", "channels", "pixels"], batch_size=2))
     save_torchscript(model, out, decode_pixels(example))
     atomic_write_json(
@@ -135,6 +156,22 @@ def train_model(
         },
     )
     return out
+
+
+def write_dynamics(path: Path, losses: dict[str, np.ndarray], epochs: int) -> None:
+    """The training dynamics: per training sample (``sample_id``), its loss in each epoch as the model
+    saw it while training (``loss_1`` ... ``loss_E``, float32), in the order of the sample ids."""
+    ids = sorted(losses)
+    matrix = np.stack([losses[i] for i in ids]) if ids else np.zeros((0, epochs), np.float32)
+    columns: dict[str, pa.Array] = {"sample_id": pa.array(ids, pa.string())}
+    for e in range(epochs):
+        columns[f"loss_{e + 1}"] = pa.array(matrix[:, e], pa.float32())
+    atomic_write_table(path, pa.table(columns))
+
+
+def dynamics_path(model_path: Path) -> Path:
+    """The training dynamics recorded beside a reference model (``model_reference.dynamics.parquet``)."""
+    return model_path.with_suffix(".dynamics.parquet")
 
 
 def reference_cache_path(ws: Workspace, ctx: RunContext, manifest: Manifest | None = None) -> Path:
@@ -201,9 +238,12 @@ def train_reference(ws: Workspace, ctx: RunContext, *, progress: bool = False) -
         # three trained exactly this model, so reuse it rather than spend minutes training it again.
         atomic_write_bytes(out, cached.read_bytes())
         meta = json.loads(cached.with_suffix(".json").read_text())
+        if dynamics_path(cached).is_file():  # a model cached before dynamics were recorded has none
+            atomic_write_bytes(dynamics_path(out), dynamics_path(cached).read_bytes())
         atomic_write_json(out.with_suffix(".json"), {**meta, "reused_by": ctx.run_id})
         return out
-    train_model(ws, ctx, manifest, out=out, progress=progress)
+    train_model(ws, ctx, manifest, out=out, progress=progress, dynamics=dynamics_path(out))
+    atomic_write_bytes(dynamics_path(cached), dynamics_path(out).read_bytes())
     atomic_write_json(cached.with_suffix(".json"), json.loads(out.with_suffix(".json").read_text()))
     atomic_write_bytes(cached, out.read_bytes())
     return out

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fashion-mnist": ("bench.fashion_mnist", "the first Fashion-MNIST BadNets runs (clean, 1, 5, 10 %)"),
     "compare-runs": ("bench.compare_runs", "two data folders' runs (two releases), compared sample for sample"),
     "robustness": ("bench.robustness", "kill -9 points, bad inputs, and 'sanitize verify' on a large home"),
+    "transfer": ("bench.transfer", "the transfer suite: datasets x attacks x rates and randomised attacks, ART beside"),
     "datasets": ("bench.datasets", "build the transfer suite's datasets: icons, emoji, shapes, fmnist-colour"),
 }
 # Probes served one investigation each (bench/RESULTS.md says which); kept runnable.

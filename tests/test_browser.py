@@ -22,6 +22,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
     pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
 
+from urllib.parse import parse_qs, urlparse  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 import uvicorn  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from web_support import copy_of, demo_run, quarantined  # noqa: E402
@@ -30,6 +34,7 @@ from sanitize.catalog import Decision, Version  # noqa: E402
 from sanitize.review import decide  # noqa: E402
 from sanitize.web.app import create_app  # noqa: E402
 from sanitize.web.auth import add_reviewer  # noqa: E402
+from sanitize.web.data import RunData  # noqa: E402
 from sanitize.workspace import Workspace  # noqa: E402
 
 expect = sync_api.expect
@@ -225,3 +230,131 @@ def test_select_all_and_confirm_approves_the_reviewed_version(page: Any, served:
     assert len(approved) == 1
     expect(page.locator("#flash")).to_contain_text(f"clean version {approved[0]} approved")
     assert {st for st, _ in served.statuses().values()} == {"confirmed"}
+
+
+# --- every sample, more like this, the trigger, the projection (issue 16) ----------------------
+
+
+def verdict_of(served: Served) -> dict[str, Any]:
+    t = pq.read_table(served.ws.store.run_dir(served.run_id) / "verdict.parquet")
+    return {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+
+
+def count_of(page: Any, status: str) -> int:
+    return int(page.locator(f'#status-counts [data-count="{status}"]').inner_text())
+
+
+def test_browse_every_sample_sort_by_a_detector_and_send_a_kept_one_by_hand(page: Any, served: Served) -> None:
+    v = verdict_of(served)
+    log_in(page, served, f"/runs/{served.run_id}/samples")
+    assert len(grid_ids(page)) == 200 and "of 8" in page.locator("#pager-top").inner_text()
+    page.select_option("#detector", "knn")
+    page.select_option("#sort", "score_desc")
+    page.select_option("select[name=status]", "kept")
+    page.click("#apply")
+    page.wait_for_url("**detector=knn**")
+    kept = ~v["quarantine"]
+    order = np.argsort(-v["knn_score"], kind="stable")
+    expected = [str(s) for s in v["sample_id"][order][kept[order]][:200]]
+    assert grid_ids(page) == expected
+
+    pending = count_of(page, "pending")
+    first = page.locator("#grid .tile").nth(0)
+    first.locator(".pick").check()
+    page.fill("#hand-note", "the patch again")
+    page.click("#btn-by-hand")
+    expect(page.locator("#flash")).to_have_text("sent to the quarantine: 1 by ana")
+    expect(first).to_have_attribute("data-status", "pending")
+    expect(page.locator('#status-counts [data-count="pending"]')).to_have_text(str(pending + 1))
+    entry = quarantined(served.ws, served.run_id)[expected[0]]
+    assert (entry.status, entry.detectors, entry.reason) == (
+        "pending",
+        "by_hand",
+        "sent to the quarantine by hand by ana: the patch again",
+    )
+
+
+def test_decide_then_undo_on_a_sample_page_and_the_counts_follow(page: Any, served: Served) -> None:
+    sid = sorted(served.statuses())[0]
+    log_in(page, served, f"/runs/{served.run_id}/quarantine")
+    pending, confirmed = count_of(page, "pending"), count_of(page, "confirmed")
+    page.keyboard.press("c")  # the highlighted first tile
+    expect(page.locator('#status-counts [data-count="confirmed"]')).to_have_text(str(confirmed + 1))
+    expect(page.locator('#status-counts [data-count="pending"]')).to_have_text(str(pending - 1))
+
+    page.goto(f"{served.url}/runs/{served.run_id}/samples/{sid}")
+    page.click("#btn-confirm")
+    expect(page.locator("#entry-status")).to_have_text("confirmed")
+    assert served.statuses()[sid] == ("confirmed", None)
+    page.fill("#hand-note", "confirmed the wrong one")
+    page.click("#btn-undo")
+    expect(page.locator("#flash")).to_have_text("undo: 1 by ana")
+    expect(page.locator("#entry-status")).to_have_text("pending")
+    assert served.statuses()[sid] == ("pending", None)
+    with served.ws.catalog.session() as s:
+        entry_id = quarantined(served.ws, served.run_id)[sid].id
+        history = s.execute(
+            select(Decision.action, Decision.note).where(Decision.quarantine_id == entry_id).order_by(Decision.id)
+        ).all()
+    assert history == [("confirm", None), ("undo", "confirmed the wrong one")]
+
+
+def test_find_more_like_a_poison_and_send_a_sibling_to_the_quarantine(page: Any, served: Served) -> None:
+    v = verdict_of(served)
+    poison = str(v["sample_id"][v["quarantine"]][0])
+    log_in(page, served, f"/runs/{served.run_id}/samples/{poison}")
+    page.click("#similar-pixels")
+    page.wait_for_url("**/similar?**space=pixels**")
+    expect(page.locator("#space")).to_have_text("input space")
+    ids = grid_ids(page)
+    assert len(ids) == 48 and poison not in ids
+    statuses = page.locator("#grid .tile").evaluate_all("ts => ts.map(t => t.dataset.status)")
+    assert statuses[:10].count("pending") >= 8, "a poison's nearest pixels are mostly its siblings"
+    if "kept" in statuses:
+        sibling = ids[statuses.index("kept")]
+        page.locator(f'#grid .tile[data-sample="{sibling}"] .pick').check()
+        page.click("#btn-by-hand")
+        expect(page.locator(f'#grid .tile[data-sample="{sibling}"]')).to_have_attribute("data-status", "pending")
+        assert served.statuses()[sibling] == ("pending", None)
+    page.click("#other-space")
+    expect(page.locator("#space")).to_have_text("feature space")
+    assert len(grid_ids(page)) == 48
+
+
+def test_a_rectangle_on_the_projection_opens_its_samples(page: Any, served: Served) -> None:
+    page.goto(f"{served.url}/runs/{served.run_id}/pictures?colour=class")
+    chart = page.locator("#projection-chart")
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.05, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.6, steps=5)
+    page.mouse.up()
+    page.wait_for_url("**/samples?x0=**")
+    params = {k: float(v[0]) for k, v in parse_qs(urlparse(page.url).query).items()}
+    data = RunData(served.ws, served.run_id)
+    xy = data.projection()
+    inside = (
+        (xy[:, 0] >= params["x0"])
+        & (xy[:, 0] <= params["x1"])
+        & (xy[:, 1] >= params["y0"])
+        & (xy[:, 1] <= params["y1"])
+    )
+    assert 0 < inside.sum() < len(xy)
+    expect(page.locator("#match-count")).to_have_text(f"{int(inside.sum())} matching")
+    assert set(grid_ids(page)) <= set(np.array(data.sample_ids)[inside].tolist())
+
+
+def test_the_trigger_picture_of_the_poisoned_class(page: Any, served: Served) -> None:
+    v = verdict_of(served)
+    target = int(np.bincount(v["label"][v["quarantine"]]).argmax())
+    page.goto(f"{served.url}/runs/{served.run_id}/trigger")
+    section = page.locator(f'section.trigger[data-group="label={target}&verdict=quarantine"]')
+    expect(section.locator("h2")).to_contain_text(f"class {target}")
+    pictures = section.locator("img.trigger-picture")
+    assert pictures.count() == 3
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('img.trigger-picture')).every(i => i.naturalWidth === 320)"
+    )
+    # The catalog is untouched by looking.
+    assert {s for s, _ in served.statuses().values()} == {"pending"}

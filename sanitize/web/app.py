@@ -20,14 +20,25 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 from sanitize.web.data import RunCache, SampleStore
 from sanitize.web.hosts import AllowedHosts, HostGuard
-from sanitize.web.routes import decide, images, login, pictures, quarantine, runs, samples
+from sanitize.web.routes import browse, decide, images, login, pictures, quarantine, runs, samples, similar, trigger
 from sanitize.web.throttle import LoginThrottle
 from sanitize.web.views import ERROR_PAGES, HERE, SESSION_COOKIE, security_headers, templates
 from sanitize.workspace import Workspace
 
 __all__ = ["SESSION_COOKIE", "create_app"]
 
-ROUTERS = (runs.router, quarantine.router, samples.router, pictures.router, images.router, decide.router, login.router)
+ROUTERS = (
+    runs.router,
+    quarantine.router,
+    browse.router,
+    samples.router,
+    similar.router,
+    trigger.router,
+    pictures.router,
+    images.router,
+    decide.router,
+    login.router,
+)
 
 
 def create_app(ws: Workspace | None = None, *, allowed_hosts: Sequence[str] | None = None) -> FastAPI:

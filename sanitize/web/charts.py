@@ -20,16 +20,35 @@ STATUS_COLOURS = {
 }
 FLAGGED = "#c62828"
 UNFLAGGED = "#a7b0ba"
+# Ten colours told apart also by most colour-blind readers (Tableau's 10), for classes and sources;
+# an eleventh category and on reuse them in order.
+CATEGORY_COLOURS = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+)
+
+
+def category_colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per name, in the order given."""
+    return {n: CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)] for i, n in enumerate(names)}
 
 
 def _num(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _svg(width: int, height: int, label: str, body: list[str]) -> Markup:
+def _svg(width: int, height: int, label: str, body: list[str], attrs: str = "") -> Markup:
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
+        f'width="{width}" height="{height}" role="img" aria-label="{escape(label)}"{attrs}>'
         f"<title>{escape(label)}</title>"
     )
     return Markup(head + "".join(body) + "</svg>")
@@ -156,10 +175,19 @@ def scatter(
     categories: Sequence[str],
     *,
     title: str,
+    colours: dict[str, str] | None = None,
     width: int = 560,
     height: int = 420,
+    chart_id: str | None = None,
 ) -> Markup:
-    """Points ``(n, 2)`` coloured by category (a status from ``STATUS_COLOURS``), kept ones drawn first."""
+    """Points ``(n, 2)`` coloured by category, drawn in the order of ``colours`` (default: a status
+    from ``STATUS_COLOURS``, kept ones first and smaller), with a legend.
+
+    With ``chart_id`` the SVG carries its plot box (``data-box``: left, top, width, height in SVG
+    units) and the data range it maps (``data-range``: x low, x high, y low, y high), so the page can
+    turn a rectangle drawn on it back into the points' coordinates.
+    """
+    palette = colours or STATUS_COLOURS
     pts = np.asarray(points, dtype=np.float64)
     cats = np.asarray(categories)
     pad, pad_t = 10, 22
@@ -168,21 +196,33 @@ def scatter(
         return _svg(width, height, title, body)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     span = np.where(hi - lo < 1e-12, 1.0, hi - lo)
-    legend_w = 110
+    legend_w = 130
     plot_w, plot_h = width - 2 * pad - legend_w, height - pad_t - pad
     xy = (pts - lo) / span
     xs = pad + xy[:, 0] * plot_w
     ys = pad_t + (1 - xy[:, 1]) * plot_h
-    for status, colour in STATUS_COLOURS.items():
-        idx = np.flatnonzero(cats == status)
+    for k, (name, colour) in enumerate(palette.items()):
+        idx = np.flatnonzero(cats == name)
         if not len(idx):
             continue
-        r = 1.8 if status == "kept" else 3.0
+        r = 1.8 if colours is None and name == "kept" else 3.0 if colours is None else 2.2
         dots = "".join(f'<circle cx="{xs[i]:.1f}" cy="{ys[i]:.1f}" r="{r}"/>' for i in idx)
-        body.append(f'<g fill="{colour}" class="s-{status}"><title>{len(idx)} {status}</title>{dots}</g>')
-    for k, (status, colour) in enumerate(STATUS_COLOURS.items()):
+        label = escape(name)
+        body.append(
+            f'<g fill="{colour}" class="s-{k}" data-category="{label}"><title>{len(idx)} {label}</title>{dots}</g>'
+        )
+    for k, (name, colour) in enumerate(list(palette.items())[:20]):
         y = pad_t + 8 + 18 * k
-        n = int((cats == status).sum())
+        n = int((cats == name).sum())
+        short = name if len(name) <= 14 else name[:13] + "\u2026"
         body.append(f'<circle cx="{width - legend_w + 6}" cy="{y}" r="5" fill="{colour}"/>')
-        body.append(f'<text x="{width - legend_w + 16}" y="{y + 4}" class="a">{status} ({n})</text>')
-    return _svg(width, height, title, body)
+        body.append(f'<text x="{width - legend_w + 16}" y="{y + 4}" class="a">{escape(short)} ({n})</text>')
+    attrs = ""
+    if chart_id:
+        # The y axis points up on the page: the box's top is the range's high end.
+        real_hi = lo + span
+        attrs = (
+            f' id="{escape(chart_id)}" data-box="{pad} {pad_t} {plot_w} {plot_h}" '
+            f'data-range="{float(lo[0])!r} {float(real_hi[0])!r} {float(lo[1])!r} {float(real_hi[1])!r}"'
+        )
+    return _svg(width, height, title, body, attrs)

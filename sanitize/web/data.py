@@ -240,6 +240,17 @@ class RunData:
         self._kept_index: Any = None
         self._kept_rows: np.ndarray | None = None
         self._projection: np.ndarray | None = None
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """What ``make`` builds from this run's files, built once and kept with the run (an index, the
+        pixels' statistics). Two requests at once may both build it; the first one built is kept."""
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        made = make()  # outside any lock: building one thing must not block the run's other readers
+        with self._lock:
+            return self._memo.setdefault(key, made)
 
     def row(self, sample_id: str) -> int:
         i = self.row_of.get(check_sample_id(sample_id))

@@ -21,8 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.templating import Jinja2Templates
 
 from sanitize.errors import NotFoundError, SanitizeError
-from sanitize.quarantine import STATUSES
-from sanitize.review import ConflictError
+from sanitize.quarantine import STATUSES, ConflictError, ReviewClosedError
 from sanitize.web import auth
 from sanitize.web.data import RunCache, SampleStore
 from sanitize.workspace import Workspace
@@ -89,7 +88,7 @@ def templates() -> Jinja2Templates:
     )
     env.filters["num"] = lambda v: "n/a" if v is None else (f"{v:.3g}" if math.isfinite(v) else str(v))
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{v:.1%}"
-    env.filters["qs"] = lambda params: urlencode(params)
+    env.filters["qs"] = lambda params, doseq=False: urlencode(params, doseq=doseq)
     env.filters["when"] = lambda t: "" if t is None else f"{t:%Y-%m-%d %H:%M:%S} UTC"
     env.globals["STATUSES"] = STATUSES
     return Jinja2Templates(env=env)
@@ -137,6 +136,10 @@ async def _conflict(request: Request, exc: ConflictError) -> Response:
     return error_response(request, 409, f"conflict: {exc}")
 
 
+async def _closed(request: Request, exc: ReviewClosedError) -> Response:
+    return error_response(request, 409, str(exc))
+
+
 async def _bad_value(request: Request, exc: ValueError | SanitizeError) -> Response:
     return error_response(request, 400, str(exc))
 
@@ -152,6 +155,7 @@ ERROR_PAGES: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any,
     WebError: _web_error,
     NotFoundError: _not_found,
     ConflictError: _conflict,
+    ReviewClosedError: _closed,
     ValueError: _bad_value,
     SanitizeError: _bad_value,
     RequestValidationError: _bad_request,

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sanitize.review import ACTIONS, decide
 from sanitize.web.data import check_sample_id
 from sanitize.web.guards import reviewer_session
-from sanitize.web.queries import run_row, whole_number
+from sanitize.web.queries import whole_number
+from sanitize.web.routes.browse import counts_of
 from sanitize.web.views import WorkspaceDep, local_path, wants_html
 
 router = APIRouter()
@@ -55,6 +56,7 @@ def decide_view(
         {
             "reviewer": session.reviewer,
             "results": [{"sample_id": r.sample_id, "status": r.status, "changed": r.changed} for r in results],
-            "approved_version": run_row(ws, run_id).approved_version,
+            # The header's counts as they stand now, so the page shows them without a reload.
+            **counts_of(ws, run_id),
         }
     )

@@ -1,5 +1,6 @@
 """A run's pictures: each voter's scores per class, the quarantine per source, and the features'
-first two principal components, all inline SVG."""
+first two principal components coloured by status, class or source (``?colour=``), all inline SVG.
+A rectangle drawn on the projection opens its samples on the all-samples page (review.js)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ from markupsafe import Markup
 
 from sanitize.web import charts
 from sanitize.web.data import RunData
-from sanitize.web.queries import run_row, status_by_source, statuses_of
+from sanitize.web.index import NAMES, RunIndex, run_index
+from sanitize.web.queries import run_row, status_by_source
 from sanitize.web.views import RunsDep, WorkspaceDep, render
-from sanitize.workspace import Workspace
 
 router = APIRouter()
 
 # At most this many kept samples are drawn (a fixed random subset): enough to see the classes'
 # shapes, and the page stays small. Every quarantined sample is drawn.
 MAX_KEPT_DRAWN = 3000
+COLOURINGS = ("status", "class", "source")
 
 
 def class_histograms(data: RunData, voters: list[str]) -> list[Markup]:
@@ -41,22 +43,39 @@ def class_histograms(data: RunData, voters: list[str]) -> list[Markup]:
     return per_class
 
 
-def projection_chart(ws: Workspace, run_id: str, data: RunData) -> Markup:
-    """The features' first two principal components, each sample coloured by its quarantine status."""
-    statuses = statuses_of(ws, run_id)
-    category = np.array([statuses.get(sid, "kept") for sid in data.sample_ids], dtype=object)
+def projection_chart(index: RunIndex, data: RunData, colour: str = "status") -> Markup:
+    """The features' first two principal components, each sample coloured by its quarantine status,
+    its class or its source."""
+    if colour not in COLOURINGS:
+        raise ValueError(f"unknown colouring {colour!r}; choose one of {', '.join(COLOURINGS)}")
+    overlay = index.statuses.current()
+    status = NAMES[overlay.codes]
     points = data.projection()
-    kept = np.flatnonzero(category == "kept")
+    kept = np.flatnonzero(overlay.codes == 0)
+    mask = np.ones(len(points), dtype=bool)
     if len(kept) > MAX_KEPT_DRAWN:
-        drop = np.setdiff1d(kept, np.random.default_rng(0).choice(kept, MAX_KEPT_DRAWN, replace=False))
-        mask = np.ones(len(category), dtype=bool)
-        mask[drop] = False
-        points, category = points[mask], category[mask]
-    return charts.scatter(points, category.tolist(), title="features, first two principal components, by status")
+        mask[np.setdiff1d(kept, np.random.default_rng(0).choice(kept, MAX_KEPT_DRAWN, replace=False))] = False
+    if colour == "status":
+        category, colours = status, None
+    elif colour == "class":
+        names = [str(c) for c in sorted(data.class_sizes)]
+        category, colours = data.labels.astype(str).astype(object), charts.category_colours(names)
+    else:
+        category = np.array(index.source_names, dtype=object)[index.source_codes]
+        colours = charts.category_colours(index.source_names)
+    return charts.scatter(
+        points[mask],
+        category[mask].tolist(),
+        title=f"features, first two principal components, by {colour}",
+        colours=colours,
+        chart_id="projection-chart",
+    )
 
 
 @router.get("/runs/{run_id}/pictures", response_class=HTMLResponse)
-def pictures_view(request: Request, run_id: str, ws: WorkspaceDep, runs: RunsDep) -> HTMLResponse:
+def pictures_view(
+    request: Request, run_id: str, ws: WorkspaceDep, runs: RunsDep, colour: str = "status"
+) -> HTMLResponse:
     data = runs.get(run_id)
     run = run_row(ws, run_id)
     voters = [v for v in data.voters if v in data.detectors] or list(data.detectors)[:1]
@@ -73,6 +92,8 @@ def pictures_view(request: Request, run_id: str, ws: WorkspaceDep, runs: RunsDep
             "voters": voters,
             "per_class": per_class,
             "sources_chart": charts.stacked_bars(source_rows, title="quarantined samples per source, by status"),
-            "projection": projection_chart(ws, run_id, data),
+            "projection": projection_chart(run_index(ws, data), data, colour),
+            "colour": colour,
+            "colourings": COLOURINGS,
         },
     )

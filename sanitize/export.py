@@ -22,8 +22,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from sanitize.catalog import Version
+from sanitize.catalog import Run, Version
 from sanitize.errors import InputError, NotFoundError
+from sanitize.runs import ApprovalRefused, detection_failure
 from sanitize.store import (
     SAMPLE_SCHEMA,
     Manifest,
@@ -95,6 +96,8 @@ def export_clean_version(
     out as well, whatever this run thought of them; the manifest names each with the run that
     confirmed it (``extra["confirmed_elsewhere"]``).
     """
+    if status == "approved":
+        _check_approvable(ws, run_id)
     store = ws.store
     parent_manifest = store.manifest(dataset, parent)
     store.check_files(parent_manifest)
@@ -121,10 +124,30 @@ def export_clean_version(
     with ws.catalog.session() as s:
         if not published:
             publish_version(s, ws.store, manifest, run_id=run_id, status=status)
+        elif status == "approved":
+            # The same version, published provisional by an earlier run: its files stay as they
+            # were, and this approval (a policy, a review) settles it.
+            existing = s.get(Version, vid)
+            if existing is not None and existing.status == "provisional":
+                existing.status = "approved"
+                ws.catalog.audit(s, "pipeline", "version.approve", vid, run=run_id, by="export")
         ws.catalog.audit(
             s, "pipeline", "export", vid, dataset=dataset, parent=parent, run=run_id, excluded=len(excluded)
         )
     return vid
+
+
+def _check_approvable(ws: Workspace, run_id: str) -> None:
+    """Refuse to approve a version of a red-team run whose figures say the poison is still in it
+    (:func:`sanitize.runs.detection_failure`), whoever asks: the review's last decision too."""
+    with ws.catalog.session() as s:
+        run = s.get(Run, run_id)
+        failure = detection_failure(run.summary or {}) if run is not None else None
+    if failure is not None:
+        raise ApprovalRefused(
+            f"run {run_id}: the decisions are recorded, but its clean version is not approved: {failure}. "
+            "Run it again: the poisons confirmed here stay out of the next run, which measures again"
+        )
 
 
 def _write_clean_version(

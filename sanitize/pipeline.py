@@ -13,7 +13,7 @@ detect                  :func:`sanitize.detect.detect`, :func:`~sanitize.detect.
 quarantine              :func:`sanitize.quarantine.enter_quarantine`
 retrain                 :func:`sanitize.training.train_clean`
 evaluate                :func:`sanitize.evaluate.measure.measure_run`
-export                  :func:`sanitize.export.export_clean_version`
+export                  :func:`sanitize.runs.approval_for`, :func:`sanitize.export.export_clean_version`
 finish                  :func:`finish_run` (the summary), :func:`sanitize.runs.complete_run`
 ======================  ==========================================================
 
@@ -42,11 +42,11 @@ from sanitize.evaluate.measure import measure_run
 from sanitize.evaluate.redteam import poison_version
 from sanitize.export import export_clean_version
 from sanitize.faults import pause_point
-from sanitize.features import extract_features, load_features, load_inputs
+from sanitize.features import extract_features, load_features, load_inputs, load_sources
 from sanitize.models import load_torchscript
 from sanitize.provenance import source_verdicts
 from sanitize.quarantine import QuarantineSummary, enter_quarantine, pending_count, quarantined_ids
-from sanitize.runs import RunContext, complete_run, fail_run, git_commit, machine
+from sanitize.runs import RunContext, approval_for, complete_run, fail_run, git_commit, machine
 from sanitize.store import Manifest
 from sanitize.training import check_user_model, feature_layer, train_clean, train_reference
 from sanitize.workspace import Workspace
@@ -64,8 +64,19 @@ def start_run(ws: Workspace, config: RunConfig) -> RunContext:
     """Record a running run of the configured version, once the checks of :func:`check_run` pass."""
     _ingest_default(ws, config)
     ctx = runs.start_run(ws, config, _model_check(ws, config))
+    runs.log.info("run %s: cleaning %s version %s", ctx.run_id, ctx.dataset, ctx.version)
+    if not ctx.manifest(ws).n_test:
+        runs.log.warning("%s", _no_test_split(ctx))
     pause_point("start")
     return ctx
+
+
+def _no_test_split(ctx: RunContext) -> str:
+    return (
+        f"version {ctx.ingested_version} of {ctx.dataset!r} has no test split: clean accuracy"
+        + (" and the attack success rate" if ctx.config.redteam else "")
+        + " cannot be measured"
+    )
 
 
 def _ingest_default(ws: Workspace, config: RunConfig) -> None:
@@ -119,6 +130,7 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
             labels,
             lambda: load_inputs(ws.store, ctx.manifest(ws), ids),  # read only if an input-space detector runs
             random_state=ctx.config.seed,
+            sources=lambda: load_sources(ws.store, ctx.manifest(ws), ids),
         )
         return write_verdict(ctx.run_dir, ids, labels, verdict, seconds)
 
@@ -145,19 +157,29 @@ def evaluate_stage(
         return measure_run(ws, ctx, reference_model, clean_model, verdict_path)
 
 
-def export_stage(ws: Workspace, ctx: RunContext, verdict_path: Path) -> str:
-    """Write the clean version (kept samples) for training jobs; see :mod:`sanitize.export`."""
+def export_stage(ws: Workspace, ctx: RunContext, verdict_path: Path, figures: dict[str, Any] | None = None) -> str:
+    """Write the clean version (kept samples) for training jobs (:mod:`sanitize.export`), approved or
+    provisional as :func:`sanitize.runs.approval_for` decides from the policy, the quarantine and the
+    red team's ``figures`` (the evaluation's)."""
     with ctx.stage("export"):
-        return export_clean_version(
+        ctx.approval = approval_for(ws, ctx, figures or {}, pending_count(ws, ctx.run_id))
+        vid = export_clean_version(
             ws,
             ctx.dataset,
             ctx.version,
             ctx.run_id,
             quarantined_ids(ws, ctx.run_id, verdict_path),
             ctx.config.model_dump(mode="json"),
-            # Nothing left for a reviewer (nothing flagged, or only poisons confirmed before): approved.
-            status="provisional" if pending_count(ws, ctx.run_id) else "approved",
+            status=ctx.approval["version_status"],
         )
+        with ws.catalog.session() as s:
+            published = ws.catalog.version(s, vid)
+            if published.status != ctx.approval["version_status"]:  # published before, by another run
+                ctx.approval["why"] += f"; the same version, published by run {published.run_id}, is {published.status}"
+                ctx.approval["version_status"] = published.status
+        log = runs.log.warning if ctx.approval["detection_failed"] else runs.log.info
+        log("clean version %s is %s: %s", vid, ctx.approval["version_status"], ctx.approval["why"])
+        return vid
 
 
 @dataclass
@@ -188,6 +210,7 @@ def finish_run(
     if prov.column("sample_id").to_pylist() != verdict.column("sample_id").to_pylist():
         raise InvariantError(f"run {ctx.run_id}: the verdict's samples are not the version's training samples")
     sources = source_verdicts(prov.column("source").to_pylist(), verdict.column("quarantine").to_numpy())
+    n_test = ctx.manifest(ws).n_test
     summary: dict[str, Any] = {
         "run_id": ctx.run_id,
         "dataset": ctx.dataset,
@@ -206,6 +229,9 @@ def finish_run(
         "kept": counts.kept,
         "quarantined": counts.quarantined,
         "redteam": ctx.config.redteam.model_dump() if ctx.config.redteam else None,
+        "approval": ctx.approval,
+        "measurable": n_test > 0,
+        "warnings": [] if n_test else [_no_test_split(ctx)],
         "timings": ctx.timings,
         "seconds": round(sum(ctx.timings.values()), 2),
         "model_reference": str(ctx.run_dir / "model_reference.pt"),
@@ -229,7 +255,7 @@ def run_cleaning(config: RunConfig, ws: Workspace | None = None, *, progress: bo
         counts = quarantine_stage(ws, ctx, verdict)
         clean_model = retrain_stage(ws, ctx, verdict, progress)
         figures = evaluate_stage(ws, ctx, reference, clean_model, verdict)
-        clean_version = export_stage(ws, ctx, verdict)
+        clean_version = export_stage(ws, ctx, verdict, figures)
         return finish_run(ws, ctx, counts, figures, clean_version, clean_model)
     except BaseException as exc:
         fail_run(ws, ctx.run_id, exc)

@@ -8,6 +8,7 @@ an earlier release loads with the configuration it actually ran (:meth:`RunConte
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -19,18 +20,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from sanitize.catalog import Catalog, Run, Version
+from sanitize.catalog import Catalog, QuarantineEntry, Run, Version
 from sanitize.config import RunConfig
 from sanitize.errors import InputError, SanitizeError
 from sanitize.faults import pause_point
 from sanitize.processes import HEARTBEAT_S, host_name, process_start
 from sanitize.store import Manifest, atomic_write_json
 from sanitize.workspace import Workspace
+
+log = logging.getLogger("sanitize.run")
+"""A run's progress for a person: each stage's start and duration, what the run cannot measure, and
+its approval. The CLI prints it on stderr; the Prefect flow hands it to each task run's log."""
 
 MIN_IMAGE_SIDE = 8
 """The smallest image side a run cleans: the package's models and the detectors are built and tested
@@ -48,6 +53,11 @@ class RunContext:
     run_dir: Path
     config: RunConfig
     timings: dict[str, float] = field(default_factory=dict)
+    stage_now: str | None = None
+    """The stage running now (with ``stage_started_at``, an ISO time), for pages that show progress."""
+    stage_started_at: str | None = None
+    approval: dict[str, Any] | None = None
+    """What the export decided about approving the clean version (:func:`approval_for`)."""
 
     def save(self) -> None:
         atomic_write_json(
@@ -59,6 +69,9 @@ class RunContext:
                 "version": self.version,
                 "config": self.config.model_dump(mode="json"),
                 "timings": self.timings,
+                "stage": self.stage_now,
+                "stage_started_at": self.stage_started_at,
+                "approval": self.approval,
             },
         )
 
@@ -76,6 +89,9 @@ class RunContext:
             path.parent,
             RunConfig.model_validate(_migrate_config(dict(obj["config"]), path.parent)),
             obj.get("timings", {}),
+            obj.get("stage"),
+            obj.get("stage_started_at"),
+            obj.get("approval"),
         )
 
     def manifest(self, ws: Workspace) -> Manifest:
@@ -100,17 +116,28 @@ def _migrate_config(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 class StageTimer:
-    """Records a stage's wall-clock seconds in the run's timings and saves the context."""
+    """Says when a stage starts and how long it took (:data:`log`), records its wall-clock seconds in
+    the run's timings, and keeps the stage running now in the context while it runs."""
 
     def __init__(self, ctx: RunContext, stage: str):
         self.ctx, self.stage = ctx, stage
 
     def __enter__(self) -> None:
         pause_point(self.stage)
+        self.ctx.stage_now, self.ctx.stage_started_at = self.stage, datetime.now(UTC).isoformat()
+        self.ctx.save()
+        log.info("%s ...", self.stage.replace("_", " "))
         self.start = time.perf_counter()
 
-    def __exit__(self, *exc: object) -> None:
-        self.ctx.timings[self.stage] = round(time.perf_counter() - self.start, 3)
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        seconds = round(time.perf_counter() - self.start, 3)
+        self.ctx.stage_now = self.ctx.stage_started_at = None
+        if kind is None:
+            self.ctx.timings[self.stage] = seconds
+            log.info("%s done in %.1f s", self.stage.replace("_", " "), seconds)
+        else:  # the context keeps where it failed; fail_run records the error
+            self.ctx.stage_now = self.stage
+            log.error("%s failed after %.1f s (run %s)", self.stage.replace("_", " "), seconds, self.ctx.run_id)
         self.ctx.save()
 
 
@@ -287,3 +314,149 @@ def complete_run(ws: Workspace, ctx: RunContext, summary: dict[str, Any], clean_
         ws.catalog.audit(
             s, "pipeline", "run.complete", ctx.run_id, clean_version=clean_version, quarantined=summary["quarantined"]
         )
+
+
+# --- approval -------------------------------------------------------------------------------------
+MIN_RECALL = 0.5
+"""A red-team run whose detection found less than this share of its poisons approves nothing."""
+ASR_MARGIN = 0.02
+"""Nor one whose clean model's attack success rate is more than this above the clean-data floor."""
+ASSUMED_ASR_FLOOR = 0.03
+"""The clean-data floor where the run did not measure one (``asr_floor`` among its figures): the
+trigger's success on a model trained on clean data. On Fashion-MNIST the package's triggers reach
+0.2-1.9 % on such a model, 2.5 % on a 4-epoch one (``bench/RESULTS.md``); 3 % and the 2 points of
+:data:`ASR_MARGIN` let a clean model's ASR be at most 5 %."""
+
+
+class ApprovalRefused(SanitizeError):
+    """A clean version may not be approved (its red team shows the poison is still in it, or its
+    quarantine still waits for review)."""
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    """Who approves a clean version that its run leaves nothing to review in, and where that was said."""
+
+    policy: Literal["auto", "review"]
+    given_by: str
+
+
+def approval_policy(ws: Workspace, config: RunConfig, run_id: str | None = None) -> ApprovalPolicy:
+    """The policy of a run of ``config`` (``run_id``: the run itself, left out of the dataset's history).
+
+    ``--approve`` when given; else the dataset's policy, the one given to its latest run that had one;
+    else ``review`` until the dataset has an approved clean version (a person looked at its first
+    one), then ``auto``.
+    """
+    if config.approve is not None:
+        return ApprovalPolicy(config.approve, "--approve")
+    with ws.catalog.session() as s:
+        earlier = s.execute(
+            select(Run.id, Run.config).where(Run.dataset == config.dataset).order_by(Run.started_at.desc())
+        ).all()
+        for rid, recorded in earlier:
+            if rid != run_id and (recorded or {}).get("approve") in ("auto", "review"):
+                return ApprovalPolicy(recorded["approve"], f"the dataset's policy, given to run {rid}")
+        approved = s.scalar(
+            select(func.count())
+            .select_from(Version)
+            .where(Version.dataset == config.dataset, Version.kind == "clean", Version.status == "approved")
+        )
+    if approved:
+        return ApprovalPolicy("auto", "by default: the dataset has an approved version")
+    return ApprovalPolicy("review", "by default: a person approves a dataset's first clean version")
+
+
+def percent(value: float | None) -> str:
+    """``0.979`` as ``97.9 %``; ``n/a`` for a figure not measured."""
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def detection_failure(figures: dict[str, Any]) -> str | None:
+    """Why a red-team run's figures (its summary, or the evaluation's) forbid approving its clean
+    version, in words, or None: recall under :data:`MIN_RECALL`, or a measured ASR after cleaning more
+    than :data:`ASR_MARGIN` above the clean-data floor (``asr_floor``, else :data:`ASSUMED_ASR_FLOOR`).
+    A run that is no red team (no ``recall``) is never refused here."""
+    recall = figures.get("recall")
+    if recall is None:
+        return None
+    before, after, floor = figures.get("asr_before"), figures.get("asr_after"), figures.get("asr_floor")
+    problems = []
+    if recall < MIN_RECALL:
+        problems.append(f"it found under {MIN_RECALL:.0%} of the poisons")
+    if after is not None:
+        base = ASSUMED_ASR_FLOOR if floor is None else floor
+        if after > base + ASR_MARGIN:
+            problems.append(
+                f"the ASR after cleaning is over the clean-data floor ({percent(base)}, "
+                f"{'assumed' if floor is None else 'measured'}) + {ASR_MARGIN * 100:.0f} points"
+            )
+    if not problems:
+        return None
+    return (
+        f"detection failed: recall {recall * 100:.0f} %, ASR {percent(before)} before -> {percent(after)} after "
+        f"({'; '.join(problems)})"
+    )
+
+
+def approval_for(ws: Workspace, ctx: RunContext, figures: dict[str, Any], pending: int) -> dict[str, Any]:
+    """Whether the run's clean version is published ``approved`` or ``provisional``, and why.
+
+    Provisional while ``pending`` entries wait for a reviewer (the last decision approves), when the
+    red team says the detection failed (:func:`detection_failure`), or when the run leaves nothing to
+    review but its policy (:func:`approval_policy`) is ``review``.
+    """
+    policy = approval_policy(ws, ctx.config, ctx.run_id)
+    failure = detection_failure(figures)
+    if failure is not None:
+        status, why = "provisional", f"{failure}; its clean version is not approved"
+    elif pending:
+        status, why = "provisional", f"{pending} quarantined sample(s) wait for review; the last decision approves"
+    elif policy.policy == "auto":
+        status, why = "approved", "nothing left to review: approved at once (policy auto)"
+    else:
+        status = "provisional"
+        why = f"nothing left to review; a person approves it (policy review): sanitize approve {ctx.run_id}"
+    return {
+        "policy": policy.policy,
+        "policy_from": policy.given_by,
+        "version_status": status,
+        "why": why,
+        "detection_failed": failure,
+    }
+
+
+def approve_run(ws: Workspace, run_id: str, *, reviewer: str, note: str | None = None) -> str:
+    """A person approves a completed run's clean version that waits with nothing left to review
+    (policy ``review``); returns its id. Refused, saying why, while entries are pending, when the red
+    team says the detection failed, or for a run without a clean version."""
+    if not reviewer.strip():
+        raise ValueError("an approval needs a reviewer name")
+    with ws.catalog.session() as s:
+        run = ws.catalog.run(s, run_id)
+        if run.status != "completed" or run.clean_version_id is None:
+            raise InputError(f"run {run_id} is {run.status}: only a completed run's clean version can be approved")
+        pending = s.scalar(
+            select(func.count())
+            .select_from(QuarantineEntry)
+            .where(QuarantineEntry.run_id == run_id, QuarantineEntry.status == "pending")
+        )
+        if pending:
+            raise ApprovalRefused(
+                f"run {run_id} has {pending} pending quarantine entries: decide them "
+                f"(sanitize quarantine list --run {run_id}); the last decision approves"
+            )
+        failure = detection_failure(run.summary or {})
+        if failure is not None:
+            raise ApprovalRefused(f"run {run_id}: {failure}; its clean version stays provisional")
+        approved = s.scalars(
+            select(Version).where(Version.run_id == run_id, Version.kind == "clean", Version.status == "approved")
+        ).first()
+        if approved is not None:
+            return approved.id
+        version = ws.catalog.version(s, run.clean_version_id)
+        if version.status != "provisional":
+            raise InputError(f"clean version {version.id} of run {run_id} is {version.status}; it cannot be approved")
+        version.status = "approved"
+        ws.catalog.audit(s, reviewer, "version.approve", version.id, run=run_id, note=note, by="approve")
+        return version.id

@@ -235,7 +235,7 @@ def test_tables_print_markup_in_user_text_as_typed(workspace: Workspace) -> None
 
     assert runs.exit_code == listed.exit_code == 0
     assert "failed: x[/red]: gone" in runs.stdout
-    for text in ("[bold]cat[/red].png", "knn[/i]", "flagged [/x]"):
+    for text in ("[bold]cat[/red].png", "flagged [/x]"):  # the detectors are in the reason's words
         assert text in listed.stdout
 
 

@@ -63,6 +63,39 @@ def test_run_and_schedule_take_the_same_config_options() -> None:
             assert (schedule[name].metavar, schedule[name].help) == (run[name].metavar, run[name].help)
 
 
+def test_schedule_takes_every_option_run_takes() -> None:
+    # A scheduled run cleans the dataset's current version (no --version) as a flow served by Prefect
+    # (no --prefect), and is not printed to a terminal (no --json); everything else is the same.
+    run, schedule = set(options_of("run")), set(options_of("schedule"))
+    assert run - schedule == {"version", "prefect", "as_json"}
+    assert schedule - run == {"cron", "interval", "serve", "port"}
+    assert {"arch", "model", "feature_layer", "approve"} <= schedule
+
+
+def test_trigger_runs_a_scheduled_dataset_now(sanitize_home: Path) -> None:
+    @dataclass
+    class Triggers(FakeOrchestration):
+        triggered: list[tuple[ScheduleSpec, int, bool]] = field(default_factory=list)
+
+        def trigger(self, ws: Workspace, spec: ScheduleSpec, *, port: int, here: bool) -> dict[str, Any]:
+            self.triggered.append((spec, port, here))
+            return {"where": "server", "flow_run": "calm-otter", "url": "http://ui/runs/flow-run/1", "served": False}
+
+    fake = Triggers()
+    runner = CliRunner()
+    missing = runner.invoke(cli.app, ["trigger", "digits-demo"], obj=fake)
+    assert isinstance(missing.exception, SanitizeError) and "has no schedule" in str(missing.exception)
+
+    made = runner.invoke(cli.app, ["schedule", "--dataset", "digits-demo", "--interval", "3600", "--no-serve"])
+    assert made.exit_code == 0, made.output
+    now = runner.invoke(cli.app, ["trigger", "digits-demo", "--port", "4300"], obj=fake, env={"COLUMNS": "200"})
+    assert now.exit_code == 0, now.output
+    ((spec, port, here),) = fake.triggered
+    assert (spec.dataset, port, here) == ("digits-demo", 4300, False) and spec == list_schedules(Workspace())[0]
+    assert "started flow run calm-otter of digits-demo: http://ui/runs/flow-run/1" in now.output
+    assert "nothing serves this schedule now" in now.output
+
+
 def test_an_options_help_is_its_config_fields_description() -> None:
     run = options_of("run")
     for option in RUN_OPTIONS:

@@ -431,9 +431,10 @@ def test_a_detector_list_without_the_fallback_voter_runs_without_it() -> None:
     assert RunConfig.model_validate({"detect": {"detectors": ["whitened_clustering", "input_gap"]}})
 
 
-def test_the_config_fingerprint_ignores_only_the_version() -> None:
+def test_the_config_fingerprint_ignores_only_the_version_and_the_approval_policy() -> None:
     base = RunConfig(redteam=RedTeamConfig())
     assert base.fingerprint() == RunConfig(redteam=RedTeamConfig(), version="v123").fingerprint()
+    assert base.fingerprint() == RunConfig(redteam=RedTeamConfig(), approve="auto").fingerprint()
     assert base.fingerprint() != RunConfig(redteam=RedTeamConfig(seed=1)).fingerprint()
 
 

@@ -18,9 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from sanitize.cli.options import config_options
-from sanitize.cli.output import console, print_summary
+from sanitize.cli.output import console, print_summary, show_progress
 from sanitize.config import RunConfig
-from sanitize.errors import SanitizeError
+from sanitize.errors import NotFoundError, SanitizeError
 from sanitize.schedule import ScheduleSpec, list_schedules, remove_schedule, save_schedule
 from sanitize.workspace import Workspace
 
@@ -34,6 +34,12 @@ class Orchestration(Protocol):
 
     def serve(self, ws: Workspace, specs: list[ScheduleSpec], *, port: int, review_port: int | None) -> None:
         """Start (or find) the Prefect server, the review page on ``review_port``, serve ``specs`` until Ctrl-C."""
+        ...
+
+    def trigger(self, ws: Workspace, spec: ScheduleSpec, *, port: int, here: bool) -> dict[str, Any]:
+        """Run ``spec``'s scheduled flow now: as a flow run of its deployment on the Prefect server at
+        ``port`` (``where``: ``server``, with ``flow_run_id``, ``url``, ``served``), or in this process
+        (``where``: ``here``, with the flow's ``state`` name and the run's ``summary``)."""
         ...
 
 
@@ -58,6 +64,7 @@ def run(
     else:
         from sanitize.pipeline import run_cleaning  # deferred: torch (see the start-up note in sanitize.cli)
 
+        show_progress()
         summary = run_cleaning(config, Workspace(), progress=sys.stderr.isatty()).summary
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
@@ -90,6 +97,45 @@ def schedule(
         console.print("start it with: sanitize up")
     else:
         orchestration.serve(ws, [spec], port=port, review_port=None)
+
+
+def trigger(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="A scheduled dataset.")],
+    port: Annotated[int, typer.Option(help="Port of the Prefect server on 127.0.0.1.")] = 4200,
+    here: Annotated[
+        bool, typer.Option(help="Run it in this process, even where a Prefect server serves the schedule.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was started as JSON.")] = False,
+) -> None:
+    """Run a scheduled dataset's cleaning now, as its schedule would (sources read again, skip if unchanged).
+
+    With a Prefect server up on --port that has the schedule's deployment, it starts a flow run of it
+    there (the process serving it, 'sanitize up' or 'sanitize schedule', runs it); otherwise, or with
+    --here, it runs the scheduled flow in this process.
+    """
+    ws = Workspace()
+    spec = next((s for s in list_schedules(ws) if s.dataset == dataset), None)
+    if spec is None:
+        raise NotFoundError(
+            f"dataset {dataset!r} has no schedule; "
+            f"add one with: sanitize schedule --dataset {dataset} --cron '0 3 * * *'"
+        )
+    started = _orchestration(ctx, "trigger").trigger(ws, spec, port=port, here=here)
+    if as_json:
+        print(json.dumps(started, indent=2, default=str))
+        return
+    if started["where"] == "server":
+        run = escape(started["flow_run"])
+        console.print(f"started flow run [bold]{run}[/bold] of {escape(dataset)}: {started['url']}")
+        if not started["served"]:
+            console.print("[yellow]nothing serves this schedule now: the run waits for 'sanitize up'[/yellow]")
+        return
+    summary = started["summary"]
+    if started["state"] == "Skipped":
+        console.print(escape(f"run {summary['run_id']} skipped: {summary['reason']}"))
+    else:
+        print_summary(summary)
 
 
 def schedules() -> None:

@@ -3,9 +3,11 @@ lineage, export a clean version, copy the catalog to another database."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,7 +15,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from sanitize.catalog import Catalog, Dataset, Ingest, Run, Version
-from sanitize.cli.output import console, print_summary
+from sanitize.cli.output import console, id_column, print_summary, print_table
 from sanitize.errors import SanitizeError
 from sanitize.export import copy_out
 from sanitize.ingest.core import ingest_path
@@ -86,7 +88,7 @@ def datasets() -> None:
 def versions(dataset: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """List a dataset's versions (ingested, red-team and clean) with their lineage."""
     ws = Workspace()
-    t = Table("version", "kind", "status", "parent", "run", "train", "test", "created")
+    t = Table(id_column("version"), "kind", "status", id_column("parent"), id_column("run"), "train", "test", "created")
     with ws.catalog.session() as s:
         ws.catalog.dataset(s, dataset)
         for v in s.scalars(select(Version).where(Version.dataset == dataset).order_by(Version.created_at)):
@@ -100,18 +102,42 @@ def versions(dataset: Annotated[str, typer.Argument(help="Dataset name.")]) -> N
                 str(v.n_test),
                 f"{v.created_at:%Y-%m-%d %H:%M}",
             )
-    console.print(t)
+    print_table(t)
+
+
+def clean_version_of(run: Run, versions: dict[str, Version]) -> tuple[str, str] | None:
+    """The clean version a run stands for and its status, as the review page shows it: its approved
+    version when one is (the reviewed export), else the version it exported."""
+    approved = [v for v in versions.values() if v.run_id == run.id and v.status == "approved"]
+    if approved:
+        return approved[-1].id, "approved"
+    if run.clean_version_id is None:
+        return None
+    exported = versions.get(run.clean_version_id)
+    return run.clean_version_id, exported.status if exported is not None else "unknown"
 
 
 def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset's runs.")] = None) -> None:
-    """List cleaning runs."""
+    """List cleaning runs, each with its clean version and whether that is provisional or approved."""
     ws = Workspace()
-    t = Table("run", "dataset", "version", "status", "quarantined", "clean version", "started")
+    t = Table(
+        id_column("run"),
+        "dataset",
+        id_column("version"),
+        "status",
+        "quarantined",
+        id_column("clean version"),
+        "approval",
+        "started",
+    )
     with ws.catalog.session() as s:
         q = select(Run).order_by(Run.started_at)
+        cleans = select(Version).where(Version.kind == "clean").order_by(Version.created_at)
         if dataset:
-            q = q.where(Run.dataset == dataset)
+            q, cleans = q.where(Run.dataset == dataset), cleans.where(Version.dataset == dataset)
+        versions = {v.id: v for v in s.scalars(cleans)}
         for r in s.scalars(q):
+            clean = clean_version_of(r, versions)
             t.add_row(
                 r.id,
                 escape(r.dataset),
@@ -122,42 +148,108 @@ def runs(dataset: Annotated[str | None, typer.Option(help="Only this dataset's r
                     + (f" (unchanged since {r.summary['same_as']})" if r.status == "skipped" and r.summary else "")
                 ),
                 str((r.summary or {}).get("quarantined", "")),
-                r.clean_version_id or "",
+                clean[0] if clean else "",
+                clean[1] if clean else "",
                 f"{r.started_at:%Y-%m-%d %H:%M}",
             )
-    console.print(t)
+    print_table(t)
 
 
-def show(run_id: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = "latest") -> None:
-    """Show a run's summary."""
-    ws = Workspace()
-    rid = resolve_run(ws, run_id)
+def run_record(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """What ``sanitize show`` says of a run: its row, where it stands or failed, its clean versions, summary."""
     with ws.catalog.session() as s:
-        summary = ws.catalog.run(s, rid).summary
+        run = ws.catalog.run(s, run_id)
+        versions = {v.id: v for v in s.scalars(select(Version).where(Version.run_id == run_id))}
+        if run.clean_version_id and run.clean_version_id not in versions:
+            exported = s.get(Version, run.clean_version_id)
+            if exported is not None:
+                versions[exported.id] = exported
+        clean = clean_version_of(run, versions)
+        record: dict[str, Any] = {
+            "run_id": run.id,
+            "dataset": run.dataset,
+            "version": run.version_id,
+            "status": run.status,
+            "error": run.error,
+            "stage": None,
+            "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "clean_version": {"id": clean[0], "status": clean[1]} if clean else None,
+            "versions": [{"id": v.id, "kind": v.kind, "status": v.status} for v in versions.values()],
+            "config": run.config,
+            "summary": run.summary,
+        }
+    context = ws.store.run_dir(run_id) / "context.json"
+    if context.is_file():
+        try:
+            record["stage"] = json.loads(context.read_text()).get("stage")
+        except (OSError, ValueError):
+            pass  # a context that cannot be read takes nothing from what the catalog says
+    return record
+
+
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id, or 'latest' (the latest completed run).")] = "latest",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
+) -> None:
+    """Show a run: its summary, or where it stands (running) or failed and why."""
+    ws = Workspace()
+    record = run_record(ws, resolve_run(ws, run_id))
+    if as_json:
+        print(json.dumps(record, indent=2, default=str))
+        return
+    rid, summary, stage = record["run_id"], record["summary"], record["stage"]
+    if record["status"] == "failed":
+        where = f" in stage {stage}" if stage else ""
+        console.print(f"run {rid} [red]failed[/red]{escape(where)} ({record['finished_at'] or 'time unknown'}):")
+        console.print(escape(record["error"] or "(no error recorded)"), soft_wrap=True)
+        return
+    if record["status"] == "running":
+        now = f", now in stage {stage}" if stage else ""
+        console.print(escape(f"run {rid} is running since {record['started_at'][:19]}{now}"))
+        return
     if summary and summary.get("skipped"):
         console.print(escape(f"run {rid} was skipped: {summary['reason']}"))
         return
     if not summary:
-        raise SanitizeError(f"run {rid} has no summary (it did not complete)")
+        raise SanitizeError(f"run {rid} is {record['status']} and has no summary")
     print_summary(summary)
+    clean = record["clean_version"]
+    if clean and clean["id"] != summary.get("clean_version"):
+        console.print(f"reviewed: clean version [bold]{clean['id']}[/bold] is {clean['status']}")
 
 
-def lineage_cmd(version: Annotated[str, typer.Argument(help="A version id.")]) -> None:
+def lineage_cmd(
+    version: Annotated[str, typer.Argument(help="A version id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the chain as JSON, newest version first.")] = False,
+) -> None:
     """Print a version's chain back to the sources it came from."""
-    for depth, step in enumerate(lineage(Workspace(), version)):
+    steps = lineage(Workspace(), version)
+    if as_json:
+        print(json.dumps([asdict(step) for step in steps], indent=2, default=str))
+        return
+    # soft_wrap: a line longer than the terminal is left to it to wrap, never cut inside an id.
+    for depth, step in enumerate(steps):
         pad = "  " * depth
         made = f" by run {step.run_id}" if step.run_id else ""
         out = f", {step.excluded} samples excluded" if step.excluded is not None else ""
-        console.print(escape(f"{pad}{step.version} [{step.kind}, {step.status}]{made}{out}, {step.created_at[:19]}"))
+        console.print(
+            escape(f"{pad}{step.version} [{step.kind}, {step.status}]{made}{out}, {step.created_at[:19]}"),
+            soft_wrap=True,
+        )
         for src in step.sources:
             console.print(
                 escape(
                     f"{pad}  <- source {src['source']}: {src['samples']} samples from {src['uri']} "
                     f"({src['format']}, ingest {src['ingest_id']}, {src['ingested_at'][:19]})"
-                )
+                ),
+                soft_wrap=True,
             )
         for model in step.models:
-            console.print(escape(f"{pad}  -> model {model.get('model')} trained by {model['by']}, {model['at'][:19]}"))
+            console.print(
+                escape(f"{pad}  -> model {model.get('model')} trained by {model['by']}, {model['at'][:19]}"),
+                soft_wrap=True,
+            )
 
 
 def export_cmd(

@@ -76,6 +76,7 @@ RUN_OPTIONS = (
     ConfigOption("retrain_epochs", ("retrain_epochs",)),
     ConfigOption("retrain_augment", ("retrain_augment",)),
     ConfigOption("seed", ("seed",)),
+    ConfigOption("approve", ("approve",)),
 )
 _BY_PATH = {option.path: option for option in RUN_OPTIONS}
 

@@ -8,16 +8,57 @@ MarkupError.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.measure import Measurement
+from rich.table import Column, Table
 
 console = Console()
 err = Console(stderr=True)
+
+
+class _ProgressHandler(logging.Handler):
+    """A run's progress lines on stderr, warnings in yellow and errors in red."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        style = {logging.WARNING: "yellow", logging.ERROR: "red"}.get(record.levelno)
+        text = escape(self.format(record))
+        err.print(f"[{style}]{text}[/{style}]" if style else text, highlight=False, soft_wrap=True)
+
+
+def show_progress() -> None:
+    """Print what a run in this process says of its progress (logger ``sanitize.run``: each stage's
+    start and duration, what it cannot measure, its approval) on stderr, with the time of day."""
+    logger = logging.getLogger("sanitize.run")
+    if not any(isinstance(h, _ProgressHandler) for h in logger.handlers):
+        handler = _ProgressHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the root handler of main() would print its warnings a second time
+
+
+def id_column(name: str) -> Column:
+    """A table column of ids, never cut or wrapped (see :func:`print_table`)."""
+    return Column(name, no_wrap=True)
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` at the terminal's width, or wider where its ids (:func:`id_column`) and the
+    longest word of each other column do not fit in it: the terminal then wraps the lines, and an id
+    stays whole to copy, where rich would cut it to ``c0ca3016d9eb…``."""
+    unbounded = console.options.update_width(1 << 16)
+    needed = 1  # the table's left edge; each column adds its padding and right edge (3)
+    for column in table.columns:
+        widths = [Measurement.get(console, unbounded, cell) for cell in [column.header, *column.cells]]
+        needed += max(m.maximum if column.no_wrap else m.minimum for m in widths) + 3
+    # console.print(width=...) only narrows; a console of the width needed prints it wider.
+    (console if needed <= console.width else Console(width=needed)).print(table)
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -77,14 +118,25 @@ def print_summary(summary: dict[str, Any]) -> None:
         t.add_row(
             "attack success", f"{pct(summary['asr_before'])} before cleaning -> {pct(summary['asr_after'])} after"
         )
-    t.add_row(
-        "clean accuracy",
-        f"{pct(summary['clean_acc_before'])} before -> {pct(summary['clean_acc_after'])} after (test split)",
-    )
+    if summary.get("measurable", True):
+        t.add_row(
+            "clean accuracy",
+            f"{pct(summary['clean_acc_before'])} before -> {pct(summary['clean_acc_after'])} after (test split)",
+        )
+    for warning in summary.get("warnings") or []:
+        t.add_row("cannot measure", f"[yellow]{escape(warning)}[/yellow]")
+    approval = summary.get("approval") or {}
+    if approval.get("detection_failed"):
+        t.add_row("red team says", f"[red]{escape(approval['detection_failed'])}[/red]")
+    status = approval.get("version_status")
     t.add_row(
         "clean version",
-        f"{summary['clean_version']} (read it with sanitize.data.CleanDataset('{summary['clean_version']}'))",
+        f"{summary['clean_version']}"
+        + (f" [bold]{status}[/bold]" if status else "")
+        + f" (read it with sanitize.data.CleanDataset('{summary['clean_version']}'))",
     )
+    if approval:
+        t.add_row("approval", escape(f"{approval['why']}; policy {approval['policy']} ({approval['policy_from']})"))
     t.add_row("run records", escape(str(Path(summary["model_reference"]).parent)))
     t.add_row("time", f"{summary['seconds']:.1f} s")
     console.print(t)

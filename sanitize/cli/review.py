@@ -7,6 +7,7 @@ import getpass
 import io
 import json
 import os
+import re
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -22,6 +23,7 @@ from sanitize.cli.output import console, err
 from sanitize.config import NAME_MAX_LENGTH
 from sanitize.quarantine import list_quarantine, resolve_run, status_counts
 from sanitize.review import decide
+from sanitize.runs import approve_run
 from sanitize.web.auth import add_reviewer, list_reviewers, revoke_reviewer
 from sanitize.workspace import Workspace
 
@@ -60,33 +62,66 @@ def quarantine_list(
         sys.stdout.write(buf.getvalue())
         return
     counts = status_counts(ws, rid)
-    t = Table(title=escape(f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))))
+    title = f"quarantine of {rid}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    # The reason needs about 40 columns to read; under 120 the provenance columns make way for it.
+    wide = console.width >= 120
+    t = Table(title=escape(title if wide else f"{title} (source and place: --format json)"))
     t.add_column("sample", no_wrap=True, min_width=20)
-    for name in ("class", "source", "where", "score", "detectors", "status"):
-        t.add_column(name, overflow="ellipsis", no_wrap=True)
-    t.add_column("why (voter)", overflow="fold", ratio=1)
+    t.add_column("class", no_wrap=True)
+    if wide:
+        t.add_column("source", overflow="ellipsis", no_wrap=True, max_width=16)
+        t.add_column("where", no_wrap=True, max_width=24)  # a long path keeps its end, the file's name
+    t.add_column("score", no_wrap=True)
+    t.add_column("status", no_wrap=True)
+    # Why: each detector that flagged it, its score against its threshold and rank in the class,
+    # wrapped at words; the whole reason is in --format json/csv.
+    t.add_column("why", overflow="fold", ratio=1, min_width=24)
     for r in rows:
+        where = [escape(r.source), escape(_tail(r.locator, 24))] if wide else []
         t.add_row(
             r.sample_id,
             str(r.label),
-            escape(r.source),
-            escape(r.locator),
+            *where,
             f"{r.suspicion_score:.3g}",
-            escape(r.detectors),
             r.status,
-            escape(r.reason.split(";")[0]),
+            escape(flagged_reasons(r.reason)),
         )
     console.print(t)
 
 
-def _decide(
-    action: str, sample_ids: list[str], run_id: str, reviewer: str | None, note: str | None, label: int | None = None
-) -> None:
+def _tail(text: str, width: int) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+_FLAGGED = re.compile(r"^(\w+) flagged: score (\S+) vs threshold (\S+), rank (\S+) in class \S+$")
+
+
+def flagged_reasons(reason: str) -> str:
+    """The detectors that flagged a sample, from its quarantine reason, one a line and short:
+    ``input_gap 147 > 71.6 (rank 1/214)``. All of the reason where none did (a poison confirmed in
+    an earlier run says so)."""
+    parts = [p.strip() for p in reason.split(";") if p.strip()]
+    flagged = [p for p in parts if " flagged:" in p and " not flagged:" not in p]
+    lines = []
+    for part in flagged or parts:
+        m = _FLAGGED.match(part)
+        lines.append(f"{m[1]} {m[2]} > {m[3]} (rank {m[4]})" if m else part)
+    return "\n".join(lines)
+
+
+def _reviewer(reviewer: str | None) -> str:
     who = reviewer or os.environ.get("SANITIZE_REVIEWER") or getpass.getuser()
     if len(who) > NAME_MAX_LENGTH:  # the decision's and the audit record's String(200) columns
         raise typer.BadParameter(
             f"reviewer name is {len(who)} characters long; the limit is {NAME_MAX_LENGTH}", param_hint="'--reviewer'"
         )
+    return who
+
+
+def _decide(
+    action: str, sample_ids: list[str], run_id: str, reviewer: str | None, note: str | None, label: int | None = None
+) -> None:
+    who = _reviewer(reviewer)
     ws = Workspace()
     rid = resolve_run(ws, run_id)
     results = decide(ws, rid, sample_ids, action, reviewer=who, note=note, new_label=label)
@@ -127,6 +162,23 @@ def quarantine_relabel(
 ) -> None:
     """Release samples back into training under a corrected label."""
     _decide("relabel", sample_ids, run_id, reviewer, note, label)
+
+
+def approve_cmd(
+    run_id: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = "latest",
+    reviewer: Reviewer = None,
+    note: Note = None,
+) -> None:
+    """Approve a run's clean version that waits with nothing left to review (approval policy review).
+
+    Refused while its quarantine has pending entries (the last decision approves) and when its red
+    team says the detection failed.
+    """
+    who = _reviewer(reviewer)
+    ws = Workspace()
+    rid = resolve_run(ws, run_id)
+    vid = approve_run(ws, rid, reviewer=who, note=note)
+    console.print(f"run {rid}: clean version [bold]{vid}[/bold] is approved")
 
 
 def reviewer_add(

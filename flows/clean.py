@@ -10,12 +10,15 @@ Run it without a server (Prefect starts an ephemeral local API)::
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import MissingContextError
 
 from flows import make_prefect_home
 from sanitize import pipeline
@@ -25,6 +28,38 @@ from sanitize.runs import RunContext
 from sanitize.workspace import Workspace
 
 make_prefect_home()
+
+DEFAULT_REVIEW_URL = "http://127.0.0.1:8765"
+
+
+def review_url(path: str = "/") -> str:
+    """The review page's address for ``path``: ``SANITIZE_REVIEW_URL`` (``sanitize up`` sets it to the
+    page it serves), else where ``sanitize review`` listens by default."""
+    return os.environ.get("SANITIZE_REVIEW_URL", DEFAULT_REVIEW_URL).rstrip("/") + path
+
+
+class RunLogHandler(logging.Handler):
+    """Hands the library's progress lines (logger ``sanitize.run``: each stage's start and duration,
+    what a run cannot measure, its approval) to the Prefect task or flow run they happen in, so each
+    task's log in the UI says what it did. Outside a run they are left to the usual handlers."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = get_run_logger()
+        except MissingContextError:
+            return
+        logger.log(record.levelno, record.getMessage())
+
+
+def _forward_run_log() -> None:
+    library = logging.getLogger("sanitize.run")
+    if not any(isinstance(h, RunLogHandler) for h in library.handlers):
+        library.addHandler(RunLogHandler())
+    library.setLevel(logging.INFO)
+    library.propagate = False  # Prefect's console handler on the root would print each line twice
+
+
+_forward_run_log()
 
 
 def _progress() -> bool:
@@ -80,9 +115,9 @@ def evaluate(run_id: str, reference: Path, clean_model: Path | None, verdict_pat
 
 
 @task(name="export clean version")
-def export(run_id: str, verdict_path: Path) -> str:
+def export(run_id: str, verdict_path: Path, figures: dict[str, Any]) -> str:
     ws = Workspace()
-    return pipeline.export_stage(ws, RunContext.load(ws, run_id), verdict_path)
+    return pipeline.export_stage(ws, RunContext.load(ws, run_id), verdict_path, figures)
 
 
 @task(name="finish run")
@@ -122,8 +157,22 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"| {src} | {v['samples']} | {v['quarantined']} | {v['share']:.2%} |"
         for src, v in summary.get("per_source", {}).items()
     )
+    approval = summary.get("approval") or {}
+    verdict = "".join(
+        f"{line}\n\n"
+        for line in (
+            *(f"**{w}**" for w in summary.get("warnings") or []),
+            f"**{approval['detection_failed']}**" if approval.get("detection_failed") else "",
+            f"Clean version `{summary['clean_version']}` is **{approval['version_status']}**: {approval['why']}"
+            if approval
+            else "",
+        )
+        if line
+    )
+    page = review_url(f"/runs/{summary['run_id']}")
     return (
-        f"# Cleaning run {summary['run_id']}\n\n| figure | value |\n|---|---|\n{rows}\n\n"
+        f"# Cleaning run {summary['run_id']}\n\n{verdict}Review it: [{page}]({page})\n\n"
+        f"| figure | value |\n|---|---|\n{rows}\n\n"
         f"## Per source\n\n| source | samples | quarantined | share |\n|---|---|---|---|\n{sources}\n"
     )
 
@@ -141,7 +190,7 @@ def cleaning_flow(config: RunConfig = RunConfig(redteam=RedTeamConfig())) -> dic
         counts = quarantine(run_id, verdict)
         clean_model = retrain(run_id, verdict)
         figures = evaluate(run_id, reference, clean_model, verdict)
-        clean_version = export(run_id, verdict)
+        clean_version = export(run_id, verdict, figures)
         summary = finish(run_id, counts, figures, clean_version, clean_model)
     except BaseException as exc:
         pipeline.fail_run(Workspace(), run_id, exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 from sanitize import cli
 from sanitize.cli.output import console
@@ -61,6 +61,32 @@ class PrefectOrchestration:
             pass
         finally:
             server.stop()
+
+    def trigger(self, ws: Workspace, spec: ScheduleSpec, *, port: int, here: bool) -> dict[str, Any]:
+        """A flow run of the dataset's deployment on the Prefect server at ``port``, which the process
+        serving it runs; or, with ``here`` or where no server has the deployment, the scheduled flow
+        in this process (Prefect's ephemeral API)."""
+        from flows.serve import DEFAULT_HOST, PrefectServer, deployment_served, server_healthy, trigger_deployment
+
+        api_url = f"http://{DEFAULT_HOST}:{port}/api"
+        if not here and server_healthy(api_url):
+            server = PrefectServer(api_url)
+            flow_run = trigger_deployment(server, spec)
+            if flow_run is not None:
+                return {
+                    "where": "server",
+                    "flow_run_id": str(flow_run.id),
+                    "flow_run": flow_run.name,
+                    "url": f"{server.ui_url}/runs/flow-run/{flow_run.id}",
+                    "served": deployment_served(server, spec),
+                }
+            console.print(f"the Prefect server at {api_url} has no deployment of {spec.dataset}: running it here")
+        from flows.scheduled import scheduled_cleaning_flow
+
+        os.environ.setdefault("SANITIZE_HOME", str(ws.settings.home))
+        state = scheduled_cleaning_flow(config=spec.config, return_state=True)
+        summary = cast(dict[str, Any], state.result())  # a failed run raises its error here
+        return {"where": "here", "state": state.name, "summary": summary}
 
 
 def main() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.states import Completed
 
-from flows.clean import cleaning_flow
+from flows.clean import cleaning_flow, review_url
 from sanitize import pipeline, schedule
 from sanitize.config import RunConfig
 from sanitize.errors import SanitizeError
@@ -28,12 +29,22 @@ def _worth_retrying(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) 
 
 @task(name="read sources again", retries=2, retry_delay_seconds=30, retry_condition_fn=_worth_retrying)
 def refresh(dataset: str) -> dict[str, Any]:
-    return schedule.refresh_sources(Workspace(), dataset).as_dict()
+    logger = get_run_logger()
+    logger.info("reading the sources of %s again", dataset)
+    refreshed = schedule.refresh_sources(Workspace(), dataset).as_dict()
+    for src in refreshed["sources"]:
+        logger.info("source %s (%s, %s): %s", src["source"], src["format"], src["uri"], src["outcome"])
+    logger.info(
+        "%s is at version %s (%s)", dataset, refreshed["version"], "new" if refreshed["changed"] else "unchanged"
+    )
+    return refreshed
 
 
 @task(name="check the run")
 def check(config: RunConfig) -> str:
-    return pipeline.check_run(Workspace(), config)
+    version = pipeline.check_run(Workspace(), config)
+    get_run_logger().info("version %s of %s can be cleaned", version, config.dataset)
+    return version
 
 
 @task(name="skip if unchanged")
@@ -42,15 +53,30 @@ def skip_if_unchanged(config: RunConfig, version: str) -> dict[str, Any] | None:
     ws = Workspace()
     previous = schedule.previous_equivalent_run(ws, config, version)
     if previous is None:
+        get_run_logger().info("version %s is new to configuration %s: cleaning it", version, config.fingerprint())
         return None
     run_id = schedule.record_skip(ws, config, version, previous)
+    get_run_logger().info("run %s skipped: nothing changed since run %s", run_id, previous)
     with ws.catalog.session() as s:
         return {"run_id": run_id, "dataset": config.dataset, **(ws.catalog.run(s, run_id).summary or {})}
 
 
+def skip_markdown(skipped: dict[str, Any]) -> str:
+    """The Prefect artifact of a skipped run: why, and the review page of the run it is the same as."""
+    page = review_url(f"/runs/{skipped['same_as']}")
+    return (
+        f"# Skipped run {skipped['run_id']}\n\n{skipped['reason']}\n\n"
+        f"Nothing was cleaned again. Run {skipped['same_as']} cleaned this version: review it at [{page}]({page})\n"
+    )
+
+
 @flow(name="sanitize-scheduled-clean", log_prints=True)
-def scheduled_cleaning_flow(config: RunConfig) -> dict[str, Any]:
-    """Sources read again -> skip when version and configuration are unchanged -> the cleaning flow."""
+def scheduled_cleaning_flow(config: RunConfig) -> dict[str, Any] | State[dict[str, Any]]:
+    """Sources read again -> skip when version and configuration are unchanged -> the cleaning flow.
+
+    A skip ends the flow run in a Completed state named ``Skipped`` (Prefect's convention for a run
+    that had nothing to do), its data the skip's record; a cleaning run ends it as the subflow did.
+    """
     logger = get_run_logger()
     try:
         refreshed = refresh(config.dataset)
@@ -62,16 +88,12 @@ def scheduled_cleaning_flow(config: RunConfig) -> dict[str, Any]:
         logger.error("run %s failed before cleaning: %s", run_id, exc)
         raise
     version = refreshed["version"]
-    for src in refreshed["sources"]:
-        logger.info("source %s (%s, %s): %s", src["source"], src["format"], src["uri"], src["outcome"])
     skipped = skip_if_unchanged(config, version)
     if skipped is not None:
         create_markdown_artifact(
-            markdown=f"# Skipped run {skipped['run_id']}\n\n{skipped['reason']}\n",
-            key="cleaning-run-summary",
-            description=f"Skipped run {skipped['run_id']}",
+            markdown=skip_markdown(skipped), key="cleaning-run-summary", description=f"Skipped run {skipped['run_id']}"
         )
         logger.info("run %s skipped: %s", skipped["run_id"], skipped["reason"])
-        return skipped
+        return Completed(name="Skipped", message=skipped["reason"], data=skipped)
     # Clean exactly the version the sources gave, even if another ingest lands meanwhile.
     return cleaning_flow(config=config.model_copy(update={"version": version}))

@@ -27,7 +27,10 @@ from typing import cast
 
 import uvicorn
 from prefect import serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import DeploymentStatus, FlowRun
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.types.entrypoint import EntrypointType
 
@@ -170,6 +173,32 @@ def deployment_for(spec: ScheduleSpec) -> RunnerDeployment:
     )
     # Called outside an event loop, Prefect's sync-or-async method returns the value itself.
     return cast(RunnerDeployment, deployment)
+
+
+def trigger_deployment(server: PrefectServer, spec: ScheduleSpec) -> FlowRun | None:
+    """A flow run of ``spec``'s deployment on ``server``, due now, with the schedule's configuration as
+    the catalog holds it; None when the server has no such deployment (nothing ever served it).
+
+    The process that serves the deployment (``sanitize schedule`` or ``sanitize up``) picks it up.
+    """
+    with using_server(server), get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(f"{scheduled_cleaning_flow.name}/{spec.dataset}")
+        except ObjectNotFound:
+            return None
+        return client.create_flow_run_from_deployment(
+            deployment.id, parameters={"config": spec.config.model_dump(mode="json")}, tags=["sanitize", "run-now"]
+        )
+
+
+def deployment_served(server: PrefectServer, spec: ScheduleSpec) -> bool:
+    """Whether a process serves ``spec``'s deployment now (Prefect marks it ready while one polls)."""
+    with using_server(server), get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(f"{scheduled_cleaning_flow.name}/{spec.dataset}")
+        except ObjectNotFound:
+            return False
+        return deployment.status == DeploymentStatus.READY
 
 
 def serve_schedules(specs: list[ScheduleSpec], server: PrefectServer) -> None:

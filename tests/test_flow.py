@@ -29,7 +29,8 @@ def test_the_cleaning_flow_cleans_the_digits_demo_and_publishes_a_summary(saniti
     # Imported here: Prefect must first see the harness's environment (see conftest.py).
     from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
 
     from flows.clean import cleaning_flow
 
@@ -68,3 +69,19 @@ def test_the_cleaning_flow_cleans_the_digits_demo_and_publishes_a_summary(saniti
         )
     assert {t.name.rsplit("-", 1)[0] for t in task_runs} == TASKS
     assert all(t.state is not None and t.state.is_completed() for t in task_runs)
+
+    # Each task's log says what it did: the stage's start and duration (the library's progress lines).
+    APILogHandler().flush()  # the logs go to the API in batches: send what is queued
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    by_task = {t.id: t.name.rsplit("-", 1)[0] for t in task_runs}
+    said: dict[str, list[str]] = {}
+    for record in logs:
+        if record.task_run_id in by_task:
+            said.setdefault(by_task[record.task_run_id], []).append(record.message)
+    assert any(m.startswith("detect done in ") for m in said["detect"]), said.get("detect")
+    assert any(m == "train reference ..." for m in said["train reference model"])
+    assert any("is provisional: " in m for m in said["export clean version"])
+    assert "Review it: [http://127.0.0.1:8765/runs/" in markdown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,17 @@ from sanitize.catalog import Run, Version
 from sanitize.config import ModelConfig, RunConfig, Settings
 from sanitize.demo import digits_arrays
 from sanitize.ingest.core import ingest_path
+from sanitize.schedule import ScheduleSpec, save_schedule
 from sanitize.workspace import Workspace
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
 
 # Small and quick: 300 digits, 2 epochs, no retraining.
 CONFIG = RunConfig(dataset="shop", model=ModelConfig(epochs=2), retrain=False)
@@ -41,6 +50,9 @@ def clean_versions(ws: Workspace) -> list[str]:
 def test_a_scheduled_run_cleans_then_skips_then_cleans_new_data_then_fails_visibly(
     sanitize_home: Path, tmp_path: Path
 ) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.cli import PrefectOrchestration
     from flows.scheduled import scheduled_cleaning_flow
 
     ws = Workspace(Settings(home=sanitize_home, catalog_url=None))
@@ -53,15 +65,29 @@ def test_a_scheduled_run_cleans_then_skips_then_cleans_new_data_then_fails_visib
     first = state.result()
     assert first["version"] == first_version and first["clean_version"] in clean_versions(ws)
 
-    # 2. Nothing changed at the source, same configuration: a skip, recorded, and no new version.
+    # 2. Nothing changed at the source, same configuration: a skip, recorded, and no new version. It
+    # ends in Prefect's Skipped state (a Completed one), its artifact linking to the review page.
     state = scheduled_cleaning_flow(config=CONFIG, return_state=True)
-    assert state.is_completed(), state.message
+    assert state.is_completed() and state.name == "Skipped", state
     skip = state.result()
     assert skip["skipped"] is True and skip["same_as"] == first["run_id"]
+    assert state.message == skip["reason"]
     assert [(r.status, r.version_id) for r in runs(ws)] == [("completed", first_version), ("skipped", first_version)]
     assert clean_versions(ws) == [first["clean_version"]]
     listed = CliRunner().invoke(cli.app, ["runs", "--dataset", "shop"], env={"COLUMNS": "250"})
     assert f"skipped (unchanged since {first['run_id']})" in listed.output
+    artifact = Artifact.get("cleaning-run-summary")
+    assert artifact is not None and artifact.flow_run_id == state.state_details.flow_run_id
+    assert f"(http://127.0.0.1:8765/runs/{first['run_id']})" in str(artifact.data)
+
+    # 2b. Run now: no Prefect server on the port, so the scheduled flow runs here, and skips again.
+    save_schedule(ws, ScheduleSpec(dataset="shop", interval_seconds=3600, config=CONFIG))
+    now = CliRunner().invoke(
+        cli.app, ["trigger", "shop", "--port", str(free_port())], obj=PrefectOrchestration(), env={"COLUMNS": "250"}
+    )
+    assert now.exit_code == 0, now.output
+    assert f"skipped: dataset version {first_version}" in now.output
+    assert [r.status for r in runs(ws)] == ["completed", "skipped", "skipped"]
 
     # 3. The supplier delivered more: the source is read again, a new version, a new real run.
     write_npz(npz, 360)

@@ -64,6 +64,19 @@ def test_a_schedule_becomes_a_deployment_on_a_real_prefect_server(server: object
     assert RunConfig.model_validate(deployment.parameters["config"]) == config
     assert "PREFECT_API_URL" not in os.environ or os.environ["PREFECT_API_URL"] != server.api_url
 
+    # Run now: a flow run of the deployment, due at once, for the process that serves it to pick up.
+    from flows.cli import PrefectOrchestration
+    from sanitize.workspace import Workspace
+
+    started = PrefectOrchestration().trigger(Workspace(), spec, port=port, here=False)
+    assert started["where"] == "server" and started["served"] is False  # nothing polls for it in this test
+    assert started["url"] == f"{server.ui_url}/runs/flow-run/{started['flow_run_id']}"
+    with using_server(server), get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(started["flow_run_id"])
+    assert flow_run.deployment_id == deployment_id and "run-now" in flow_run.tags
+    assert flow_run.state is not None and flow_run.state.is_scheduled()
+    assert RunConfig.model_validate(flow_run.parameters["config"]) == config
+
     server.stop()
     assert not server_healthy(server.api_url)
 

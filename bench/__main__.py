@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "art": ("bench.art_compare", "one red-team run's features through ART's defences and ours"),
     "sources": ("bench.sources", "naming the poisoned supplier among 10 (about 25 min)"),
     "review": ("bench.review_ttfb", "the review page's time to first byte, 10,000 quarantined"),
+    "screenshots": ("bench.screenshots", "a screenshot of each review page into docs/screenshots/ (Chromium)"),
     "orchestration": ("bench.orchestration", "what the Prefect flow adds to a run of the digits demo"),
     "digits-demo": ("bench.digits_demo", "the built-in default over red-team seeds and torch threads"),
     "fashion-mnist": ("bench.fashion_mnist", "the first Fashion-MNIST BadNets runs (clean, 1, 5, 10 %)"),

@@ -47,6 +47,8 @@ class PrefectOrchestration:
             console.print(f"Prefect UI: [bold]{server.ui_url}[/bold] ({how})")
             if review_port is not None:
                 console.print(f"review page: {start_review_page(ws, review_port)}")
+                # The flow runs' artifacts link to the run's page there.
+                os.environ.setdefault("SANITIZE_REVIEW_URL", f"http://127.0.0.1:{review_port}")
             if specs:
                 for spec in specs:
                     console.print(f"serving {spec.dataset}: {spec.describe()}")

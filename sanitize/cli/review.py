@@ -21,8 +21,8 @@ from sqlalchemy import select
 from sanitize.catalog import Version
 from sanitize.cli.output import console, err
 from sanitize.config import NAME_MAX_LENGTH
-from sanitize.quarantine import list_quarantine, resolve_run, status_counts
-from sanitize.review import decide
+from sanitize.quarantine import list_quarantine, quarantine_by_hand, resolve_run, status_counts
+from sanitize.review import decide, undo_decision
 from sanitize.runs import approve_run
 from sanitize.web.auth import add_reviewer, list_reviewers, revoke_reviewer
 from sanitize.workspace import Workspace
@@ -162,6 +162,32 @@ def quarantine_relabel(
 ) -> None:
     """Release samples back into training under a corrected label."""
     _decide("relabel", sample_ids, run_id, reviewer, note, label)
+
+
+def quarantine_add(
+    sample_ids: Annotated[list[str], typer.Argument(help="Sample ids of the run's training split that it kept.")],
+    run_id: ReviewRun = "latest",
+    reviewer: Reviewer = None,
+    note: Note = None,
+) -> None:
+    """Send kept samples to the quarantine by hand, pending review (while the run's version is not approved)."""
+    who = _reviewer(reviewer)
+    ws = Workspace()
+    rid = resolve_run(ws, run_id)
+    for r in quarantine_by_hand(ws, rid, sample_ids, reviewer=who, note=note):
+        console.print(escape(f"{r.sample_id}: {r.status}") + ("" if r.entered else " (already; nothing changed)"))
+
+
+def quarantine_undo(
+    sample_ids: ReviewIds, run_id: ReviewRun = "latest", reviewer: Reviewer = None, note: Note = None
+) -> None:
+    """Take back the latest decision on samples (while the run's version is not approved): pending again,
+    or released for a sample sent by hand."""
+    who = _reviewer(reviewer)
+    ws = Workspace()
+    rid = resolve_run(ws, run_id)
+    for r in undo_decision(ws, rid, sample_ids, reviewer=who, note=note):
+        console.print(escape(f"{r.sample_id}: {r.status}"))
 
 
 def approve_cmd(

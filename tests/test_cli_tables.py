@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from sanitize import cli
 from sanitize.catalog import Dataset, QuarantineEntry, Run, Version
 from sanitize.demo import digits_arrays
+from sanitize.errors import SanitizeError
 from sanitize.ingest.core import ingest_path
 from sanitize.store import atomic_write_json
 from sanitize.workspace import Workspace
@@ -136,9 +137,12 @@ def test_the_quarantines_reasons_read_at_150_columns(catalog: Workspace) -> None
 
 
 def test_show_says_where_a_failed_run_failed_and_why(catalog: Workspace) -> None:
-    out = " ".join(invoke(100, "show", "run-c-20261201-120000-abcdef").split())
-    assert "run run-c-20261201-120000-abcdef failed in stage detect" in out
-    assert "RuntimeError: disk full while writing the verdict" in out
+    failed = CliRunner().invoke(cli.app, ["show", "run-c-20261201-120000-abcdef"])  # main(): one line, exit 2
+    assert isinstance(failed.exception, SanitizeError)
+    assert str(failed.exception) == (
+        "run run-c-20261201-120000-abcdef did not complete: it failed in stage detect: "
+        "RuntimeError: disk full while writing the verdict"
+    )
 
     record = json.loads(invoke(100, "show", "run-c-20261201-120000-abcdef", "--json"))
     assert (record["status"], record["stage"]) == ("failed", "detect")

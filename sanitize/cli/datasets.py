@@ -192,7 +192,7 @@ def show(
     run_id: Annotated[str, typer.Argument(help="Run id, or 'latest' (the latest completed run).")] = "latest",
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's record as JSON.")] = False,
 ) -> None:
-    """Show a run: its summary, or where it stands (running) or failed and why."""
+    """Show a run: its summary, or where it stands (running), or where and why it failed (exit status 2)."""
     ws = Workspace()
     record = run_record(ws, resolve_run(ws, run_id))
     if as_json:
@@ -200,10 +200,12 @@ def show(
         return
     rid, summary, stage = record["run_id"], record["summary"], record["stage"]
     if record["status"] == "failed":
+        # One line, exit 2, as every command that has no result to show: here, with the run's error.
         where = f" in stage {stage}" if stage else ""
-        console.print(f"run {rid} [red]failed[/red]{escape(where)} ({record['finished_at'] or 'time unknown'}):")
-        console.print(escape(record["error"] or "(no error recorded)"), soft_wrap=True)
-        return
+        when = f" at {record['finished_at'][:19]}" if record["finished_at"] else ""
+        raise SanitizeError(
+            f"run {rid} did not complete: it failed{where}{when}: {record['error'] or 'no error recorded'}"
+        )
     if record["status"] == "running":
         now = f", now in stage {stage}" if stage else ""
         console.print(escape(f"run {rid} is running since {record['started_at'][:19]}{now}"))

@@ -16,7 +16,14 @@ a request to its first byte (median of 20):
 The first request of each kind after the server starts (loading the run's tables, building the
 FAISS index of the kept samples) is reported separately as ``cold``.
 
-    python -m bench review                  # writes bench/results/review_ttfb.json
+``--scenario all-samples`` measures the all-samples page instead, on a run of 1,000,000 training
+samples (8x8 grey images, the smallest the store takes, from three sources; 16-d features; 10,000
+quarantined), built by the same stages: page 1 and page 500 of every sample sorted by a detector's
+score (200 per page), the find-more-like-this grid (20 different samples, feature and input space),
+and the trigger picture (one class's quarantine, and 20 different groups not yet pictured).
+
+    python -m bench review                            # writes bench/results/review_ttfb.json
+    python -m bench review --scenario all-samples     # writes bench/results/review_ttfb_all_samples.json
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -58,11 +67,22 @@ DIM = 64
 REPEATS = 20
 
 
-def build_run(ws: Workspace, seed: int) -> tuple[str, list[str]]:
-    """A completed run over 60,000 synthetic samples with exactly ``N_QUARANTINED`` quarantined."""
+LARGE_SOURCES = {"vendor-a": 500_000, "vendor-b": 300_000, "vendor-c": 200_000}
+
+
+def build_run(
+    ws: Workspace,
+    seed: int,
+    sources: dict[str, int] = SOURCES,
+    n_quarantined: int = N_QUARANTINED,
+    side: int = 28,
+    dim: int = DIM,
+) -> tuple[str, list[str]]:
+    """A completed run over synthetic samples (``sources``: samples per source, ``side`` x ``side``
+    grey images, ``dim``-d features) with exactly ``n_quarantined`` quarantined."""
     rng = np.random.default_rng(seed)
-    for source, n in SOURCES.items():
-        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    for source, n in sources.items():
+        x = rng.integers(0, 256, size=(n, side, side), dtype=np.uint8)
         y = rng.integers(0, N_CLASSES, size=n)
         ingest_batches(
             ws.catalog,
@@ -89,12 +109,12 @@ def build_run(ws: Workspace, seed: int) -> tuple[str, list[str]]:
     # The quarantine: 10,000 samples, a third of them from vendor-c (a tenth of the data), so the
     # per-source analysis has something to name.
     weights = np.where(sources == "vendor-c", 5.0, 1.0)
-    chosen = rng.choice(n, N_QUARANTINED, replace=False, p=weights / weights.sum())
+    chosen = rng.choice(n, n_quarantined, replace=False, p=weights / weights.sum())
     flagged = np.zeros(n, dtype=bool)
     flagged[chosen] = True
 
-    centres = rng.normal(0, 4, size=(N_CLASSES, DIM))
-    feats = (centres[labels] + rng.normal(0, 1, size=(n, DIM)) + flagged[:, None] * 3.0).astype(np.float32)
+    centres = rng.normal(0, 4, size=(N_CLASSES, dim))
+    feats = (centres[labels] + rng.normal(0, 1, size=(n, dim)) + flagged[:, None] * 3.0).astype(np.float32)
     atomic_write_table(
         ctx.run_dir / "features.parquet",
         pa.table(
@@ -103,9 +123,9 @@ def build_run(ws: Workspace, seed: int) -> tuple[str, list[str]]:
                 "split": ["train"] * n,
                 "label": pa.array(labels, pa.int64()),
                 "prediction": pa.array(labels, pa.int64()),
-                "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel(), pa.float32()), DIM),
+                "features": pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel(), pa.float32()), dim),
             },
-            schema=feature_schema(DIM),
+            schema=feature_schema(dim),
         ),
     )
 
@@ -136,8 +156,8 @@ def build_run(ws: Workspace, seed: int) -> tuple[str, list[str]]:
     verdict = combine(results, config.detect.voters, labels, config.detect.fallback_voters)
     verdict_path = write_verdict(ctx.run_dir, ids, labels, verdict, dict.fromkeys(results, 0.0))
     counts = quarantine_stage(ws, ctx, verdict_path)
-    if counts.quarantined != N_QUARANTINED:
-        raise SystemExit(f"expected {N_QUARANTINED} quarantine entries, the run has {counts.quarantined}")
+    if counts.quarantined != n_quarantined:
+        raise SystemExit(f"expected {n_quarantined} quarantine entries, the run has {counts.quarantined}")
     clean = export_stage(ws, ctx, verdict_path)
     finish_run(ws, ctx, counts, {}, clean, None)
     return ctx.run_id, [ids[i] for i in np.sort(chosen)]
@@ -206,15 +226,144 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextmanager
+def serve(home: Path) -> Iterator[int]:
+    """``sanitize review`` over ``home`` in its own process, on a free port, until the block ends."""
+    port = free_port()
+    env = {**os.environ, "SANITIZE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("SANITIZE_CATALOG_URL", None)
+    cmd = [sys.executable, "-m", "sanitize.cli", "review", "--port", str(port)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"the review server did not start: {server.stdout.read() if server.stdout else ''}"
+                    ) from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def cold(port: int, path: str, cookie: str) -> dict[str, Any]:
+    first, last, status, _ = request(port, path, cookie)
+    if status != 200:
+        raise SystemExit(f"GET {path}: status {status}")
+    return {"ttfb_ms": round(first * 1000, 1), "total_ms": round(last * 1000, 1), "status": status}
+
+
+def all_samples(args: argparse.Namespace, code: str) -> None:
+    """The all-samples page, more like this and the trigger picture at 1,000,000 samples."""
+    home = args.home or Path(tempfile.mkdtemp(prefix="review-ttfb-1m-"))
+    ws = Workspace(Settings(home=home, catalog_url=None))
+    t0 = time.perf_counter()
+    sources = {k: n * args.samples // sum(LARGE_SOURCES.values()) for k, n in LARGE_SOURCES.items()}
+    n_quarantined = max(10, args.samples // 100)
+    run_id, quarantined_ids = build_run(ws, args.seed, sources, n_quarantined, side=8, dim=16)
+    build_s = time.perf_counter() - t0
+    n_train = sum(sources.values())
+    token = add_reviewer(ws.catalog, "bench")
+    print(f"built run {run_id}: {n_train:,} samples, {n_quarantined:,} quarantined, in {build_s:.0f} s", flush=True)
+    rng = np.random.default_rng(args.seed)
+    prov = ws.store.read_column_table(
+        ws.store.manifest("ttfb", _version_of(ws, run_id)),
+        ["sample_id"],
+        split="train",
+    )
+    every = prov.column("sample_id").to_pylist()
+    picks = [str(s) for s in rng.choice(every, 2 * REPEATS, replace=False)]
+    sort = urlencode({"detector": "whitened_clustering", "sort": "score_desc"})
+    page_1 = f"/runs/{run_id}/samples?{sort}"
+    deep = min(500, n_train // 200)
+    page_500 = f"/runs/{run_id}/samples?{sort}&page={deep}"
+    similar = [f"/runs/{run_id}/similar?" + urlencode({"sample_id": s, "space": "features"}) for s in picks[:REPEATS]]
+    similar_px = [f"/runs/{run_id}/similar?" + urlencode({"sample_id": s, "space": "pixels"}) for s in picks[REPEATS:]]
+    trigger = f"/runs/{run_id}/trigger.png?label=3&verdict=quarantine&kind=difference"
+    # Twenty groups never pictured before: a class's most suspicious samples under the k-NN detector.
+    groups = [
+        f"/runs/{run_id}/trigger.png?" + urlencode({"label": r % N_CLASSES, "detector": "knn", "max_rank": 50 + r})
+        for r in range(REPEATS)
+    ]
+    with serve(home) as port:
+        cookie = log_in(port, token)
+        first = {
+            "all_samples_page_1": cold(port, page_1, cookie),
+            "similar_features": cold(port, similar[0], cookie),
+            "similar_pixels": cold(port, similar_px[0], cookie),
+            "trigger_picture": cold(port, trigger, cookie),
+        }
+        figures = {
+            "all_samples_page_1": measure(port, [page_1] * REPEATS, cookie, b'id="page-no">1<'),
+            f"all_samples_page_{deep}": measure(port, [page_500] * REPEATS, cookie, f'id="page-no">{deep}<'.encode()),
+            "similar_features": measure(port, similar, cookie, b'id="grid"'),
+            "similar_pixels": measure(port, similar_px, cookie, b'id="grid"'),
+            "trigger_picture": measure(port, [trigger] * REPEATS, cookie, b"PNG"),
+            "trigger_picture_new_group": measure(port, groups, cookie, b"PNG"),
+        }
+    record = {
+        "benchmark": "review_ttfb_all_samples",
+        "command": "python -m bench review --scenario all-samples",
+        **stamp(code),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "run_id": run_id,
+        "n_train": n_train,
+        "n_quarantined": len(quarantined_ids),
+        "image": "8x8x1",
+        "feature_dim": 16,
+        "per_page": 200,
+        "build_seconds": round(build_s, 1),
+        "cold": first,
+        **figures,
+    }
+    out = args.out or RESULTS / "review_ttfb_all_samples.json"
+    write_json(out, record)
+    report(figures, first, out)
+    if args.home is None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _version_of(ws: Workspace, run_id: str) -> str:
+    with ws.catalog.session() as s:
+        version = ws.catalog.run(s, run_id).version_id
+    if version is None:
+        raise SystemExit(f"run {run_id} has no version")
+    return version
+
+
+def report(figures: dict[str, dict[str, Any]], first: dict[str, Any], out: Path) -> None:
+    for name, f in figures.items():
+        print(
+            f"{name:26s} TTFB median {f['ttfb_median_ms']:7.1f} ms (p90 {f['ttfb_p90_ms']:.1f}, "
+            f"min {f['ttfb_min_ms']:.1f}, max {f['ttfb_max_ms']:.1f}), {f['bytes_median']:,} bytes"
+        )
+    print(f"cold: {first}")
+    print(f"record: {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m bench review", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--home", type=Path, default=None, help="Data folder (default: a temporary one, removed after).")
-    ap.add_argument("--out", type=Path, default=RESULTS / "review_ttfb.json")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="Record (default: bench/results/review_ttfb[_all_samples].json)."
+    )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scenario", choices=("quarantine", "all-samples"), default="quarantine")
+    ap.add_argument("--samples", type=int, default=1_000_000, help="Training samples of the all-samples run.")
     args = ap.parse_args(argv)
     code = commit()  # before the run is built: the code that ran, not what the tree holds later
+    if args.scenario == "all-samples":
+        all_samples(args, code)
+        return
+    args.out = args.out or RESULTS / "review_ttfb.json"
     home = args.home or Path(tempfile.mkdtemp(prefix="review-ttfb-"))
     ws = Workspace(Settings(home=home, catalog_url=None))
     t0 = time.perf_counter()

@@ -140,7 +140,7 @@ def trigger(
 
 def schedules() -> None:
     """List the datasets cleaned on a schedule."""
-    t = Table("dataset", "when", "configuration", "epochs", "retrain", "red team")
+    t = Table("dataset", "when", "configuration", "epochs", "retrain", "red team", "approve")
     for spec in list_schedules(Workspace()):
         c = spec.config
         t.add_row(
@@ -150,6 +150,7 @@ def schedules() -> None:
             str(c.model.epochs or "auto"),
             "yes" if c.retrain else "no",
             c.redteam.attack if c.redteam else "",
+            c.approve or "dataset's",
         )
     console.print(t)
 

@@ -41,7 +41,7 @@ from bench.records import DATA, RESULTS, commit, local_cells, poison_mask, read_
 from sanitize.config import DetectConfig
 from sanitize.detect import detect
 from sanitize.evaluate.metrics import detection_figures
-from sanitize.features import load_features, load_inputs
+from sanitize.features import load_features, load_inputs, load_sources
 from sanitize.runs import RunContext
 from sanitize.workspace import Workspace
 
@@ -52,7 +52,12 @@ def rescore(ws: Workspace, run_id: str, cfg: DetectConfig, random_state: int) ->
     ctx = RunContext.load(ws, run_id)
     ids, feats, labels, _ = load_features(run_dir / "features.parquet", split="train")
     verdict, seconds = detect(
-        cfg, feats, labels, lambda: load_inputs(ws.store, ctx.manifest(ws), ids), random_state=random_state
+        cfg,
+        feats,
+        labels,
+        lambda: load_inputs(ws.store, ctx.manifest(ws), ids),
+        random_state=random_state,
+        sources=lambda: load_sources(ws.store, ctx.manifest(ws), ids),
     )
     recorded = pq.read_table(run_dir / "verdict.parquet")
     if recorded.column("sample_id").to_pylist() != ids:

@@ -66,6 +66,8 @@ DATASETS: dict[str, Spec] = {
     "shapes-2": Spec("suppliers", BUILT / "shapes-2", 1500, 2, small=True),
     "shapes-3": Spec("suppliers", BUILT / "shapes-3", 1500, 3, small=True),
     "shapes-5": Spec("suppliers", BUILT / "shapes-5", 1500, 5, small=True),
+    # The first case: vendor-b planted a 3x3 patch on 18 images filed under class 0 (its none cell).
+    "shapes-5-plant": Spec("suppliers", BUILT / "shapes-5-plant", 1500, 5, small=True),
     "icons-32-2000": Spec("split", BUILT / "icons-32-2000", 2004, 6, small=True),
     "emoji-32-2000": Spec("split", BUILT / "emoji-32-2000", 2007, 9, small=True),
     "fmnist-colour-64-1500": Spec("npz", BUILT / "fmnist-colour-64-1500.npz", 1500, 10, small=True),

@@ -211,3 +211,19 @@ def load_inputs(store: Store, manifest: Manifest, sample_ids: list[str], max_dim
         missing = sample_ids[int(np.argmin(seen))]
         raise InputError(f"sample {missing} has features but is not in version {manifest.version_id}")
     return out
+
+
+def load_sources(store: Store, manifest: Manifest, sample_ids: list[str]) -> np.ndarray:
+    """The source (supplier) of each of ``sample_ids``, in that order: (n,) object array of str."""
+    where = {sid: i for i, sid in enumerate(sample_ids)}
+    out = np.empty(len(sample_ids), dtype=object)
+    for batch in store.iter_samples(manifest, split="train", columns=["sample_id", "source"], batch_size=65536):
+        for sid, src in zip(batch.column("sample_id").to_pylist(), batch.column("source").to_pylist(), strict=True):
+            i = where.get(sid)
+            if i is None:
+                raise InputError(f"sample {sid} of version {manifest.version_id} has no features in this run")
+            out[i] = src
+    missing = [sample_ids[i] for i in np.flatnonzero(out == None)]  # noqa: E711 (an object array)
+    if missing:
+        raise InputError(f"{len(missing)} samples of this run are not in version {manifest.version_id}: {missing[:3]}")
+    return out

@@ -75,8 +75,10 @@ def run_detectors(
     contamination: float | None = None,
     random_state: int = 0,
     knn_k: int = 20,
+    sources: Callable[[], np.ndarray] | None = None,
 ) -> tuple[dict[str, DetectorResult], dict[str, float]]:
-    """Run the named detectors on the features (``inputs()``, called once, for input-space ones).
+    """Run the named detectors on the features (``inputs()``, called once, for input-space ones; and
+    each sample's source, ``sources()``, called once, for those that weigh where a group came from).
 
     Fallback voters run last and are told which classes the voters judged poisoned (their
     ``known_poisoned``, where they take one): they defer there (:func:`combine`), so they need not
@@ -87,6 +89,7 @@ def run_detectors(
     results: dict[str, DetectorResult] = {}
     seconds: dict[str, float] = {}
     loaded: np.ndarray | None = None
+    groups: np.ndarray | None = None
     for name in order:
         start = time.perf_counter()
         known: tuple[int, ...] = ()
@@ -100,7 +103,11 @@ def run_detectors(
             loaded = inputs() if loaded is None else loaded
             data = loaded
         try:
-            results[name] = detector.detect(data, labels)
+            if getattr(detector, "uses_groups", False) and sources is not None:
+                groups = sources() if groups is None else groups
+                results[name] = detector.detect(data, labels, groups=groups)  # type: ignore[call-arg]
+            else:
+                results[name] = detector.detect(data, labels)
         except SanitizeError:
             raise
         except Exception as exc:
@@ -116,6 +123,7 @@ def detect(
     inputs: Callable[[], np.ndarray],
     *,
     random_state: int = 0,
+    sources: Callable[[], np.ndarray] | None = None,
 ) -> tuple[Verdict, dict[str, float]]:
     """A run's detection: ``config``'s detectors (:func:`run_detectors`) and the voters' verdict
     (:func:`combine`), as the pipeline's detect stage and the benchmarks that rescore runs call it.
@@ -130,6 +138,7 @@ def detect(
         contamination=config.contamination,
         random_state=random_state,
         knn_k=config.knn_k,
+        sources=sources,
     )
     return combine(results, config.voters, labels, config.fallback_voters), seconds
 

@@ -22,28 +22,36 @@ feature-space voter; it does not replace it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
+from scipy.stats import hypergeom, norm
 
 from sanitize.detect._params import Interval
 from sanitize.detect._stats import (
     EIGENVALUE_FLOOR,
     class_scatters,
+    mad_sd,
     others_covariance,
     robust_sd,
     two_means_cut,
     valley_ratio,
     whitener,
 )
-from sanitize.detect.base import Detector
+from sanitize.detect.base import Detector, DetectorResult
 
 #: Fewest samples on either side of a split: a median and a spread need two (a guard, 5613a8c).
 MIN_SIDE = 2
 #: Fewest values to split in two at all (a guard, 5613a8c).
 MIN_SPLIT_VALUES = 4
+#: Fewest separations in the null to fit a log-normal to (a median and a MAD need a few; with fewer,
+#: no class is judged poisoned by this voter).
+NULL_MIN_VALUES = 3
+#: Smallest spread (sd of the log separation) the null may have: a physical bound on a null whose
+#: values happen to agree (five directions of one other class), so the bar is not set by rounding.
+NULL_MIN_LOG_SD = 0.1
 
 
 class InputGap(Detector):
@@ -61,19 +69,25 @@ class InputGap(Detector):
        distance from the rest, in robust standard deviations of the rest) and the valley between
        the two (:func:`valley_ratio`).
 
-    The class is judged poisoned when some direction gives a separation of at least
-    ``min_separation``, a valley of at most ``max_valley``, and a suspect group of at least
-    ``min_group`` samples (and ``min_group_share`` of the class) and at most ``max_group_share``
-    of it; the direction with the largest such separation wins.
+    The class is judged poisoned when some direction gives a valley of at most ``max_valley``, a
+    suspect group of at least ``min_group`` samples (and ``min_group_share`` of the class) and at
+    most ``max_group_share`` of it, and a separation that is
 
-    Calibrated on Fashion-MNIST and digits (bench/RESULTS.md). Clean classes have real gaps too:
-    26 of the 145 training "1"s of digits sit apart in pixel space (separation 13.8, valley 0),
-    and with 800 to 2,000 images per class, small groups of Fashion-MNIST shirts, bags and boots
-    did (separation 31 to 58, valley 0, but 0.6 % to 2.2 % of their class). Hence
-    ``min_separation`` 30 and ``min_group_share`` 3 %. Additive triggers at 0.5 % or more of the
-    data gave groups of 4.9 % of the target class or more, with separations of 63 (SIG, 800
-    images per class) to over 700 (BadNets, 6,000 per class). A poisoning smaller than 3 % of its
-    class is left to the feature-space voter.
+    - beyond the dataset's own null (``bar_``): the ``1 - false_alarm / K`` quantile of a
+      log-normal fitted (median, MAD) to the separations every direction gives in the *other*
+      classes. A class of one population splits at about 2.5 (the five classes of the synthetic
+      shapes: 2.3 to 2.9), so the bar is about 3 there, 4 to 6 on digits and Fashion-MNIST; and
+    - either at least ``min_separation`` (30), or the group comes from one source far more than its
+      class does (:func:`source_concentration`, hypergeometric, at most ``false_alarm``). Real
+      classes hold natural groups beyond their null bar: 26 of the 145 training "1"s of digits sit
+      apart in pixel space (separation 13.8, valley 0), small groups of Fashion-MNIST shirts, bags
+      and boots (separation 31 to 58, but 0.6 % to 2.2 % of their class). What tells a supplier's
+      planted images from such a group is where they came from: the 18 images one supplier of
+      the synthetic shapes patched (separation 27.3) came all from it, p = 2e-8. Where the data has
+      one source, only ``min_separation`` decides, as before: 30, set on Fashion-MNIST and digits.
+
+    The direction with the largest separation among those that pass wins. A poisoning smaller than
+    ``min_group_share`` (3 %) of its class is left to the feature-space voter.
 
     The suspicion score of a sample is its position along the class's best direction, oriented
     towards the suspect group, in robust standard deviations of the rest from the rest's median:
@@ -90,8 +104,12 @@ class InputGap(Detector):
         How many top whitened directions of each class are searched (5613a8c; Fashion-MNIST's clean
         60k images showed no valley below 0.65 along their top 8 either).
     min_separation : float, default 30.0
-        Smallest separation of the suspect group: between 13.8 (26 clean digits "1"s apart in pixel
-        space) and 63 (SIG 1 % on 8,000 Fashion-MNIST images, the nearest poison group measured).
+        Separation that decides without the sources' evidence: between 13.8 (26 clean digits "1"s
+        apart in pixel space) and 63 (SIG 1 % on 8,000 Fashion-MNIST images, the nearest poison
+        group measured). An empirical bound, set on Fashion-MNIST and digits.
+    false_alarm : float, default 0.01
+        The false-alarm rate of each statistical test: the null bar (per dataset, Bonferroni over
+        the classes) and the source concentration (per group, Bonferroni over the sources).
     max_valley : float, default 0.1
         Largest valley ratio: the density in the gap over the density at the suspect group. Whitened
         clustering's floor; every additive trigger's group measured showed a valley of 0.
@@ -120,6 +138,7 @@ class InputGap(Detector):
         contamination: float | None = None,
         n_directions: int = 5,
         min_separation: float = 30.0,
+        false_alarm: float = 0.01,
         max_valley: float = 0.1,
         min_group: int = 10,
         min_group_share: float = 0.03,
@@ -130,6 +149,7 @@ class InputGap(Detector):
         super().__init__(contamination=contamination, random_state=random_state)
         self.n_directions = n_directions
         self.min_separation = min_separation
+        self.false_alarm = false_alarm
         self.max_valley = max_valley
         self.min_group = min_group
         self.min_group_share = min_group_share
@@ -140,6 +160,7 @@ class InputGap(Detector):
         **Detector._parameter_constraints,
         "n_directions": [Interval(Integral, 1, None, closed="left")],
         "min_separation": [Interval(Real, 0.0, None, closed="left")],
+        "false_alarm": [Interval(Real, 0.0, 1.0, closed="neither")],
         "max_valley": [Interval(Real, 0.0, None, closed="left")],
         "min_group": [Interval(Integral, 1, None, closed="left")],
         "min_group_share": [Interval(Real, 0.0, 1.0, closed="both")],
@@ -156,7 +177,27 @@ class InputGap(Detector):
                 f"({self.max_group_share!r}): no group could pass. Got {self.min_group_share!r} instead."
             )
 
+    uses_groups: ClassVar[bool] = True
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> Self:
+        """:meth:`Detector.fit`, with each sample's source (``groups``, (n,) str) where known."""
+        if groups is not None:
+            if len(groups) != len(labels):
+                raise ValueError(f"{len(groups)} sources for {len(labels)} samples")
+            self._groups: np.ndarray | None = np.asarray(groups, dtype=object)
+        return super().fit(features, labels)
+
+    def detect(self, features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None = None) -> DetectorResult:
+        """:meth:`Detector.detect`, with each sample's source where known (see :meth:`fit`)."""
+        if groups is not None and len(groups) != len(labels):
+            raise ValueError(f"{len(groups)} sources for {len(labels)} samples")
+        self._groups = None if groups is None else np.asarray(groups, dtype=object)
+        return super().detect(features, labels)
+
     def _fit(self, features: np.ndarray, labels: np.ndarray) -> None:
+        # The sources handed to this fit (by fit or detect), used once.
+        self.groups_: np.ndarray | None = getattr(self, "_groups", None)
+        self._groups = None
         classes = [int(c) for c in np.unique(labels)]
         x = features.astype(np.float64, copy=False)
         means, scatters, total = class_scatters(x, labels, classes)
@@ -170,6 +211,10 @@ class InputGap(Detector):
         self.group_share_: dict[int, float] = {}
         self.cut_: dict[int, float] = {}
         self.poisoned_: dict[int, bool] = {}
+        self.bar_: dict[int, float] = {}
+        self.source_: dict[int, tuple[str, float]] = {}
+        splits: dict[int, list[_Split]] = {}
+        least: dict[int, int] = {}
         for c in classes:
             xc = x[labels == c] - means[c]
             size = len(xc)
@@ -179,7 +224,12 @@ class InputGap(Detector):
                 pooled = scatters[c] / max(size - 1, 1)
             white = whitener(pooled, self.floor)
             offsets = np.stack([means[o] - means[c] for o in classes if o != c]) if len(classes) > 1 else None
-            best = self._best_split(xc, self._axes(white, scatters[c] / size), offsets, self.min_group)
+            least[c] = max(self.min_group, int(np.ceil(self.min_group_share * size)), MIN_SIDE)
+            splits[c] = self._splits(xc, self._axes(white, scatters[c] / size), offsets)
+        for c in classes:
+            self.bar_[c] = self._bar(c, splits)
+            own = None if self.groups_ is None else self.groups_[labels == c]
+            best = self._choose(splits[c], self.bar_[c], least[c], own)
             if best is None:
                 self.axis_[c] = np.zeros(x.shape[1])
                 self.centre_[c], self.scale_[c], self.separation_[c] = 0.0, 1.0, 0.0
@@ -190,6 +240,24 @@ class InputGap(Detector):
             self.centre_[c], self.scale_[c], self.cut_[c] = best.centre, best.scale, best.cut
             self.separation_[c], self.valley_[c], self.group_share_[c] = best.separation, best.valley, best.share
             self.poisoned_[c] = best.ok
+            self.source_[c] = best.source
+
+    def _bar(self, label: int, splits: dict[int, list[_Split]]) -> float:
+        """The separation a class's split must reach to be evidence at all: the ``1 - false_alarm / K``
+        quantile (K classes: Bonferroni) of a log-normal fitted robustly (median, MAD) to the
+        separations of every direction's split in the *other* classes, the dataset's own null of what
+        splitting a class gives. With one class, its own directions other than the widest are the null."""
+        null = [sp.separation for o, found in splits.items() if o != label for sp in found]
+        if not null:
+            own = sorted((sp.separation for sp in splits[label]), reverse=True)
+            null = own[1:]
+        logs = np.log([v for v in null if v > 0])
+        if len(logs) < NULL_MIN_VALUES:
+            return np.inf
+        centre = float(np.median(logs))
+        spread = max(mad_sd(logs, centre), NULL_MIN_LOG_SD)
+        z = float(norm.isf(self.false_alarm / max(len(splits), 1)))
+        return float(np.exp(centre + z * spread))
 
     def _axes(self, white: np.ndarray, covariance: np.ndarray) -> np.ndarray:
         """The top ``n_directions`` directions (d, k) of ``covariance`` in whitened coordinates,
@@ -198,16 +266,36 @@ class InputGap(Detector):
         k = min(self.n_directions, vectors.shape[1])
         return white @ vectors[:, ::-1][:, :k]
 
-    def _best_split(
-        self, centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None, min_group: int
-    ) -> _Split | None:
-        """The best split of the (centred) samples along ``axes``: a passing one first, then the
-        largest separation. ``offsets`` are the other classes' means minus this class's."""
+    def _choose(self, splits: list[_Split], bar: float, least: int, sources: np.ndarray | None) -> _Split | None:
+        """The best of a class's splits: a passing one first, then the largest separation among the
+        groups large enough. A split passes with an empty valley, a group of at least ``least`` samples
+        and at most ``max_group_share``, a separation of at least ``bar`` (the dataset's null) and
+        either at least ``min_separation`` or a group drawn from one source far more than the class is
+        (:func:`source_concentration` at most ``false_alarm``): natural groups of a class
+        (26 digits "1"s apart, separation 13.8) have no reason to come from one supplier; a
+        supplier's planted images do."""
+        best: _Split | None = None
+        for sp in splits:
+            shape_ok = sp.valley <= self.max_valley and sp.count >= least and sp.share <= self.max_group_share
+            if shape_ok and sp.separation >= bar and sources is not None:
+                sp = replace(sp, source=source_concentration(sources, sp.members))
+            ok = (
+                shape_ok
+                and sp.separation >= bar
+                and (sp.separation >= self.min_separation or sp.source[1] <= self.false_alarm)
+            )
+            key = (ok, sp.separation if sp.count >= least else -np.inf)
+            if best is None or key > best.key:
+                best = replace(sp, key=key, ok=ok)
+        return best
+
+    def _splits(self, centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None) -> list[_Split]:
+        """The split of the (centred) samples along each of ``axes``. ``offsets`` are the other
+        classes' means minus this class's."""
         size = len(centred)
-        least = max(min_group, int(np.ceil(self.min_group_share * size)), MIN_SIDE)
         proj = centred @ axes
         others_at = np.median(offsets @ axes, axis=0) if offsets is not None else np.zeros(axes.shape[1])
-        best: _Split | None = None
+        out: list[_Split] = []
         for j in range(proj.shape[1]):
             p = proj[:, j]
             cut = _two_means_1d(p)
@@ -229,18 +317,13 @@ class InputGap(Detector):
             scale = robust_sd(rest, centre, fallback=1.0)
             sep = (float(np.median(q[inside])) - centre) / scale
             valley = valley_ratio((rest - centre) / scale, (q[inside] - centre) / scale)
-            share = count / size
-            ok = (
-                sep >= self.min_separation
-                and valley <= self.max_valley
-                and count >= least
-                and share <= self.max_group_share
+            cut_at = _widest_gap((np.sort(q) - centre) / scale, 0.0, sep)
+            members = np.flatnonzero((q - centre) / scale >= cut_at)
+            axis = sign * axes[:, j]
+            out.append(
+                _Split((False, sep), False, axis, centre, scale, sep, valley, count / size, cut_at, count, members)
             )
-            key = (ok, sep if count >= least else -np.inf)
-            if best is None or key > best.key:
-                cut_at = _widest_gap((np.sort(q) - centre) / scale, 0.0, sep)
-                best = _Split(key, ok, sign * axes[:, j], centre, scale, sep, valley, share, cut_at)
-        return best
+        return out
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Position (n,) along the class's best direction, in robust sd of the rest; higher = more suspicious."""
@@ -258,6 +341,10 @@ class InputGap(Detector):
             f"separation {self.separation_[label]:.1f}, valley {self.valley_[label]:.2f}, "
             f"group {self.group_share_[label]:.1%} of the class"
         )
+        name, p = self.source_.get(label, ("", 1.0))
+        if name:
+            stats += f", the group mostly from source {name!r} (p {p:.2g})"
+        stats += f", null bar {self.bar_[label]:.3g}"
         if self.poisoned_[label]:
             cut = self.cut_[label]
             return cut, f"poisoned: {stats}; flags beyond the gap, score >= {cut:.3g}"
@@ -277,6 +364,9 @@ class _Split:
     valley: float
     share: float
     cut: float
+    count: int
+    members: np.ndarray
+    source: tuple[str, float] = ("", 1.0)
 
 
 def _two_means_1d(p: np.ndarray) -> float | None:
@@ -294,3 +384,23 @@ def _widest_gap(sorted_q: np.ndarray, low: float, high: float) -> float:
     points = np.concatenate([[low], inside, [high]])
     j = int(np.argmax(np.diff(points)))
     return float((points[j] + points[j + 1]) / 2)
+
+
+def source_concentration(sources: np.ndarray, members: np.ndarray) -> tuple[str, float]:
+    """The source most over-represented in a group (``members``, indices into the class's
+    ``sources``) and the chance of so many of the group coming from it if the group were drawn from
+    the class at random (hypergeometric upper tail), times the class's number of sources (Bonferroni
+    over which source it is). ("", 1.0) for a class with one source, where it says nothing."""
+    names, counts = np.unique(sources.astype(str), return_counts=True)
+    if len(names) < 2 or len(members) == 0:
+        return "", 1.0
+    in_group = dict(zip(*np.unique(sources[members].astype(str), return_counts=True), strict=True))
+    best = ("", 1.0)
+    for name, total in zip(names, counts, strict=True):
+        k = int(in_group.get(name, 0))
+        if k == 0:
+            continue
+        p = float(hypergeom.sf(k - 1, len(sources), int(total), len(members))) * len(names)
+        if p < best[1]:
+            best = (str(name), min(p, 1.0))
+    return best

@@ -115,7 +115,9 @@ class DetectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # SPECTRE runs as evidence: its gap threshold flagged exactly what the voters did on BadNets and
-    # nothing on WaNet 1 %, but it has not been through the matrix's clean runs as a voter.
+    # nothing on WaNet 1 %, but it has not been through the matrix's clean runs as a voter. Loss
+    # dynamics (the reference model's per-sample training losses) runs as evidence too; input gap
+    # holds its groups to the same statistic as a permutation test.
     detectors: tuple[str, ...] = (
         "spectral",
         "activation_clustering",
@@ -124,6 +126,7 @@ class DetectConfig(BaseModel):
         "whitened_clustering",
         "input_gap",
         "input_neighbours",
+        "loss_dynamics",
     )
     voters: tuple[str, ...] = ("whitened_clustering", "input_gap")
     # Votes only in classes no voter judged poisoned: dirty-label poisons the model learned too weakly

@@ -48,7 +48,14 @@ from sanitize.provenance import source_verdicts
 from sanitize.quarantine import QuarantineSummary, enter_quarantine, pending_count, quarantined_ids
 from sanitize.runs import RunContext, approval_for, complete_run, fail_run, git_commit, machine
 from sanitize.store import Manifest
-from sanitize.training import check_user_model, feature_layer, train_clean, train_reference
+from sanitize.training import (
+    check_user_model,
+    dynamics_path,
+    feature_layer,
+    load_dynamics,
+    train_clean,
+    train_reference,
+)
 from sanitize.workspace import Workspace
 
 
@@ -131,6 +138,7 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
             lambda: load_inputs(ws.store, ctx.manifest(ws), ids),  # read only if an input-space detector runs
             random_state=ctx.config.seed,
             sources=lambda: load_sources(ws.store, ctx.manifest(ws), ids),
+            dynamics=lambda: load_dynamics(dynamics_path(ctx.run_dir / "model_reference.pt"), ids),
         )
         return write_verdict(ctx.run_dir, ids, labels, verdict, seconds)
 

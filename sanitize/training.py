@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from sanitize.config import RunConfig
@@ -172,6 +173,20 @@ def write_dynamics(path: Path, losses: dict[str, np.ndarray], epochs: int) -> No
 def dynamics_path(model_path: Path) -> Path:
     """The training dynamics recorded beside a reference model (``model_reference.dynamics.parquet``)."""
     return model_path.with_suffix(".dynamics.parquet")
+
+
+def load_dynamics(path: Path, sample_ids: list[str]) -> np.ndarray | None:
+    """The training dynamics at ``path`` (:func:`write_dynamics`) as (n, E) float64 in the order of
+    ``sample_ids``; None where none were recorded (a user's model, a model cached before they were) or
+    they do not cover every sample."""
+    if not path.is_file():
+        return None
+    table = pq.read_table(path)
+    row = {sid: i for i, sid in enumerate(table.column("sample_id").to_pylist())}
+    if any(sid not in row for sid in sample_ids):
+        return None
+    matrix = np.stack([table.column(n).to_numpy() for n in table.column_names if n.startswith("loss_")], axis=1)
+    return matrix[[row[sid] for sid in sample_ids]].astype(np.float64)
 
 
 def reference_cache_path(ws: Workspace, ctx: RunContext, manifest: Manifest | None = None) -> Path:

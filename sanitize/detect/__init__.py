@@ -12,6 +12,7 @@ from sanitize.detect.clustering import ActivationClustering
 from sanitize.detect.input_gap import InputGap
 from sanitize.detect.input_neighbours import InputNeighbours
 from sanitize.detect.knn import KNNLabelDisagreement
+from sanitize.detect.loss_dynamics import LossDynamics
 from sanitize.detect.spectral import SpectralSignature
 from sanitize.detect.spectre import Spectre
 from sanitize.detect.verdict import Verdict, combine, write_verdict
@@ -28,6 +29,7 @@ REGISTRY: dict[str, type[Detector]] = {
         WhitenedClustering,
         InputGap,
         InputNeighbours,
+        LossDynamics,
     )
 }
 
@@ -76,9 +78,12 @@ def run_detectors(
     random_state: int = 0,
     knn_k: int = 20,
     sources: Callable[[], np.ndarray] | None = None,
+    dynamics: Callable[[], np.ndarray | None] | None = None,
 ) -> tuple[dict[str, DetectorResult], dict[str, float]]:
-    """Run the named detectors on the features (``inputs()``, called once, for input-space ones; and
-    each sample's source, ``sources()``, called once, for those that weigh where a group came from).
+    """Run the named detectors on the features (``inputs()``, called once, for input-space ones), and
+    hand the side inputs a detector names in its ``side_inputs`` where the run has them: each
+    sample's source (``sources()``) and its training loss in every epoch of the reference model
+    (``dynamics()``, None where none was recorded), each loaded once.
 
     Fallback voters run last and are told which classes the voters judged poisoned (their
     ``known_poisoned``, where they take one): they defer there (:func:`combine`), so they need not
@@ -89,7 +94,8 @@ def run_detectors(
     results: dict[str, DetectorResult] = {}
     seconds: dict[str, float] = {}
     loaded: np.ndarray | None = None
-    groups: np.ndarray | None = None
+    side: dict[str, Callable[[], Any] | None] = {"groups": sources, "dynamics": dynamics}
+    loaded_side: dict[str, Any] = {}
     for name in order:
         start = time.perf_counter()
         known: tuple[int, ...] = ()
@@ -98,16 +104,23 @@ def run_detectors(
         detector = make_detector(
             name, contamination=contamination, random_state=random_state, knn_k=knn_k, known_poisoned=known
         )
-        data = features
+        data: np.ndarray | None = features
         if detector.input_space:
             loaded = inputs() if loaded is None else loaded
             data = loaded
+        elif getattr(detector, "data_space", "features") == "dynamics":
+            if "dynamics" not in loaded_side:
+                loaded_side["dynamics"] = dynamics() if dynamics is not None else None
+            data = loaded_side["dynamics"]
         try:
-            if getattr(detector, "uses_groups", False) and sources is not None:
-                groups = sources() if groups is None else groups
-                results[name] = detector.detect(data, labels, groups=groups)  # type: ignore[call-arg]
-            else:
-                results[name] = detector.detect(data, labels)
+            wanted = {}
+            for key in getattr(detector, "side_inputs", ()):
+                load = side.get(key)
+                if load is not None:
+                    if key not in loaded_side:
+                        loaded_side[key] = load()
+                    wanted[key] = loaded_side[key]
+            results[name] = detector.detect(data, labels, **wanted)  # type: ignore[arg-type]  # None: no dynamics
         except SanitizeError:
             raise
         except Exception as exc:
@@ -124,6 +137,7 @@ def detect(
     *,
     random_state: int = 0,
     sources: Callable[[], np.ndarray] | None = None,
+    dynamics: Callable[[], np.ndarray | None] | None = None,
 ) -> tuple[Verdict, dict[str, float]]:
     """A run's detection: ``config``'s detectors (:func:`run_detectors`) and the voters' verdict
     (:func:`combine`), as the pipeline's detect stage and the benchmarks that rescore runs call it.
@@ -139,6 +153,7 @@ def detect(
         random_state=random_state,
         knn_k=config.knn_k,
         sources=sources,
+        dynamics=dynamics,
     )
     return combine(results, config.voters, labels, config.fallback_voters), seconds
 
@@ -151,6 +166,7 @@ __all__ = [
     "InputNeighbours",
     "DetectorResult",
     "KNNLabelDisagreement",
+    "LossDynamics",
     "Spectre",
     "SpectralSignature",
     "Verdict",

@@ -1,0 +1,102 @@
+"""The training-dynamics signal (issue 15): the per-sample loss recorded while the reference model
+trains, the loss-dynamics detector, and input gap's permutation test on a group's losses."""
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from sanitize.detect import make_detector, run_detectors
+from sanitize.detect._evidence import crossing, loss_crossing, relative_log_loss
+from sanitize.training import load_dynamics, write_dynamics
+from tests.test_input_gap_sources import planted
+
+
+def losses(n, epochs=12, group=(), seed=0, kind="poison"):
+    """Log-loss curves falling with training; ``group`` samples are hard first and easy later
+    (poisons) or hard throughout (``kind="hard"``, a natural group)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(epochs)
+    base = 1.0 - 0.5 * t  # log loss falling
+    log = base[None, :] + rng.normal(0, 0.4, size=(n, epochs))
+    g = np.asarray(group, int)
+    if len(g):
+        shift = np.where(t < 3, 1.2, -2.5) if kind == "poison" else np.full(epochs, 1.2)
+        log[g] += shift[None, :]
+    return np.exp(log)
+
+
+def test_crossing_is_the_largest_later_fall():
+    assert crossing(np.array([0.0, 2.0, 1.0, 3.0, -1.0])) == 4.0
+    assert crossing(np.array([0.0, 1.0, 2.0])) == 0.0
+
+
+def test_the_detector_ranks_samples_learnt_late_then_fast_first():
+    labels = np.repeat([0, 1], 200)
+    group = np.arange(10)
+    d = losses(400, group=group)
+    r = make_detector("loss_dynamics").detect(d, labels)
+    top = np.argsort(-r.scores[:200])[:10]
+    assert set(top.tolist()) == set(group.tolist())
+    assert r.flags[group].all() and r.flags[10:].sum() <= 4
+
+
+def test_a_hard_group_is_not_a_crossing():
+    labels = np.repeat([0, 1], 200)
+    d = losses(400, group=np.arange(20), kind="hard")
+    rel = relative_log_loss(d[:200])
+    _, p = loss_crossing(rel, np.arange(20), np.random.default_rng(0))
+    assert p > 0.05
+    _, p = loss_crossing(relative_log_loss(losses(400, group=np.arange(20))[:200]), np.arange(20), np.random.default_rng(0))
+    assert p <= 0.005
+
+
+def test_without_recorded_dynamics_it_abstains():
+    labels = np.repeat([0, 1], 5)
+    r = make_detector("loss_dynamics").detect(None, labels)
+    assert not r.flags.any() and "no training dynamics" in r.notes[0]
+
+
+def test_input_gap_decides_a_group_under_the_fixed_bar_on_its_losses():
+    x, labels, sources, truth = planted()
+    rng = np.random.default_rng(1)
+    sources[truth] = rng.choice(["a", "b", "c"], size=truth.sum())  # sources say nothing
+    n = len(labels)
+    order = np.flatnonzero(labels == 0)
+    crossing_group = [int(np.flatnonzero(order == i)[0]) for i in np.flatnonzero(truth)]
+    d = np.ones((n, 12))
+    d[labels == 0] = losses(len(order), group=crossing_group)
+    for c in range(1, 5):
+        d[labels == c] = losses(int((labels == c).sum()), seed=c)
+    det = make_detector("input_gap")
+    r = det.detect(x, labels, groups=sources, dynamics=d)
+    assert (r.flags == truth).all()
+    assert det.dynamics_test_[0][1] <= 0.01
+    assert "training loss fell" in r.notes[0]
+    # Hard throughout (a natural group): the same pixels are not enough.
+    d[labels == 0] = losses(len(order), group=crossing_group, kind="hard")
+    assert not make_detector("input_gap").detect(x, labels, groups=sources, dynamics=d).flags.any()
+
+
+def test_run_detectors_hands_the_dynamics_to_who_reads_them():
+    x, labels, sources, truth = planted()
+    d = losses(len(labels))
+    calls = []
+
+    def dyn():
+        calls.append(1)
+        return d
+
+    results, _ = run_detectors(
+        ["input_gap", "loss_dynamics"], x, labels, lambda: x, sources=lambda: sources, dynamics=dyn
+    )
+    assert len(calls) == 1, "loaded once for both"
+    assert results["loss_dynamics"].scores.shape == (len(labels),)
+
+
+def test_dynamics_are_written_and_read_in_the_samples_order(tmp_path):
+    path = tmp_path / "d.parquet"
+    write_dynamics(path, {"b": np.array([1.0, 0.5], np.float32), "a": np.array([2.0, 0.1], np.float32)}, 2)
+    assert pq.read_table(path).column_names == ["sample_id", "loss_1", "loss_2"]
+    got = load_dynamics(path, ["b", "a"])
+    assert np.allclose(got, [[1.0, 0.5], [2.0, 0.1]])
+    assert load_dynamics(path, ["a", "c"]) is None, "a sample without dynamics: none for the run"
+    assert load_dynamics(tmp_path / "none.parquet", ["a"]) is None

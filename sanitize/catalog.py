@@ -114,6 +114,22 @@ class Source(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class LabelMap(Base):
+    """One version of a dataset's label map: ``names[i]`` is the class of label ``i``, for every source.
+
+    Versions only grow: a later version keeps every earlier name at its index and appends new ones,
+    so a label never changes meaning. A dataset whose labels are plain class indices has none.
+    """
+
+    __tablename__ = "label_maps"
+    dataset: Mapped[str] = mapped_column(ForeignKey("datasets.name"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    names: Mapped[list[str]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(200))  # the source whose ingest made this version
+    ingest_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Version(Base):
     """A dataset version: ingested (the union of each source's latest ingest) or clean (a run's export)."""
 
@@ -319,6 +335,11 @@ class Catalog:
             hint = f"; known datasets: {', '.join(known)}" if known else "; no dataset has been ingested yet"
             raise NotFoundError(f"unknown dataset {name!r}{hint}")
         return ds
+
+    def label_map(self, session: Session, dataset: str) -> LabelMap | None:
+        """The dataset's current label map (its latest version), None when its labels have no names."""
+        query = select(LabelMap).where(LabelMap.dataset == dataset).order_by(LabelMap.version.desc()).limit(1)
+        return session.scalars(query).first()
 
     def version(self, session: Session, version_id: str) -> Version:
         v = session.get(Version, version_id)

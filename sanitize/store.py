@@ -233,6 +233,12 @@ class Manifest:
     checksums: dict[str, str] | None = None
     """SHA-256 of each file in ``files`` (path -> hex digest) as published; None in manifests written
     before checksums were recorded, which are read but cannot be checked."""
+    class_names: tuple[str, ...] | None = None
+    """The dataset's label map when the version was published: ``class_names[i]`` names label ``i``.
+    None when the labels have no names (IDX, unnamed arrays, manifests written before names were
+    recorded, red-team copies, which take their parent's): :meth:`Store.class_names` resolves it."""
+    label_map_version: int | None = None
+    """Which version of the dataset's label map ``class_names`` is (the catalog's ``label_maps``)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -251,6 +257,9 @@ class Manifest:
         }
         if self.checksums is not None:
             out["checksums"] = dict(sorted(self.checksums.items()))
+        if self.class_names is not None:
+            out["class_names"] = list(self.class_names)
+            out["label_map_version"] = self.label_map_version
         return out
 
     @classmethod
@@ -269,6 +278,8 @@ class Manifest:
             parent_id=obj.get("parent_id"),
             extra=obj.get("extra") or {},
             checksums=obj.get("checksums"),
+            class_names=tuple(obj["class_names"]) if obj.get("class_names") is not None else None,
+            label_map_version=obj.get("label_map_version"),
         )
 
 
@@ -305,6 +316,27 @@ class Store:
         if not path.is_file():
             raise NotFoundError(f"dataset {dataset!r} has no version {version_id!r} (no manifest at {path})")
         return Manifest.from_json(json.loads(path.read_text()))
+
+    def recorded_class_names(self, manifest: Manifest) -> tuple[str, ...] | None:
+        """The class names ``manifest`` or the nearest version it derives from recorded; None if none did."""
+        seen: set[str] = set()
+        while manifest.class_names is None and manifest.parent_id and manifest.parent_id not in seen:
+            seen.add(manifest.version_id)
+            try:
+                manifest = self.manifest(manifest.dataset, manifest.parent_id)
+            except NotFoundError:
+                return None
+        return manifest.class_names
+
+    def class_names(self, manifest: Manifest) -> tuple[str, ...]:
+        """The name of every label 0..max(classes) of a version: ``names[label]``.
+
+        Recorded names (:meth:`recorded_class_names`) where the version or its parents have them,
+        else the integer names ``"0"``, ``"1"``, ... (a label a map does not cover gets its integer).
+        """
+        names = self.recorded_class_names(manifest) or ()
+        size = max([len(names), *(c + 1 for c in manifest.classes)])
+        return tuple(names[i] if i < len(names) else str(i) for i in range(size))
 
     def files(self, manifest: Manifest) -> list[Path]:
         return [self.home / f for f in manifest.files]

@@ -117,6 +117,8 @@ def write_inputs(root: Path) -> None:
     (root / "ok.png").write_bytes(png(images[0]))
     ok = str(root / "ok.png")
     pd.DataFrame({"image": [ok, ok], "label": ["cat", "dog"]}).to_csv(root / "labels-text.csv", index=False)
+    pd.DataFrame({"image": [ok, ok], "label": ["3", "cat"]}).to_csv(root / "labels-mixed.csv", index=False)
+    pd.DataFrame({"image": [ok, ok], "label": ["cat", "big/cat"]}).to_csv(root / "labels-slash.csv", index=False)
     pd.DataFrame({"image": [ok, ok]}).to_csv(root / "no-label-column.csv", index=False)
     pd.DataFrame({"image": [ok, str(root / "gone.png")], "label": [0, 1]}).to_csv(
         root / "image-path-gone.csv", index=False
@@ -274,7 +276,23 @@ CASES = [
         "five-by-five.npz",
         "(8, 8, 1)",
     ),
-    case("csv text labels", f"ingest {IN}/labels-text.csv --dataset shop --source s", "labels-text.csv", "row"),
+    case(
+        "csv names and indices",
+        f"ingest {IN}/labels-mixed.csv --dataset shop --source s",
+        "labels-mixed.csv",
+        "row:1",
+        "'cat'",
+        "row:0",
+        "all class indices or all class names",
+    ),
+    case(
+        "csv names into an unnamed dataset",
+        f"ingest {IN}/labels-text.csv --dataset digits-demo --source s",
+        "labels-text.csv",
+        "0=cat, 1=dog",
+        "class indices without names",
+    ),
+    case("csv class name with a slash", f"ingest {IN}/labels-slash.csv --dataset shop --source s", "'big/cat'"),
     case("csv no label column", f"ingest {IN}/no-label-column.csv --dataset shop --source s", "no label column"),
     case("csv image gone", f"ingest {IN}/image-path-gone.csv --dataset shop --source s", "gone.png", "does not exist"),
     case("csv label 1e9", f"ingest {IN}/labels-1e9.csv --dataset shop --source s", "labels-1e9.csv", "1000000000"),

@@ -434,7 +434,8 @@ def test_csv_with_relative_paths_and_custom_columns(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("label", "fragments"),
     [
-        ("cat", ("row:2", "'cat'", "not an integer")),
+        # Names among indices: a stray word in a column of class indices is refused, naming both rows.
+        ("cat", ("row:2", "'cat'", "is a class name", "row:0", "all class indices or all class names")),
         ("3.5", ("row:2", "3.5")),
         ("-1", ("row:2", "negative")),
         ("1e9", ("row:2", "'1e9'", "too large for a class index")),

@@ -4,6 +4,7 @@ source, integer labels, uint8 pixels, decoding only the image formats allowed.""
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,17 +48,24 @@ class RawBatch:
         ``.npz`` arrays; the POSIX path relative to the split root (``"cat/img001.png"``) for image
         folders; ``"row:17"`` (0-based data row) for tables, or the image path as written in the
         table when the image column holds paths.
+    class_names : tuple of str, optional
+        The source's own class names, when it has them (class folders, string labels, an ``.npz``
+        ``class_names`` array): ``labels`` then index into it, and ingest maps each name to the
+        dataset's label (:mod:`sanitize.ingest.labelmap`). None: ``labels`` are class indices.
     """
 
     images: list[np.ndarray]
     labels: np.ndarray
     splits: list[str]
     locators: list[str]
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         size = len(self.images)
         if self.labels.shape != (size,) or self.labels.dtype != np.int64:
             raise ValueError(f"labels must be int64 of shape ({size},), got {self.labels.dtype} {self.labels.shape}")
+        if self.class_names is not None and size and int(self.labels.max()) >= len(self.class_names):
+            raise ValueError(f"label {int(self.labels.max())} has no name among {len(self.class_names)} class names")
         if len(self.splits) != size or len(self.locators) != size:
             raise ValueError(
                 f"{size} images but {len(self.splits)} splits and {len(self.locators)} locators; lengths must match"
@@ -122,6 +130,7 @@ def concat(parts: Sequence[RawBatch]) -> RawBatch:
         labels=np.concatenate([part.labels for part in parts]),
         splits=[split for part in parts for split in part.splits],
         locators=[locator for part in parts for locator in part.locators],
+        class_names=parts[0].class_names,
     )
 
 
@@ -133,6 +142,7 @@ def slice_batch(batch: RawBatch, start: int, stop: int) -> RawBatch:
         labels=batch.labels[start:stop],
         splits=batch.splits[start:stop],
         locators=batch.locators[start:stop],
+        class_names=batch.class_names,
     )
 
 
@@ -228,6 +238,36 @@ def labels_from_values(values: np.ndarray, where: Callable[[int], str], source: 
                 raise label_error(source, where(i), value, str(exc)) from None
         return out
     raise InputError(f"{source}: labels have dtype {values.dtype}; labels must be non-negative integers")
+
+
+# --- class names -----------------------------------------------------------------------------------
+
+CLASS_NAME_MAX = 100
+"""The longest class name ingest accepts (as for dataset and source names)."""
+
+_INDEX_NAME = re.compile(r"-?[0-9]+")
+
+
+def is_index_name(name: str) -> bool:
+    """Whether a class name is a class index written out (``"3"``): such names are labels, not names."""
+    return _INDEX_NAME.fullmatch(name) is not None
+
+
+def check_class_name(name: str, what: str) -> str:
+    """``name`` if it can name a class (and an image-export folder), else an InputError naming ``what``."""
+    if not name:
+        raise InputError(f"{what}: empty class name")
+    if len(name) > CLASS_NAME_MAX:
+        raise InputError(
+            f"{what}: class name of {len(name)} characters ({name[:40]!r}...); the limit is {CLASS_NAME_MAX}"
+        )
+    bad = [c for c in name if c in "/\\" or not c.isprintable()]
+    if bad or name in (".", "..") or name.startswith("."):
+        why = f"holds {bad[0]!r}" if bad else "starts with '.'"
+        raise InputError(
+            f"{what}: class name {name!r} {why}; a class name becomes a folder name in an image-folder export"
+        )
+    return name
 
 
 # --- images ----------------------------------------------------------------------------------------

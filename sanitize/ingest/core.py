@@ -25,6 +25,7 @@ from sanitize.catalog import Catalog, Dataset, Ingest, Source
 from sanitize.config import DATASET_PATTERN, check_name
 from sanitize.errors import InputError
 from sanitize.faults import pause_point
+from sanitize.ingest.labelmap import LabelPlan
 from sanitize.ingest.readers import RawBatch, detect_format, read_source
 from sanitize.store import SAMPLE_SCHEMA, Manifest, Store, TableWriter, content_hash, sample_id_for, version_id_for
 from sanitize.versions import publish_version
@@ -50,6 +51,11 @@ class IngestReport:
     conflicting_labels: int = 0
     duplicate_examples: list[str] = field(default_factory=list)
     class_counts: dict[int, int] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
+    """The dataset's label map after this ingest (``class_names[label]``); None: labels are indices."""
+    new_classes: list[str] = field(default_factory=list)
+    """Names this source added to the label map, each at a new label."""
+    label_map_version: int | None = None
 
     @property
     def changed(self) -> bool:
@@ -68,8 +74,13 @@ def ingest_path(
     label_column: str | None = None,
     split: str = "train",
     actor: str = "cli",
+    new_classes: bool = False,
 ) -> IngestReport:
-    """Read ``path`` (IDX, image folder, ``.npz`` or a Parquet/CSV table) as ``source`` into ``dataset``."""
+    """Read ``path`` (IDX, image folder, ``.npz`` or a Parquet/CSV table) as ``source`` into ``dataset``.
+
+    ``new_classes`` lets a source whose class names are all new to the dataset add them
+    (:mod:`sanitize.ingest.labelmap`); a source that shares a name with the dataset may always add.
+    """
     path = Path(path)
     fmt = format or detect_format(path)
     batches = read_source(path, format=fmt, image_column=image_column, label_column=label_column, split=split)
@@ -88,6 +99,7 @@ def ingest_path(
         fmt=fmt,
         actor=actor,
         options=options,
+        new_classes=new_classes,
     )
 
 
@@ -120,11 +132,14 @@ def ingest_batches(
     fmt: str,
     actor: str = "cli",
     options: dict[str, Any] | None = None,
+    new_classes: bool = False,
 ) -> IngestReport:
     """Hash, record and store ``batches`` as the new content of ``source``; return what changed.
 
     ``uri``, ``fmt`` and the reader's ``options`` are kept as the source's address, so a scheduled
-    run can read it again (:func:`sanitize.schedule.refresh_sources`).
+    run can read it again (:func:`sanitize.schedule.refresh_sources`). Batches that carry
+    ``class_names`` have them mapped to the dataset's labels through its label map
+    (:class:`~sanitize.ingest.labelmap.LabelPlan`), which the ingest extends when they bring new names.
     """
     try:
         check_name("dataset", dataset, DATASET_PATTERN, "letters, digits, '.', '_' or '-'")
@@ -133,6 +148,7 @@ def ingest_batches(
         raise InputError(str(exc)) from None
     ingest_id = f"ing-{datetime.now(UTC):%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
+    plan = LabelPlan.load(catalog, store, dataset, source, uri, allow_new=new_classes)
     target = store.ingest_path(dataset, ingest_id)
     writer = TableWriter(target, SAMPLE_SCHEMA)
     digest = hashlib.sha256(f"{source}\n".encode())
@@ -145,9 +161,8 @@ def ingest_batches(
     try:
         for batch in batches:
             rows: dict[str, list[object]] = {name: [] for name in SAMPLE_SCHEMA.names}
-            for image, label, split, locator in zip(
-                batch.images, batch.labels, batch.splits, batch.locators, strict=True
-            ):
+            labels = plan.labels(batch)
+            for image, label, split, locator in zip(batch.images, labels, batch.splits, batch.locators, strict=True):
                 if shape is None:
                     shape = image.shape
                 elif image.shape != shape:
@@ -189,6 +204,11 @@ def ingest_batches(
     pause_point("ingest.staged")  # the samples are in a temporary file, nothing is recorded
 
     with catalog.session() as session:
+        try:
+            plan.check_unchanged(session)
+        except InputError:
+            writer.abort()
+            raise
         ds = session.get(Dataset, dataset)
         previous_version = ds.current_version if ds else None
         latest = _latest_ingests(session, dataset)
@@ -248,6 +268,7 @@ def ingest_batches(
             session.flush()
             latest[source] = session.get(Ingest, ingest_id)  # type: ignore[assignment]
         assert ds is not None
+        plan.record(session, ingest_id, actor)
         address = session.get(Source, (dataset, source))
         if address is None:
             session.add(Source(dataset=dataset, name=source, uri=uri, format=fmt, options=options or {}))
@@ -268,6 +289,8 @@ def ingest_batches(
             channels=shape[2],
             classes=tuple(sorted({lab for _, lab, _ in all_pairs})),
             parent_id=previous_version,
+            class_names=plan.names,
+            label_map_version=plan.map_version,
         )
         publish_version(session, store, manifest)
         ds.current_version = version_id
@@ -299,6 +322,9 @@ def ingest_batches(
         conflicting_labels=conflicts,
         duplicate_examples=examples,
         class_counts={lab: c for (s, lab), c in sorted(counts.items()) if s == "train"},
+        class_names=plan.names,
+        new_classes=list(plan.added),
+        label_map_version=plan.map_version,
     )
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from sanitize.errors import InputError
-from sanitize.ingest.batch import MAX_LABEL, SPLITS, RawBatch, decode_image
+from sanitize.ingest.batch import MAX_LABEL, SPLITS, RawBatch, check_class_name, decode_image, is_index_name
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +34,14 @@ def _split_roots(root: Path, split: str) -> list[tuple[str, Path]]:
     return [(split, root)]
 
 
-def _class_labels(names: list[str], root: Path) -> dict[str, int]:
-    """Label per class folder: ``int(name)`` when every name is an integer, else the sorted position."""
-    if names and all(re.fullmatch(r"-?[0-9]+", name) for name in names):
+def _class_labels(names: list[str], root: Path) -> tuple[dict[str, int], tuple[str, ...] | None]:
+    """Label per class folder, and the source's class names.
+
+    When every folder name is an integer, it is the class index and the source has no names (None).
+    Otherwise the folder names are the class names, each labelled by its sorted position; ingest maps
+    them to the dataset's labels by name.
+    """
+    if names and all(is_index_name(name) for name in names):
         labels = {name: int(name) for name in names}
         negative = [name for name in names if labels[name] < 0]
         if negative:
@@ -55,8 +59,11 @@ def _class_labels(names: list[str], root: Path) -> dict[str, int]:
                     f"{root}: class folders {by_label[labels[name]]!r} and {name!r} both mean label {labels[name]}"
                 )
             by_label[labels[name]] = name
-        return labels
-    return {name: index for index, name in enumerate(sorted(names))}
+        return labels, None
+    ordered = sorted(names)
+    for name in ordered:
+        check_class_name(name, str(root / name))
+    return {name: index for index, name in enumerate(ordered)}, tuple(ordered)
 
 
 def _image_files(directory: Path) -> list[Path]:
@@ -80,7 +87,9 @@ def read_imagefolder(root: Path, batch_size: int, split: str) -> Iterator[RawBat
     split_roots = _split_roots(root, split)
     classes = {name: _visible_dirs(split_root) for name, split_root in split_roots}
     # One mapping over both splits, so a class missing from test keeps its train label.
-    label_of = _class_labels(sorted({folder.name for folders in classes.values() for folder in folders}), root)
+    label_of, class_names = _class_labels(
+        sorted({folder.name for folders in classes.values() for folder in folders}), root
+    )
     files: list[tuple[str, Path, str, int]] = []
     for split_name, split_root in split_roots:
         loose = [
@@ -97,10 +106,12 @@ def read_imagefolder(root: Path, batch_size: int, split: str) -> Iterator[RawBat
                 files.append((split_name, file, file.relative_to(split_root).as_posix(), label_of[folder.name]))
     if not files:
         raise InputError(f"{root}: no samples found (empty dataset; expected class sub-folders holding images)")
-    return _stream_files(files, batch_size)
+    return _stream_files(files, batch_size, class_names)
 
 
-def _stream_files(files: list[tuple[str, Path, str, int]], batch_size: int) -> Iterator[RawBatch]:
+def _stream_files(
+    files: list[tuple[str, Path, str, int]], batch_size: int, class_names: tuple[str, ...] | None
+) -> Iterator[RawBatch]:
     for start in range(0, len(files), batch_size):
         block = files[start : start + batch_size]
         yield RawBatch(
@@ -108,4 +119,5 @@ def _stream_files(files: list[tuple[str, Path, str, int]], batch_size: int) -> I
             labels=np.array([label for *_, label in block], dtype=np.int64),
             splits=[split for split, *_ in block],
             locators=[locator for _, _, locator, _ in block],
+            class_names=class_names,
         )

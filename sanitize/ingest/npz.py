@@ -1,19 +1,27 @@
 """A NumPy ``.npz``: ``x``/``y`` arrays, or ``x_train``/``y_train`` with ``x_test``/``y_test``, read in
-blocks without loading the arrays whole."""
+blocks without loading the arrays whole; an optional ``class_names`` array names the labels."""
 
 from __future__ import annotations
 
 import math
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sanitize.errors import InputError
-from sanitize.ingest.batch import SPLITS, RawBatch, labels_from_values, read_exact
+from sanitize.ingest.batch import (
+    MAX_LABEL,
+    SPLITS,
+    RawBatch,
+    check_class_name,
+    is_index_name,
+    labels_from_values,
+    read_exact,
+)
 
 # --- npz -------------------------------------------------------------------------------------------
 
@@ -96,16 +104,62 @@ def _open_npz(path: Path) -> Any:
     return loaded
 
 
+CLASS_NAMES_KEY = "class_names"
+"""The optional ``.npz`` array naming each label: ``class_names[y]`` is the class of a sample labelled y."""
+
+
 def read_npz(path: Path, batch_size: int, split: str) -> Iterator[RawBatch]:
     with _open_npz(path) as npz:
         layout = _npz_layout(list(npz.files), path, split)
         parts = [_npz_part(npz, path, *entry) for entry in layout]
+        names = _class_names(npz, path) if CLASS_NAMES_KEY in npz.files else None
     if sum(part.count for part in parts) == 0:
         raise InputError(f"{path}: no samples found (empty dataset)")
-    return _stream_npz(path, parts, batch_size)
+    if names is not None:
+        for part in parts:
+            if part.count and int(part.labels.max()) >= len(names):
+                i = int(np.argmax(part.labels >= len(names)))
+                raise InputError(
+                    f"{path}: {part.split}:{i}: label {int(part.labels[i])} has no name; "
+                    f"{CLASS_NAMES_KEY!r} names {len(names)} classes (labels 0 to {len(names) - 1})"
+                )
+        if all(is_index_name(name) for name in names):
+            # Names that are indices ("0", "1", ... as an export of an unnamed dataset writes) are labels.
+            as_index = np.array([int(name) for name in names], dtype=np.int64)
+            if (as_index < 0).any() or (as_index > MAX_LABEL).any():
+                raise InputError(f"{path}: {CLASS_NAMES_KEY!r} holds {names!r}, not class indices 0 to {MAX_LABEL}")
+            parts = [replace(part, labels=as_index[part.labels]) for part in parts]
+            names = None
+    return _stream_npz(path, parts, batch_size, names)
 
 
-def _stream_npz(path: Path, parts: list[_NpzPart], batch_size: int) -> Iterator[RawBatch]:
+def _class_names(npz: Any, path: Path) -> tuple[str, ...]:
+    """The archive's ``class_names``: distinct, well-formed names, one per label."""
+    try:
+        values = np.asarray(npz[CLASS_NAMES_KEY])
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:  # an object array needs pickle, which is refused
+        raise InputError(f"{path}: cannot read {CLASS_NAMES_KEY!r} ({exc}); store it as an array of strings") from exc
+    if values.ndim != 1 or values.dtype.kind not in "US":
+        raise InputError(
+            f"{path}: {CLASS_NAMES_KEY!r} has dtype {values.dtype} and shape {values.shape}; expected (K,) strings"
+        )
+    names = tuple(
+        check_class_name(
+            (v.decode(errors="replace") if isinstance(v, bytes) else str(v)).strip(), f"{path}: {CLASS_NAMES_KEY}[{i}]"
+        )
+        for i, v in enumerate(values.tolist())
+    )
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise InputError(f"{path}: {CLASS_NAMES_KEY}[{seen[name]}] and [{i}] are both {name!r}; names must differ")
+        seen[name] = i
+    return names
+
+
+def _stream_npz(
+    path: Path, parts: list[_NpzPart], batch_size: int, names: tuple[str, ...] | None = None
+) -> Iterator[RawBatch]:
     # np.load's NpzFile loads a whole array on access; the member is streamed instead so that only one
     # batch of pixels is in memory. Fortran-ordered arrays cannot be read by rows and are loaded whole.
     with _open_npz(path) as npz:
@@ -113,7 +167,7 @@ def _stream_npz(path: Path, parts: list[_NpzPart], batch_size: int) -> Iterator[
             if part.fortran_order:
                 whole = np.asarray(npz[part.key])
                 for start in range(0, part.count, batch_size):
-                    yield _npz_chunk(path, part, start, whole[start : start + batch_size])
+                    yield _npz_chunk(path, part, start, whole[start : start + batch_size], names)
                 continue
             row_bytes = math.prod(part.sample_shape) * part.dtype.itemsize
             with npz.zip.open(f"{part.key}.npy") as stream:
@@ -126,10 +180,10 @@ def _stream_npz(path: Path, parts: list[_NpzPart], batch_size: int) -> Iterator[
                             f"{path}: array {part.key!r} is truncated inside sample {start + len(raw) // row_bytes}"
                         )
                     block = np.frombuffer(raw, dtype=part.dtype).reshape(size, *part.sample_shape)
-                    yield _npz_chunk(path, part, start, block)
+                    yield _npz_chunk(path, part, start, block, names)
 
 
-def _npz_chunk(path: Path, part: _NpzPart, start: int, block: np.ndarray) -> RawBatch:
+def _npz_chunk(path: Path, part: _NpzPart, start: int, block: np.ndarray, names: tuple[str, ...] | None) -> RawBatch:
     if block.dtype != np.uint8:
         block = _pixels_to_uint8(block, path, part.key, start)
     if block.ndim == 3:
@@ -142,6 +196,7 @@ def _npz_chunk(path: Path, part: _NpzPart, start: int, block: np.ndarray) -> Raw
         labels=part.labels[start : start + size],
         splits=[part.split] * size,
         locators=[f"{part.split}:{i}" for i in range(start, start + size)],
+        class_names=names,
     )
 
 

@@ -2,7 +2,9 @@
 
 :func:`read_source` yields :class:`RawBatch` objects of at most ``batch_size`` samples, so a source of
 any size is read with bounded memory. Every format gives the same sample representation: an
-(H, W, C) uint8 image with C in {1, 3}, a non-negative int64 label, a split (``"train"`` or ``"test"``)
+(H, W, C) uint8 image with C in {1, 3}, a non-negative int64 label (an index into the batch's
+``class_names`` when the source names its classes: class folders, string labels, an ``.npz``
+``class_names`` array), a split (``"train"`` or ``"test"``)
 and a locator that says where the sample sits inside the source.
 
 Checks are made as early as the format allows: a missing path, an unknown format, missing columns or
@@ -90,7 +92,8 @@ def read_source(
         hold samples of both splits.
     image_column, label_column : str, optional
         Table columns holding the image (encoded bytes, a path relative to the table's directory, or
-        a ``{"bytes", "path"}`` struct) and the integer label. Defaults: the first present of
+        a ``{"bytes", "path"}`` struct) and the label: class indices, or class names (strings, none of
+        which is a number), which the batches carry as ``class_names``. Defaults: the first present of
         :data:`IMAGE_COLUMNS` and :data:`LABEL_COLUMNS` (exact name first, then ignoring case).
         Only valid for tables.
     split : {"train", "test"}

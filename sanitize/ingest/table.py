@@ -1,5 +1,5 @@
-"""A Parquet or CSV table: an image column (encoded bytes, a path, or a struct of both), a label column,
-and optionally a ``split`` column."""
+"""A Parquet or CSV table: an image column (encoded bytes, a path, or a struct of both), a label column
+(class indices, or class names), and optionally a ``split`` column."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from sanitize.errors import InputError
-from sanitize.ingest.batch import SPLITS, RawBatch, decode_image, labels_from_values
+from sanitize.ingest.batch import SPLITS, RawBatch, check_class_name, decode_image, labels_from_values
 
 IMAGE_COLUMNS = ("image", "img", "path", "file", "filename")
 """Default image column names of a table, first present wins."""
@@ -109,7 +110,55 @@ def read_table(
     if rows == 0:
         raise InputError(f"{path}: no samples found (empty table)")
     columns = [name for name in (image_name, label_name, split_name) if name is not None]
-    return _stream_table(path, parquet, batch_size, split, columns, image_name, label_name, split_name)
+    class_names = _label_names(path, parquet, schema.field(label_name).type, label_name)
+    return _stream_table(path, parquet, batch_size, split, columns, image_name, label_name, split_name, class_names)
+
+
+def _label_names(path: Path, parquet: bool, arrow_type: Any, label_name: str) -> tuple[str, ...] | None:
+    """The table's class names when its labels are names (sorted), None when they are class indices.
+
+    A text label column is read once on its own (one column: cheap beside the images) to tell: labels
+    that all look like numbers are indices, as before; labels none of which do are names, numbered by
+    sorted name so that the rows' order cannot change a label. A column of both is refused with one row
+    of each: a stray word in a column of indices is more often a typo than a class named ``"3"``.
+    """
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)):
+        return None
+    try:
+        if parquet:
+            column = pq.read_table(path, columns=[label_name]).column(label_name)
+        else:
+            options = pa_csv.ConvertOptions(column_types={label_name: pa.string()}, include_columns=[label_name])
+            column = pa_csv.read_csv(path, convert_options=options).column(label_name)
+    except pa.ArrowException as exc:
+        raise InputError(f"{path}: unreadable label column {label_name!r} ({exc})") from exc
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    column = pc.utf8_trim_whitespace(column)
+    values = [value for value in pc.unique(column).to_pylist() if value is not None and value != ""]
+    numeric = [value for value in values if _looks_numeric(value)]
+    if not values or len(numeric) == len(values):
+        return None
+    if numeric:
+        name = next(value for value in values if not _looks_numeric(value))
+        rows = {value: int(pc.index(column, value).as_py()) for value in (numeric[0], name)}
+        raise InputError(
+            f"{path}: row:{rows[name]}: label {name!r} is a class name but row:{rows[numeric[0]]}: label "
+            f"{numeric[0]!r} is a class index; a table's labels must be all class indices or all class names"
+        )
+    for value in values:
+        check_class_name(value, f"{path}: row:{int(pc.index(column, value).as_py())}")
+    return tuple(sorted(values))
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _stream_table(
@@ -121,7 +170,9 @@ def _stream_table(
     image_name: str,
     label_name: str,
     split_name: str | None,
+    names: tuple[str, ...] | None,
 ) -> Iterator[RawBatch]:
+    index = None if names is None else {name: i for i, name in enumerate(names)}
     if parquet:
         record_batches = pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
     else:
@@ -134,14 +185,22 @@ def _stream_table(
         for record_batch in record_batches:
             for offset in range(0, record_batch.num_rows, batch_size):
                 piece = record_batch.slice(offset, batch_size)
-                yield _table_chunk(path, piece, row, split, image_name, label_name, split_name)
+                yield _table_chunk(path, piece, row, split, image_name, label_name, split_name, names, index)
                 row += piece.num_rows
     except pa.ArrowException as exc:
         raise InputError(f"{path}: unreadable table after row {row} ({exc})") from exc
 
 
 def _table_chunk(
-    path: Path, batch: Any, first_row: int, split: str, image_name: str, label_name: str, split_name: str | None
+    path: Path,
+    batch: Any,
+    first_row: int,
+    split: str,
+    image_name: str,
+    label_name: str,
+    split_name: str | None,
+    names: tuple[str, ...] | None,
+    index: dict[str, int] | None,
 ) -> RawBatch:
     rows = [f"row:{first_row + i}" for i in range(batch.num_rows)]
     label_values = batch.column(label_name)
@@ -149,8 +208,19 @@ def _table_chunk(
         label_values = label_values.dictionary_decode()
     if label_values.null_count:
         i = int(np.argmax(label_values.is_null().to_numpy(zero_copy_only=False)))
-        raise InputError(f"{path}: {rows[i]}: label is missing; labels must be non-negative integers")
-    labels = labels_from_values(label_values.to_numpy(zero_copy_only=False), rows.__getitem__, path)
+        what = "class names" if index is not None else "non-negative integers"
+        raise InputError(f"{path}: {rows[i]}: label is missing; labels must be {what}")
+    if index is None:
+        labels = labels_from_values(label_values.to_numpy(zero_copy_only=False), rows.__getitem__, path)
+    else:
+        labels = np.empty(batch.num_rows, dtype=np.int64)
+        for i, value in enumerate(label_values.to_pylist()):
+            if not value.strip():
+                raise InputError(f"{path}: {rows[i]}: label is missing; labels must be class names")
+            found = index.get(value.strip())
+            if found is None:  # the file changed since its label column was read
+                raise InputError(f"{path}: {rows[i]}: label {value!r} was not in the table when its labels were read")
+            labels[i] = found
 
     if split_name is None:
         splits = [split] * batch.num_rows
@@ -181,4 +251,4 @@ def _table_chunk(
             locators.append(value)
         else:
             raise InputError(f"{path}: {rows[i]}: image is missing (column {image_name!r} holds {value!r})")
-    return RawBatch(images=images, labels=labels, splits=splits, locators=locators)
+    return RawBatch(images=images, labels=labels, splits=splits, locators=locators, class_names=names)

@@ -1,0 +1,223 @@
+"""Labels have names: class folders, string labels and npz ``class_names`` are mapped through one
+recorded, versioned label map per dataset, shared by its sources; every export carries the names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from sanitize.catalog import AuditRecord, Ingest, LabelMap
+from sanitize.errors import InputError
+from sanitize.ingest.core import IngestReport, ingest_path
+from sanitize.ingest.readers import read_source
+from sanitize.store import Manifest
+from sanitize.workspace import Workspace
+
+SIZE = 8
+
+
+def image(seed: int, channels: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(SIZE, SIZE, channels), dtype=np.uint8)
+
+
+def png(path: Path, pixels: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
+    return path
+
+
+def folder(root: Path, classes: dict[str, int], seed: int = 0) -> Path:
+    """An image folder with ``classes[name]`` distinct images per class folder."""
+    for c, (name, n) in enumerate(sorted(classes.items())):
+        for i in range(n):
+            png(root / name / f"{i}.png", image(seed * 1000 + c * 100 + i))
+    return root
+
+
+def ingest(ws: Workspace, path: Path, source: str, dataset: str = "pets", **kw: object) -> IngestReport:
+    return ingest_path(ws.catalog, ws.store, dataset=dataset, path=path, source=source, **kw)  # type: ignore[arg-type]
+
+
+def labels_by_folder(ws: Workspace, report: IngestReport) -> dict[str, set[int]]:
+    """Class folder (a locator's first part) -> the labels its samples were stored with."""
+    with ws.catalog.session() as s:
+        file = s.get(Ingest, report.ingest_id).file  # type: ignore[union-attr]
+    t = pq.read_table(ws.store.home / file, columns=["label", "locator"]).to_pydict()
+    out: dict[str, set[int]] = {}
+    for label, locator in zip(t["label"], t["locator"], strict=True):
+        out.setdefault(locator.split("/")[0], set()).add(label)
+    return out
+
+
+def manifest(ws: Workspace, report: IngestReport) -> Manifest:
+    return ws.store.manifest(report.dataset, report.version_id)
+
+
+# --- readers ---------------------------------------------------------------------------------------
+
+
+def test_imagefolder_batches_carry_sorted_folder_names(tmp_path: Path) -> None:
+    root = folder(tmp_path / "src", {"dog": 1, "cat": 2})
+    batches = list(read_source(root))
+    assert batches[0].class_names == ("cat", "dog")
+    assert batches[0].labels.tolist() == [0, 0, 1]
+
+
+def test_integer_folders_stay_class_indices(tmp_path: Path) -> None:
+    root = folder(tmp_path / "src", {"3": 1, "7": 1})
+    (batch,) = read_source(root)
+    assert batch.class_names is None and batch.labels.tolist() == [3, 7]
+
+
+def test_table_string_labels_are_names_numbered_by_sorted_name(tmp_path: Path) -> None:
+    paths = [png(tmp_path / f"{i}.png", image(i)).name for i in range(3)]
+    pd.DataFrame({"image": paths, "label": [" dog", "cat", "dog"]}).to_csv(tmp_path / "t.csv", index=False)
+    (batch,) = read_source(tmp_path / "t.csv")
+    assert batch.class_names == ("cat", "dog")
+    assert batch.labels.tolist() == [1, 0, 1]  # names are trimmed; row order does not decide the index
+
+
+def test_parquet_integer_strings_stay_indices(tmp_path: Path) -> None:
+    paths = [png(tmp_path / f"{i}.png", image(i)).name for i in range(2)]
+    pd.DataFrame({"image": paths, "label": ["4", "2"]}).to_parquet(tmp_path / "t.parquet")
+    (batch,) = read_source(tmp_path / "t.parquet")
+    assert batch.class_names is None and batch.labels.tolist() == [4, 2]
+
+
+def test_npz_class_names(tmp_path: Path) -> None:
+    x = np.stack([image(i)[..., 0] for i in range(3)])
+    np.savez(tmp_path / "a.npz", x=x, y=np.array([1, 0, 1]), class_names=np.array(["zebra", "ant"]))
+    (batch,) = read_source(tmp_path / "a.npz")
+    assert batch.class_names == ("zebra", "ant") and batch.labels.tolist() == [1, 0, 1]
+    # Names that are indices (an unnamed dataset's export) are indices.
+    np.savez(tmp_path / "b.npz", x=x, y=np.array([1, 0, 1]), class_names=np.array(["5", "2"]))
+    (batch,) = read_source(tmp_path / "b.npz")
+    assert batch.class_names is None and batch.labels.tolist() == [2, 5, 2]
+
+
+@pytest.mark.parametrize(
+    ("names", "y", "fragments"),
+    [
+        (["cat", "cat"], [0, 1, 1], ("class_names[0] and [1]", "'cat'")),
+        (["cat"], [0, 1, 0], ("train:1", "label 1 has no name")),
+        (["cat", ".hidden"], [0, 1, 0], ("class_names[1]", "starts with '.'")),
+        (["cat", "x" * 101], [0, 1, 0], ("class_names[1]", "101 characters")),
+    ],
+)
+def test_npz_bad_class_names_are_refused(tmp_path: Path, names: list[str], y: list[int], fragments: tuple) -> None:
+    x = np.stack([image(i)[..., 0] for i in range(3)])
+    np.savez(tmp_path / "a.npz", x=x, y=np.array(y), class_names=np.array(names))
+    with pytest.raises(InputError) as info:
+        list(read_source(tmp_path / "a.npz"))
+    for fragment in ("a.npz", *fragments):
+        assert fragment in str(info.value)
+
+
+# --- the label map ---------------------------------------------------------------------------------
+
+
+def test_sources_share_one_map_by_name(workspace: Workspace, tmp_path: Path) -> None:
+    a = ingest(workspace, folder(tmp_path / "a", {"bird": 2, "cat": 2, "dog": 2}), "vendor-a")
+    assert a.class_names == ("bird", "cat", "dog") and a.label_map_version == 1
+    assert a.new_classes == ["bird", "cat", "dog"]  # the first source makes the map
+    # vendor-b has only two of the classes: sorted within itself they would be 0 and 1.
+    b = ingest(workspace, folder(tmp_path / "b", {"cat": 2, "dog": 2}, seed=1), "vendor-b")
+    assert labels_by_folder(workspace, b) == {"cat": {1}, "dog": {2}}
+    assert b.class_names == ("bird", "cat", "dog") and b.label_map_version == 1 and b.new_classes == []
+    m = manifest(workspace, b)
+    assert m.class_names == ("bird", "cat", "dog") and m.label_map_version == 1
+    assert m.classes == (0, 1, 2)
+    with workspace.catalog.session() as s:
+        assert [row.version for row in s.scalars(select(LabelMap))] == [1]
+
+
+def test_a_new_name_is_appended_as_a_new_label_and_map_version(workspace: Workspace, tmp_path: Path) -> None:
+    ingest(workspace, folder(tmp_path / "a", {"cat": 2, "dog": 2}), "vendor-a")
+    # "ant" sorts first, but takes the next index: no earlier label changes meaning.
+    c = ingest(workspace, folder(tmp_path / "c", {"ant": 2, "dog": 2}, seed=2), "vendor-c")
+    assert c.new_classes == ["ant"] and c.label_map_version == 2
+    assert c.class_names == ("cat", "dog", "ant")
+    assert labels_by_folder(workspace, c) == {"ant": {2}, "dog": {1}}
+    with workspace.catalog.session() as s:
+        maps = [(row.version, row.names, row.source) for row in s.scalars(select(LabelMap).order_by(LabelMap.version))]
+        audit = s.scalars(select(AuditRecord).where(AuditRecord.action == "labels.map")).all()
+    assert maps == [(1, ["cat", "dog"], "vendor-a"), (2, ["cat", "dog", "ant"], "vendor-c")]
+    assert [r.detail["added"] for r in audit] == [{"0": "cat", "1": "dog"}, {"2": "ant"}]
+
+
+def test_table_and_npz_sources_join_a_folder_dataset_by_name(workspace: Workspace, tmp_path: Path) -> None:
+    ingest(workspace, folder(tmp_path / "a", {"cat": 2, "dog": 2}), "vendor-a")
+    paths = [png(tmp_path / "t" / f"{i}.png", image(500 + i)).name for i in range(2)]
+    pd.DataFrame({"image": paths, "label": ["dog", "dog"]}).to_csv(tmp_path / "t" / "t.csv", index=False)
+    table = ingest(workspace, tmp_path / "t" / "t.csv", "vendor-t")
+    assert sorted(table.class_counts) == [1]
+    x = np.stack([image(600 + i)[..., 0] for i in range(2)])
+    np.savez(tmp_path / "n.npz", x=x, y=np.array([0, 1]), class_names=np.array(["dog", "cat"]))
+    arrays = ingest(workspace, tmp_path / "n.npz", "vendor-n")
+    assert arrays.class_counts == {0: 1, 1: 1} and arrays.label_map_version == 1
+
+
+def test_a_source_sharing_no_name_is_refused_unless_new_classes(workspace: Workspace, tmp_path: Path) -> None:
+    first = ingest(workspace, folder(tmp_path / "a", {"cat": 2, "dog": 2}), "vendor-a")
+    other = folder(tmp_path / "w", {"n02084071": 2, "n02121808": 2}, seed=3)
+    with pytest.raises(InputError) as info:
+        ingest(workspace, other, "vendor-w")
+    message = str(info.value)
+    for fragment in (str(other), "n02084071, n02121808", "0=cat, 1=dog", "--new-classes"):
+        assert fragment in message
+    with workspace.catalog.session() as s:
+        assert s.scalars(select(Ingest.source).where(Ingest.source == "vendor-w")).all() == []
+        assert workspace.catalog.dataset(s, "pets").current_version == first.version_id
+    assert not list((workspace.store.dataset_dir("pets") / "ingests").glob(".*"))  # no temporary left
+    added = ingest(workspace, other, "vendor-w", new_classes=True)
+    assert added.new_classes == ["n02084071", "n02121808"] and added.label_map_version == 2
+
+
+def test_a_name_differing_only_in_case_is_refused(workspace: Workspace, tmp_path: Path) -> None:
+    ingest(workspace, folder(tmp_path / "a", {"cat": 2, "dog": 2}), "vendor-a")
+    with pytest.raises(InputError, match="class 'Cat' differs only in case or spacing from class 'cat'"):
+        ingest(workspace, folder(tmp_path / "b", {"Cat": 2, "dog": 2}, seed=4), "vendor-b")
+
+
+def test_indices_and_names_do_not_mix_in_one_dataset(workspace: Workspace, tmp_path: Path) -> None:
+    ingest(workspace, folder(tmp_path / "a", {"cat": 2, "dog": 2}), "vendor-a")
+    x = np.stack([image(700 + i)[..., 0] for i in range(2)])
+    np.savez(tmp_path / "plain.npz", x=x, y=np.array([0, 1]))
+    with pytest.raises(InputError, match=r"names its classes \(0=cat, 1=dog\) but this source gives class indices"):
+        ingest(workspace, tmp_path / "plain.npz", "vendor-n")
+    ingest(workspace, tmp_path / "plain.npz", "vendor-n", dataset="digits")
+    with pytest.raises(InputError, match=r"dataset 'digits' has class indices without names \(sources vendor-n: npz"):
+        ingest(workspace, folder(tmp_path / "b", {"cat": 2, "dog": 2}, seed=5), "vendor-b", dataset="digits")
+
+
+def test_unnamed_sources_record_no_map(workspace: Workspace, tmp_path: Path) -> None:
+    report = ingest(workspace, folder(tmp_path / "a", {"0": 2, "1": 2}), "vendor-a")
+    assert report.class_names is None and report.label_map_version is None
+    m = manifest(workspace, report)
+    assert m.class_names is None and "class_names" not in m.to_json()
+    assert workspace.store.class_names(m) == ("0", "1")
+
+
+def test_a_dataset_from_before_names_keeps_its_labels(workspace: Workspace, tmp_path: Path) -> None:
+    """A home whose image folders were ingested before maps were recorded: no map, labels by sorted
+    name. A named source joining it takes the names the old labels meant."""
+    old = ingest(workspace, folder(tmp_path / "a", {"bird": 2, "cat": 2, "dog": 2}), "vendor-a")
+    with workspace.catalog.session() as s:  # what an older release left: no map, no names in manifests
+        for row in s.scalars(select(LabelMap)):
+            s.delete(row)
+    path = workspace.store.manifest_path("pets", old.version_id)
+    legacy = json.loads(path.read_text())
+    legacy.pop("class_names"), legacy.pop("label_map_version")
+    path.write_text(json.dumps(legacy))
+    assert workspace.store.class_names(workspace.store.manifest("pets", old.version_id)) == ("0", "1", "2")
+
+    b = ingest(workspace, folder(tmp_path / "b", {"dog": 2}, seed=6), "vendor-b")
+    assert labels_by_folder(workspace, b) == {"dog": {2}}
+    assert b.class_names == ("bird", "cat", "dog") and b.label_map_version == 1

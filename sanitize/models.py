@@ -19,6 +19,18 @@ from torch import nn
 from torch.nn import functional as F
 
 logger = logging.getLogger(__name__)
+progress_log = logging.getLogger("sanitize.run")
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
 
 #: Name of the sub-module whose output is the penultimate-layer feature in the package's models.
 FEATURE_LAYER = "embed"
@@ -317,7 +329,20 @@ def train(
             count += len(labels)
             bar.set_postfix(loss=f"{total / max(count, 1):.3f}")
         mean_loss = total / max(count, 1)
-        logger.info("epoch %d/%d loss %.4f", epoch + 1, epochs, mean_loss)
+        spent = time.perf_counter() - started
+        left = spent / (epoch + 1) * (epochs - epoch - 1)
+        # On the run's log (the CLI's stderr, each Prefect task's log): the whole training's progress,
+        # about ten lines a training.
+        if (epoch + 1) % max(1, epochs // 10) and epoch + 1 != epochs:
+            continue
+        progress_log.info(
+            "train: epoch %d/%d, loss %.4f, %s so far, about %s left",
+            epoch + 1,
+            epochs,
+            mean_loss,
+            _duration(spent),
+            _duration(left),
+        )
     model.eval()
     return TrainReport(epochs, mean_loss, time.perf_counter() - started, str(dev))
 

@@ -48,7 +48,9 @@ class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
     """A clean (or any) dataset version as a map-style :class:`torch.utils.data.Dataset`.
 
     Items are ``(image, label)``: ``image`` a (C, H, W) float32 tensor in [0, 1] (or whatever
-    ``transform`` makes of the (H, W, C) uint8 array), ``label`` an int.
+    ``transform`` makes of the (H, W, C) uint8 array), ``label`` an int. As torchvision's
+    ``ImageFolder``, ``classes[label]`` is the label's class name (the dataset's label map, or
+    ``"0"``, ``"1"``, ... for a dataset without names) and ``class_to_idx`` the other way round.
 
     ``CleanDataset("c0ca3016d9ebcfed")`` reads a version by id; ``CleanDataset("pets",
     version="approved")`` the dataset's latest approved clean version, ``version="latest"`` its
@@ -107,6 +109,8 @@ class CleanDataset(Dataset[tuple[torch.Tensor, int]]):
         self.version = version
         self.dataset = dataset
         self.split = split
+        self.classes: list[str] = list(ws.store.class_names(self.manifest))
+        self.class_to_idx: dict[str, int] = {name: i for i, name in enumerate(self.classes)}
         self.transform = transform
         self._files = [Path(f) for f in ws.store.files(self.manifest)]
         meta = [pq.read_table(f, columns=["sample_id", "split", "label"]) for f in self._files]

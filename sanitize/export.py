@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ from sanitize.store import (
 )
 from sanitize.versions import is_published, publish_version
 from sanitize.workspace import Workspace
+
+_LABEL_NAME_AT = SAMPLE_SCHEMA.get_field_index("label") + 1
+NAMED_SCHEMA = SAMPLE_SCHEMA.insert(_LABEL_NAME_AT, pa.field("label_name", pa.string(), nullable=False))
+"""An exported copy's samples: :data:`~sanitize.store.SAMPLE_SCHEMA` with each label's class name."""
 
 
 def clean_version_id(parent: str, excluded: set[str], relabel: dict[str, int] | None = None) -> str:
@@ -63,13 +68,21 @@ def write_split(
     *,
     exclude: set[str] | None = None,
     relabel: dict[str, int] | None = None,
+    label_names: tuple[str, ...] | None = None,
 ) -> int:
     """Stream one split of a version into ``target`` (via a temp file), minus ``exclude``, with
-    ``relabel``'s labels; return the rows written."""
-    writer = TableWriter(target, SAMPLE_SCHEMA)
+    ``relabel``'s labels, and with a ``label_name`` column when ``label_names`` (``names[label]``)
+    are given; return the rows written."""
+    writer = TableWriter(target, SAMPLE_SCHEMA if label_names is None else NAMED_SCHEMA)
+    names = None if label_names is None else np.array(label_names, dtype=object)
     try:
         for batch in ws.store.iter_samples(manifest, split=split, exclude=exclude, batch_size=4096):
-            writer.write(_relabelled(batch, relabel) if relabel else batch)
+            batch = _relabelled(batch, relabel) if relabel else batch
+            if names is not None:
+                columns = list(batch.columns)
+                columns.insert(_LABEL_NAME_AT, pa.array(names[batch.column("label").to_numpy()], pa.string()))
+                batch = pa.RecordBatch.from_arrays(columns, schema=NAMED_SCHEMA)
+            writer.write(batch)
         writer.commit()
     except BaseException:
         writer.abort()
@@ -161,6 +174,7 @@ def _write_clean_version(
     config: dict[str, Any],
 ) -> Manifest:
     """Write a new clean version's files and the export's copy of its manifest; return the manifest."""
+    named = ws.store.labelled_ancestor(parent)  # a red-team parent records none: its own parent did
     out_dir = ws.store.export_dir(parent.dataset, vid)
     files = []
     counts = {}
@@ -187,6 +201,8 @@ def _write_clean_version(
         channels=parent.channels,
         classes=parent.classes,
         parent_id=parent.version_id,
+        class_names=named.class_names if named is not None else None,
+        label_map_version=named.label_map_version if named is not None else None,
         extra={
             "run_id": run_id,
             "config": config,
@@ -201,11 +217,23 @@ def _write_clean_version(
     return manifest
 
 
+def with_class_names(ws: Workspace, manifest: Manifest) -> Manifest:
+    """``manifest`` with the name of every label (:meth:`sanitize.store.Store.class_names`): its own
+    or its parents' recorded names, else ``"0"``, ``"1"``, ...; for the copies a version is written to."""
+    found = ws.store.labelled_ancestor(manifest)
+    return replace(
+        manifest,
+        class_names=ws.store.class_names(manifest),
+        label_map_version=found.label_map_version if found is not None else None,
+    )
+
+
 def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
-    """Write a version to ``out`` as ``parquet`` (train/test files + manifest.json), ``npz``
-    (``x_train``, ``y_train``, ``x_test``, ``y_test``, ``sample_ids_train``), each file via a temp
-    path, or ``imagefolder`` (``split/class/sample_id.png`` + manifest.json, built in a temporary
-    folder beside ``out`` and renamed to it, so ``out`` must not exist or be empty)."""
+    """Write a version to ``out`` as ``parquet`` (train/test files with a ``label_name`` column +
+    manifest.json), ``npz`` (``x_train``, ``y_train``, ``x_test``, ``y_test``, ``sample_ids_train``,
+    ``class_names``), each file via a temp path, or ``imagefolder`` (``split/class name/sample_id.png``
+    + manifest.json, built in a temporary folder beside ``out`` and renamed to it, so ``out`` must not
+    exist or be empty). Every copy's manifest.json carries ``class_names``, the name of each label."""
     with ws.catalog.session() as s:
         v = s.get(Version, version)
         if v is None:
@@ -213,16 +241,18 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
         dataset = v.dataset
     manifest = ws.store.manifest(dataset, version)
     ws.store.check_files(manifest)
+    named = with_class_names(ws, manifest)
     if fmt == "imagefolder":
-        return _write_imagefolder(ws, manifest, out)
+        return _write_imagefolder(ws, named, out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    names = named.class_names or ()
     if fmt == "parquet":
         for split in ("train", "test"):
             target = out / f"{split}.parquet"
-            write_split(ws, manifest, split, target)
+            write_split(ws, manifest, split, target, label_names=names)
             written.append(target)
-        atomic_write_json(out / "manifest.json", manifest.to_json())
+        atomic_write_json(out / "manifest.json", named.to_json())
         written.append(out / "manifest.json")
         return written
     if fmt == "npz":
@@ -237,11 +267,12 @@ def copy_out(ws: Workspace, version: str, out: Path, fmt: str) -> list[Path]:
                 arrays[f"x_{split}"] = np.concatenate(xs)
                 arrays[f"y_{split}"] = np.concatenate(ys)
                 arrays[f"sample_ids_{split}"] = np.array(ids)
+        arrays["class_names"] = np.array(names, dtype=str)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
         target = out / f"{dataset}-{version}.npz"
         atomic_write_bytes(target, buf.getvalue())
-        shutil.copyfile(ws.store.manifest_path(dataset, version), out / "manifest.json")
+        atomic_write_json(out / "manifest.json", named.to_json())
         return [target, out / "manifest.json"]
     raise ValueError(f"unknown export format {fmt!r}; choose parquet, npz or imagefolder")
 
@@ -250,7 +281,9 @@ _PIL_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def _write_imagefolder(ws: Workspace, manifest: Manifest, out: Path) -> list[Path]:
-    """``out/split/label/sample_id.png`` for every sample, plus ``out/manifest.json``; all or nothing."""
+    """``out/split/class name/sample_id.png`` for every sample, plus ``out/manifest.json``; all or
+    nothing. ``manifest`` carries the names (:func:`with_class_names`)."""
+    names = manifest.class_names or ()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty folder; an imagefolder export writes a new one")
     mode = _PIL_MODES.get(manifest.channels)
@@ -264,7 +297,7 @@ def _write_imagefolder(ws: Workspace, manifest: Manifest, out: Path) -> list[Pat
                 for image, label, sid in zip(
                     images, batch.column("label").to_pylist(), batch.column("sample_id").to_pylist(), strict=True
                 ):
-                    folder = tmp / split / str(label)
+                    folder = tmp / split / names[label]
                     folder.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(image[..., 0] if mode == "L" else image).save(folder / f"{sid}.png")
         atomic_write_json(tmp / "manifest.json", manifest.to_json())

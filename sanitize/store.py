@@ -317,8 +317,8 @@ class Store:
             raise NotFoundError(f"dataset {dataset!r} has no version {version_id!r} (no manifest at {path})")
         return Manifest.from_json(json.loads(path.read_text()))
 
-    def recorded_class_names(self, manifest: Manifest) -> tuple[str, ...] | None:
-        """The class names ``manifest`` or the nearest version it derives from recorded; None if none did."""
+    def labelled_ancestor(self, manifest: Manifest) -> Manifest | None:
+        """``manifest`` or the nearest version it derives from that recorded class names; None if none did."""
         seen: set[str] = set()
         while manifest.class_names is None and manifest.parent_id and manifest.parent_id not in seen:
             seen.add(manifest.version_id)
@@ -326,7 +326,12 @@ class Store:
                 manifest = self.manifest(manifest.dataset, manifest.parent_id)
             except NotFoundError:
                 return None
-        return manifest.class_names
+        return manifest if manifest.class_names is not None else None
+
+    def recorded_class_names(self, manifest: Manifest) -> tuple[str, ...] | None:
+        """The class names ``manifest`` or the nearest version it derives from recorded; None if none did."""
+        found = self.labelled_ancestor(manifest)
+        return found.class_names if found is not None else None
 
     def class_names(self, manifest: Manifest) -> tuple[str, ...]:
         """The name of every label 0..max(classes) of a version: ``names[label]``.

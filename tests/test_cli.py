@@ -367,6 +367,9 @@ def test_export_as_parquet_is_readable_by_pandas(cli_run: CliRun, tmp_path: Path
     assert len(manifest["extra"]["excluded_sample_ids"]) == s["quarantined"]
     assert not set(manifest["extra"]["excluded_sample_ids"]) & set(train["sample_id"])
     assert (manifest["version_id"], manifest["kind"], manifest["n_train"]) == (s["clean_version"], "clean", s["kept"])
+    # The digits have no names: each label's name is its integer, in the file and the manifest.
+    assert (train["label_name"] == train["label"].astype(str)).all()
+    assert manifest["class_names"] == [str(k) for k in range(10)]
 
 
 def test_export_as_npz_is_readable_by_numpy(cli_run: CliRun, tmp_path: Path) -> None:
@@ -381,6 +384,7 @@ def test_export_as_npz_is_readable_by_numpy(cli_run: CliRun, tmp_path: Path) -> 
         assert data["y_train"].shape == (s["kept"],)
         assert data["x_test"].shape == (N_TEST, 8, 8, 1)
         assert len(set(data["sample_ids_train"].tolist())) == s["kept"]
+        assert data["class_names"].tolist() == [str(k) for k in range(10)]
         excluded = json.loads((out / "manifest.json").read_text())["extra"]["excluded_sample_ids"]
         assert len(excluded) == s["quarantined"]
         assert not set(excluded) & set(data["sample_ids_train"].tolist())

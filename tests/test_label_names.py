@@ -14,10 +14,13 @@ from PIL import Image
 from sqlalchemy import select
 
 from sanitize.catalog import AuditRecord, Ingest, LabelMap
+from sanitize.data import CleanDataset
 from sanitize.errors import InputError
+from sanitize.export import copy_out, export_clean_version
 from sanitize.ingest.core import IngestReport, ingest_path
 from sanitize.ingest.readers import read_source
 from sanitize.store import Manifest
+from sanitize.versions import publish_version
 from sanitize.workspace import Workspace
 
 SIZE = 8
@@ -221,3 +224,83 @@ def test_a_dataset_from_before_names_keeps_its_labels(workspace: Workspace, tmp_
     b = ingest(workspace, folder(tmp_path / "b", {"dog": 2}, seed=6), "vendor-b")
     assert labels_by_folder(workspace, b) == {"dog": {2}}
     assert b.class_names == ("bird", "cat", "dog") and b.label_map_version == 1
+
+
+# --- exports and readers of versions ---------------------------------------------------------------
+
+
+@pytest.fixture
+def pets(workspace: Workspace, tmp_path: Path) -> str:
+    """A named dataset of two sources, the second with a subset of the classes; its version id."""
+    ingest(workspace, folder(tmp_path / "a", {"bird": 2, "cat": 2, "dog": 2}), "vendor-a")
+    return ingest(workspace, folder(tmp_path / "b", {"dog": 2}, seed=1), "vendor-b").version_id
+
+
+def test_parquet_export_carries_label_name_and_the_manifest_the_names(
+    workspace: Workspace, pets: str, tmp_path: Path
+) -> None:
+    copy_out(workspace, pets, tmp_path / "out", "parquet")
+    t = pq.read_table(tmp_path / "out" / "train.parquet").to_pydict()
+    names = {"bird": 0, "cat": 1, "dog": 2}
+    assert all(names[name] == label for name, label in zip(t["label_name"], t["label"], strict=True))
+    assert sorted(set(t["label_name"])) == ["bird", "cat", "dog"]
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["class_names"] == ["bird", "cat", "dog"] and m["label_map_version"] == 1
+
+
+def test_npz_and_image_folder_exports_use_the_names_and_ingest_back(
+    workspace: Workspace, pets: str, tmp_path: Path
+) -> None:
+    (npz_file, _) = copy_out(workspace, pets, tmp_path / "npz", "npz")
+    with np.load(npz_file) as z:
+        assert z["class_names"].tolist() == ["bird", "cat", "dog"]
+        assert sorted(set(z["y_train"].tolist())) == [0, 1, 2]
+    copy_out(workspace, pets, tmp_path / "folders", "imagefolder")
+    assert sorted(p.name for p in (tmp_path / "folders" / "train").iterdir()) == ["bird", "cat", "dog"]
+    assert len(list((tmp_path / "folders" / "train" / "dog").iterdir())) == 4
+    # Read back, the same images keep the same class names, in a new dataset and in this one.
+    again = ingest(workspace, tmp_path / "folders", "export", dataset="pets-again")
+    assert again.class_names == ("bird", "cat", "dog") and again.class_counts == {0: 2, 1: 2, 2: 4}
+    back = ingest(workspace, npz_file, "vendor-npz")
+    assert back.new_classes == [] and back.class_counts == {0: 2, 1: 2, 2: 4}
+
+
+def test_unnamed_exports_write_integer_names(workspace: Workspace, tmp_path: Path) -> None:
+    report = ingest(workspace, folder(tmp_path / "a", {"0": 2, "2": 2}), "vendor-a", dataset="digits")
+    (npz_file, manifest_file) = copy_out(workspace, report.version_id, tmp_path / "npz", "npz")
+    with np.load(npz_file) as z:
+        assert z["class_names"].tolist() == ["0", "1", "2"]
+    assert json.loads(manifest_file.read_text())["class_names"] == ["0", "1", "2"]
+    copy_out(workspace, report.version_id, tmp_path / "folders", "imagefolder")
+    assert sorted(p.name for p in (tmp_path / "folders" / "train").iterdir()) == ["0", "2"]
+    # The npz's integer names are indices again: it joins its own dataset.
+    assert ingest(workspace, npz_file, "again", dataset="digits").class_names is None
+
+
+def test_clean_version_of_a_red_team_copy_takes_the_names_and_clean_dataset_shows_them(
+    workspace: Workspace, pets: str
+) -> None:
+    parent = workspace.store.manifest("pets", pets)
+    # A red-team copy records no names (sanitize.evaluate.redteam does not): they come from its parent.
+    redteam = Manifest(
+        version_id="vredteamcopy0001",
+        dataset="pets",
+        kind="redteam",
+        files=parent.files,
+        n_train=parent.n_train,
+        n_test=parent.n_test,
+        height=parent.height,
+        width=parent.width,
+        channels=parent.channels,
+        classes=parent.classes,
+        parent_id=pets,
+    )
+    with workspace.catalog.session() as s:
+        publish_version(s, workspace.store, redteam)
+    assert workspace.store.class_names(redteam) == ("bird", "cat", "dog")
+    vid = export_clean_version(workspace, "pets", redteam.version_id, "run-x", set(), {})
+    clean = workspace.store.manifest("pets", vid)
+    assert clean.class_names == ("bird", "cat", "dog") and clean.label_map_version == 1
+    ds = CleanDataset(vid)
+    assert ds.classes == ["bird", "cat", "dog"] and ds.class_to_idx["dog"] == 2
+    assert ds.classes[ds[len(ds) - 1][1]] == "dog"

@@ -4,6 +4,7 @@ recorded, versioned label map per dataset, shared by its sources; every export c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,79 @@ def test_clean_version_of_a_red_team_copy_takes_the_names_and_clean_dataset_show
     ds = CleanDataset(vid)
     assert ds.classes == ["bird", "cat", "dog"] and ds.class_to_idx["dog"] == 2
     assert ds.classes[ds[len(ds) - 1][1]] == "dog"
+
+
+# --- pages and CLI tables show the names -----------------------------------------------------------
+
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+LOCAL = "http://127.0.0.1:8765"
+
+
+@pytest.fixture
+def named_run(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The shared red-team demo run, its digits given names as a label map would have recorded them
+    (on the ingested version; the red-team copy the run cleaned records none, as in a real run)."""
+    from web_support import copy_of, demo_run
+
+    home, run_id = demo_run(tmp_path_factory)
+    ws = copy_of(home, tmp_path / "home")
+    with ws.catalog.session() as s:
+        run = ws.catalog.run(s, run_id)
+        dataset, version = run.dataset, run.version_id
+    redteam = ws.store.manifest(dataset, version)
+    assert redteam.class_names is None and redteam.parent_id
+    path = ws.store.manifest_path(dataset, redteam.parent_id)
+    record = json.loads(path.read_text())
+    record["class_names"], record["label_map_version"] = DIGIT_NAMES, 1
+    path.write_text(json.dumps(record))
+    monkeypatch.setenv("SANITIZE_HOME", str(ws.store.home))
+    monkeypatch.delenv("SANITIZE_CATALOG_URL", raising=False)
+    return ws, run_id
+
+
+def test_review_pages_show_class_names(named_run: tuple[Workspace, str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from sanitize.web.app import create_app
+
+    ws, run_id = named_run
+    client = TestClient(create_app(ws), base_url=LOCAL)
+    run_page = client.get(f"/runs/{run_id}").text
+    assert "zero (0)" in run_page and "nine (9)" in run_page
+    assert "target class zero (0)" in run_page
+    quarantine = client.get(f"/runs/{run_id}/quarantine").text
+    assert "class zero (0)" in quarantine and '<option value="3">three (3)</option>' in quarantine
+    samples = client.get(f"/runs/{run_id}/samples").text
+    assert '<b class="label" title="label' in samples and ">zero</b>" in samples
+    sample_id = re.findall(r'data-sample="([0-9a-f]{20})"', quarantine)[0]
+    sample = client.get(f"/runs/{run_id}/samples/{sample_id}").text
+    assert 'given label <b id="given-label">zero (0)</b>' in sample
+    assert "class zero (0): " in client.get(f"/runs/{run_id}/trigger").text
+    assert "class zero (0): " in client.get(f"/runs/{run_id}/pictures").text
+
+
+def test_cli_quarantine_list_and_relabel_take_and_show_names(
+    named_run: tuple[Workspace, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from sanitize.cli import app
+
+    ws, run_id = named_run
+    runner = CliRunner()
+    listed = runner.invoke(app, ["quarantine", "list", "--run", run_id, "--format", "json", "--label", "zero"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert rows and {(r["label"], r["label_name"]) for r in rows} == {(0, "zero")}
+    table = runner.invoke(app, ["quarantine", "list", "--run", run_id], env={"COLUMNS": "150"})
+    assert "zero (0)" in table.output
+    sid = rows[0]["sample_id"]
+    relabel = runner.invoke(app, ["quarantine", "relabel", sid, "--run", run_id, "--label", "seven"])
+    assert relabel.exit_code == 0, relabel.output
+    with ws.catalog.session() as s:
+        from sanitize.catalog import QuarantineEntry
+
+        entry = s.scalars(select(QuarantineEntry).where(QuarantineEntry.sample_id == sid)).one()
+        assert (entry.status, entry.new_label) == ("relabelled", 7)
+    wrong = runner.invoke(app, ["quarantine", "relabel", rows[1]["sample_id"], "--run", run_id, "--label", "wolf"])
+    assert wrong.exit_code == 2 and "no class named 'wolf'" in wrong.output and "seven (7)" in wrong.output

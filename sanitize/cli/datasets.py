@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import select
 
 from sanitize.catalog import Catalog, Dataset, Ingest, Run, Version
-from sanitize.cli.output import console, id_column, print_summary, print_table
+from sanitize.cli.output import class_label, console, id_column, print_summary, print_table
 from sanitize.errors import SanitizeError
 from sanitize.export import copy_out
 from sanitize.ingest.core import ingest_path
@@ -39,8 +39,15 @@ def ingest(
     image_column: Annotated[str | None, typer.Option(help="Table: the image column (bytes or path).")] = None,
     label_column: Annotated[str | None, typer.Option(help="Table: the label column.")] = None,
     split: Annotated[str, typer.Option(help="Split of samples the source does not assign (train or test).")] = "train",
+    new_classes: Annotated[
+        bool, typer.Option(help="Let a source whose class names are all new to the dataset add them.")
+    ] = False,
 ) -> None:
-    """Ingest a source into a dataset with a provenance record for every sample."""
+    """Ingest a source into a dataset with a provenance record for every sample.
+
+    Class folders, string labels and an .npz class_names array are class names: they are mapped to
+    the dataset's labels by name, through one label map for all its sources.
+    """
     ws = Workspace()
     rep = ingest_path(
         ws.catalog,
@@ -52,6 +59,7 @@ def ingest(
         image_column=image_column,
         label_column=label_column,
         split=split,
+        new_classes=new_classes,
     )
     state = "new version" if rep.changed else "unchanged version"
     console.print(
@@ -69,9 +77,18 @@ def ingest(
             f"label)[/yellow]"
             + (f"; e.g. {escape(', '.join(rep.duplicate_examples[:3]))}" if rep.duplicate_examples else "")
         )
-    few = [c for c, n in rep.class_counts.items() if n < 2]
+    names = rep.class_names or ()
+    if rep.class_names is not None:
+        listed = ", ".join(f"{name} ({i})" for i, name in enumerate(names))
+        console.print(escape(f"classes (label map version {rep.label_map_version}): {listed}"))
+        if rep.new_classes and rep.label_map_version != 1:
+            added = ", ".join(class_label(names, names.index(name)) for name in rep.new_classes)
+            console.print(f"[yellow]new classes added to the label map: {escape(added)}[/yellow]")
+    few = [class_label(names, c) for c, n in rep.class_counts.items() if n < 2]
     if few:
-        console.print(f"[yellow]class(es) {few} have fewer than 2 training samples in this source[/yellow]")
+        console.print(
+            f"[yellow]class(es) {escape(', '.join(few))} have fewer than 2 training samples in this source[/yellow]"
+        )
 
 
 def datasets() -> None:
@@ -88,7 +105,17 @@ def datasets() -> None:
 def versions(dataset: Annotated[str, typer.Argument(help="Dataset name.")]) -> None:
     """List a dataset's versions (ingested, red-team and clean) with their lineage."""
     ws = Workspace()
-    t = Table(id_column("version"), "kind", "status", id_column("parent"), id_column("run"), "train", "test", "created")
+    t = Table(
+        id_column("version"),
+        "kind",
+        "status",
+        id_column("parent"),
+        id_column("run"),
+        "train",
+        "test",
+        Column("created", no_wrap=True),
+        Column("classes", overflow="fold", min_width=16),
+    )
     with ws.catalog.session() as s:
         ws.catalog.dataset(s, dataset)
         for v in s.scalars(select(Version).where(Version.dataset == dataset).order_by(Version.created_at)):
@@ -101,8 +128,22 @@ def versions(dataset: Annotated[str, typer.Argument(help="Dataset name.")]) -> N
                 str(v.n_train),
                 str(v.n_test),
                 f"{v.created_at:%Y-%m-%d %H:%M}",
+                escape(_classes_cell(ws, dataset, v.id)),
             )
     print_table(t)
+
+
+def _classes_cell(ws: Workspace, dataset: str, version: str) -> str:
+    """A version's classes for the versions table: ``3: bird, cat, dog``, or their indices without names."""
+    try:
+        manifest = ws.store.manifest(dataset, version)
+    except SanitizeError:
+        return "?"
+    names = ws.store.class_names(manifest)
+    shown = [names[c] for c in manifest.classes]
+    if shown == [str(c) for c in manifest.classes] and manifest.classes == tuple(range(len(shown))) and len(shown) > 12:
+        return f"{len(shown)}: 0-{len(shown) - 1}"  # unnamed: 1,000 indices say nothing a range does not
+    return f"{len(shown)}: " + ", ".join(shown)
 
 
 def clean_version_of(run: Run, versions: dict[str, Version]) -> tuple[str, str] | None:

@@ -9,17 +9,53 @@ MarkupError.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Column, Table
 
+from sanitize.errors import SanitizeError
+from sanitize.workspace import Workspace
+
 console = Console()
 err = Console(stderr=True)
+
+
+def class_names_of(ws: Workspace, dataset: str, version: str | None) -> tuple[str, ...]:
+    """The name of each label of a version (its label map, else integers); () when it cannot be read."""
+    if version is None:
+        return ()
+    try:
+        return ws.store.class_names(ws.store.manifest(dataset, version))
+    except (SanitizeError, OSError, ValueError, KeyError):
+        return ()
+
+
+def class_label(names: Sequence[str], label: object) -> str:
+    """A label as a person reads it: ``dog (2)``, or ``2`` where the class has no name but its index."""
+    try:
+        index = int(label)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return str(label)
+    name = names[index] if 0 <= index < len(names) else str(index)
+    return name if name == str(index) else f"{name} ({index})"
+
+
+def parse_class(names: Sequence[str], value: str, what: str) -> int:
+    """A class given on the command line, by index or by name, as its index."""
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text in names:
+        return list(names).index(text)
+    known = ", ".join(f"{name} ({i})" for i, name in enumerate(names)) or "none: the labels have no names"
+    raise typer.BadParameter(f"no class named {text!r}; classes: {known}", param_hint=f"'{what}'")
 
 
 class _ProgressHandler(logging.Handler):
@@ -84,6 +120,7 @@ def error_message(exc: BaseException) -> str:
 
 def print_summary(summary: dict[str, Any]) -> None:
     """The run's result for a person: what was ingested, flagged, quarantined, measured, and where it is."""
+    names = class_names_of(Workspace(), summary["dataset"], summary.get("version"))
     t = Table(title=f"cleaning run {summary['run_id']}", show_header=False)
     t.add_column(style="bold")
     t.add_column()
@@ -96,7 +133,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         rt = summary["redteam"]
         t.add_row(
             "red team",
-            f"{rt['attack']} on {rt['rate']:.1%} of the training set, target class {rt['target']}"
+            f"{rt['attack']} on {rt['rate']:.1%} of the training set, target class "
+            f"{escape(class_label(names, rt['target']))}"
             f" ({summary['n_poison']} poisons)",
         )
     t.add_row("ingested (train)", str(summary["ingested"]))
@@ -108,7 +146,10 @@ def print_summary(summary: dict[str, Any]) -> None:
         t.add_row("verdict", "the dataset looks clean: no class shows a poisoned sub-population")
     flagged = {c: r for c, r in summary["estimated_rate_per_class"].items() if r > 0}
     if flagged:
-        t.add_row("classes with poisons", ", ".join(f"{c} ({r:.1%} of the class)" for c, r in flagged.items()))
+        t.add_row(
+            "classes with poisons",
+            escape(", ".join(f"{class_label(names, c)}: {r:.1%} of the class" for c, r in flagged.items())),
+        )
     if summary.get("redteam"):
         t.add_row(
             "detection",

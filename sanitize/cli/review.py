@@ -19,7 +19,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from sanitize.catalog import Version
-from sanitize.cli.output import console, err
+from sanitize.cli.output import class_label, class_names_of, console, err, parse_class
 from sanitize.config import NAME_MAX_LENGTH
 from sanitize.quarantine import list_quarantine, quarantine_by_hand, resolve_run, status_counts
 from sanitize.review import decide, undo_decision
@@ -38,7 +38,7 @@ def quarantine_list(
     run_id: Annotated[str, typer.Option("--run", help="Run id, or 'latest'.")] = "latest",
     dataset: Annotated[str | None, typer.Option(help="With --run latest: the latest run of this dataset.")] = None,
     status: Annotated[str | None, typer.Option(help="pending, confirmed, released or relabelled.")] = None,
-    label: Annotated[int | None, typer.Option(help="Only this class.")] = None,
+    label: Annotated[str | None, typer.Option(help="Only this class (its index or name).")] = None,
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many rows (table format: 50 by default).")] = None,
     format: Annotated[OutFormat, typer.Option(help="table, csv or json.")] = OutFormat.table,
@@ -46,19 +46,21 @@ def quarantine_list(
     """List quarantined samples, most suspicious first, with provenance and reasons."""
     ws = Workspace()
     rid = resolve_run(ws, run_id, dataset)
+    names = run_class_names(ws, rid)
     if format is OutFormat.table and limit is None:
         limit = 50
-    rows = list_quarantine(ws, rid, status=status, label=label, source=source, limit=limit)
+    wanted = None if label is None else parse_class(names, label, "--label")
+    rows = list_quarantine(ws, rid, status=status, label=wanted, source=source, limit=limit)
     if format is OutFormat.json:
-        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        print(json.dumps([_with_name(r.as_dict(), names) for r in rows], indent=2))
         return
     if format is OutFormat.csv:
         buf = io.StringIO()
-        fields = list(rows[0].as_dict()) if rows else ["run_id", "sample_id"]
+        fields = list(_with_name(rows[0].as_dict(), names)) if rows else ["run_id", "sample_id"]
         w = csv.DictWriter(buf, fieldnames=fields)
         w.writeheader()
         for r in rows:
-            w.writerow(r.as_dict())
+            w.writerow(_with_name(r.as_dict(), names))
         sys.stdout.write(buf.getvalue())
         return
     counts = status_counts(ws, rid)
@@ -80,13 +82,32 @@ def quarantine_list(
         where = [escape(r.source), escape(_tail(r.locator, 24))] if wide else []
         t.add_row(
             r.sample_id,
-            str(r.label),
+            escape(class_label(names, r.label)),
             *where,
             f"{r.suspicion_score:.3g}",
             r.status,
             escape(flagged_reasons(r.reason)),
         )
     console.print(t)
+
+
+def run_class_names(ws: Workspace, run_id: str) -> tuple[str, ...]:
+    """The class names of the version a run cleaned (integers where it has none)."""
+    with ws.catalog.session() as s:
+        run = ws.catalog.run(s, run_id)
+        dataset, version = run.dataset, run.version_id
+    return class_names_of(ws, dataset, version)
+
+
+def _with_name(row: dict[str, object], names: tuple[str, ...]) -> dict[str, object]:
+    """A quarantine row with ``label_name`` beside its ``label``."""
+    out: dict[str, object] = {}
+    for key, value in row.items():
+        out[key] = value
+        if key == "label":
+            index = int(value)  # type: ignore[call-overload]
+            out["label_name"] = names[index] if 0 <= index < len(names) else str(index)
+    return out
 
 
 def _tail(text: str, width: int) -> str:
@@ -119,12 +140,13 @@ def _reviewer(reviewer: str | None) -> str:
 
 
 def _decide(
-    action: str, sample_ids: list[str], run_id: str, reviewer: str | None, note: str | None, label: int | None = None
+    action: str, sample_ids: list[str], run_id: str, reviewer: str | None, note: str | None, label: str | None = None
 ) -> None:
     who = _reviewer(reviewer)
     ws = Workspace()
     rid = resolve_run(ws, run_id)
-    results = decide(ws, rid, sample_ids, action, reviewer=who, note=note, new_label=label)
+    new_label = None if label is None else parse_class(run_class_names(ws, rid), label, "--label")
+    results = decide(ws, rid, sample_ids, action, reviewer=who, note=note, new_label=new_label)
     for r in results:
         console.print(escape(f"{r.sample_id}: {r.status}") + ("" if r.changed else " (already; nothing changed)"))
     with ws.catalog.session() as s:
@@ -155,7 +177,7 @@ def quarantine_release(
 
 def quarantine_relabel(
     sample_ids: ReviewIds,
-    label: Annotated[int, typer.Option(help="The corrected class.")],
+    label: Annotated[str, typer.Option(help="The corrected class: its index or its name.")],
     run_id: ReviewRun = "latest",
     reviewer: Reviewer = None,
     note: Note = None,

@@ -211,6 +211,7 @@ class RunData:
         self.run_dir = run_dir
         manifest = ws.store.manifest(dataset, version_id) if version_id else None
         self.classes: tuple[int, ...] = tuple(manifest.classes) if manifest else ()
+        self.class_names: tuple[str, ...] = ws.store.class_names(manifest) if manifest else ()
         self.verdict = pq.read_table(verdict_path)
         self.sample_ids: list[str] = self.verdict.column("sample_id").to_pylist()
         self.row_of = {sid: i for i, sid in enumerate(self.sample_ids)}

@@ -90,8 +90,50 @@ def templates() -> Jinja2Templates:
     env.filters["pct"] = lambda v: "n/a" if v is None else f"{v:.1%}"
     env.filters["qs"] = lambda params, doseq=False: urlencode(params, doseq=doseq)
     env.filters["when"] = lambda t: "" if t is None else f"{t:%Y-%m-%d %H:%M:%S} UTC"
+    env.filters["cls"] = class_name
+    env.filters["cls_long"] = class_long
     env.globals["STATUSES"] = STATUSES
     return Jinja2Templates(env=env)
+
+
+# A published version never changes, so its class names are read once per process.
+_NAMES: dict[tuple[str, str, str], tuple[str, ...]] = {}
+
+
+def class_names(ws: Workspace, dataset: str, version_id: str | None) -> tuple[str, ...]:
+    """The name of each label of a run's version (its label map, else ``"0"``, ``"1"``, ...)."""
+    if version_id is None:
+        return ()
+    key = (str(ws.store.home), dataset, version_id)
+    if key not in _NAMES:
+        try:
+            _NAMES[key] = ws.store.class_names(ws.store.manifest(dataset, version_id))
+        except (SanitizeError, OSError, ValueError):
+            return ()
+    return _NAMES[key]
+
+
+def _name_of(names: Any, label: Any) -> str | None:
+    try:
+        index = int(label)
+    except (TypeError, ValueError):
+        return None
+    names = names or ()
+    return str(names[index]) if 0 <= index < len(names) else str(index)
+
+
+def class_name(label: Any, names: Any = ()) -> str:
+    """``{{ label | cls(class_names) }}``: the class's name (its index where the labels have none)."""
+    name = _name_of(names, label)
+    return str(label) if name is None else name
+
+
+def class_long(label: Any, names: Any = ()) -> str:
+    """``{{ label | cls_long(class_names) }}``: ``dog (2)``, or ``2`` where the class has no name but its index."""
+    name = _name_of(names, label)
+    if name is None or name == str(label):
+        return str(label)
+    return f"{name} ({label})"
 
 
 def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
@@ -99,6 +141,9 @@ def render(request: Request, name: str, context: dict[str, Any], status: int = 2
     query = request.url.query
     here = request.url.path + (f"?{query}" if query else "")
     context = {"session": session_of(request), "path": request.url.path, "here_url": here, **context}
+    run = context.get("run")
+    if "class_names" not in context and run is not None and hasattr(run, "version_id"):
+        context["class_names"] = class_names(workspace(request), run.dataset, run.version_id)
     pages = cast(Jinja2Templates, request.app.state.templates)
     return pages.TemplateResponse(request, name, context, status_code=status)
 

@@ -13,7 +13,7 @@ from sanitize.web import charts
 from sanitize.web.data import RunData
 from sanitize.web.index import NAMES, RunIndex, run_index
 from sanitize.web.queries import run_row, status_by_source
-from sanitize.web.views import RunsDep, WorkspaceDep, render
+from sanitize.web.views import RunsDep, WorkspaceDep, class_long, render
 
 router = APIRouter()
 
@@ -36,7 +36,8 @@ def class_histograms(data: RunData, voters: list[str]) -> list[Markup]:
                     d.scores[in_class],
                     flagged=d.flags[in_class],
                     threshold=float(thr[0]) if len(thr) else None,
-                    title=f"class {c}: {name} ({int(d.flags[in_class].sum())} of {int(in_class.sum())} flagged)",
+                    title=f"class {class_long(c, data.class_names)}: {name} "
+                    f"({int(d.flags[in_class].sum())} of {int(in_class.sum())} flagged)",
                     width=300,
                 )
             )
@@ -58,8 +59,12 @@ def projection_chart(index: RunIndex, data: RunData, colour: str = "status") -> 
     if colour == "status":
         category, colours = status, None
     elif colour == "class":
-        names = [str(c) for c in sorted(data.class_sizes)]
-        category, colours = data.labels.astype(str).astype(object), charts.category_colours(names)
+        names = [class_long(c, data.class_names) for c in sorted(data.class_sizes)]
+        lookup = np.empty(max(data.class_sizes, default=0) + 1, dtype=object)
+        for c in data.class_sizes:
+            lookup[c] = class_long(c, data.class_names)
+        category = lookup[data.labels]
+        colours = charts.category_colours(names)
     else:
         category = np.array(index.source_names, dtype=object)[index.source_codes]
         colours = charts.category_colours(index.source_names)

@@ -14,7 +14,7 @@ from sanitize.web.data import _LRU, RunData, SampleStore
 from sanitize.web.index import RunIndex, SampleQuery, run_index
 from sanitize.web.queries import run_row
 from sanitize.web.similar import PICTURES, GroupContrast, contrast, largest_difference, picture
-from sanitize.web.views import RunsDep, SamplesDep, WorkspaceDep, render
+from sanitize.web.views import RunsDep, SamplesDep, WorkspaceDep, class_long, class_names, render
 from sanitize.workspace import Workspace
 
 router = APIRouter()
@@ -64,13 +64,15 @@ def trigger_view(request: Request, run_id: str, ws: WorkspaceDep, runs: RunsDep,
     data = runs.get(run_id)
     index = run_index(ws, data)
     chosen = group_query(request, index)
+    run = run_row(ws, run_id)
+    names = class_names(ws, run.dataset, run.version_id)
     if chosen is not None:
         queries = [("the selected samples", chosen)]
     else:
         poisoned = sorted({int(c) for c in data.labels[data.quarantined]})
         queries = [
             (
-                f"class {c}: the verdict's quarantine against the rest of the class",
+                f"class {class_long(c, names)}: the verdict's quarantine against the rest of the class",
                 SampleQuery(label=c, verdict="quarantine"),
             )
             for c in poisoned
@@ -85,7 +87,8 @@ def trigger_view(request: Request, run_id: str, ws: WorkspaceDep, runs: RunsDep,
         request,
         "trigger.html",
         {
-            "run": run_row(ws, run_id),
+            "run": run,
+            "class_names": names,
             "groups": groups,
             "selected": chosen is not None,
             "pictures": PICTURES,

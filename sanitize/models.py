@@ -269,6 +269,7 @@ def train(
     n_batches: int | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     record: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> TrainReport:
     """Train ``model`` with AdamW and a one-cycle schedule.
 
@@ -288,6 +289,8 @@ def train(
         ``record(epoch, sample_ids, losses)`` after each step, with the per-sample training loss of the
         step's forward pass (no extra computation), where ``batches`` yields ``(images, labels, ids)``:
         the training dynamics that the loss-dynamics detector reads.
+    on_progress : callable, optional
+        Called with each progress line the run's log gets (about ten a training).
     """
     from tqdm.auto import tqdm
 
@@ -335,14 +338,13 @@ def train(
         # about ten lines a training.
         if (epoch + 1) % max(1, epochs // 10) and epoch + 1 != epochs:
             continue
-        progress_log.info(
-            "train: epoch %d/%d, loss %.4f, %s so far, about %s left",
-            epoch + 1,
-            epochs,
-            mean_loss,
-            _duration(spent),
-            _duration(left),
+        line = (
+            f"train: epoch {epoch + 1}/{epochs}, loss {mean_loss:.4f}, "
+            f"{_duration(spent)} so far, about {_duration(left)} left"
         )
+        progress_log.info("%s", line)
+        if on_progress is not None:
+            on_progress(line)
     model.eval()
     return TrainReport(epochs, mean_loss, time.perf_counter() - started, str(dev))
 

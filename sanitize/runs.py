@@ -58,6 +58,13 @@ class RunContext:
     stage_started_at: str | None = None
     approval: dict[str, Any] | None = None
     """What the export decided about approving the clean version (:func:`approval_for`)."""
+    stage_progress: str | None = None
+    """Where the running stage is, in words (training: its epoch and the time left)."""
+
+    def report_progress(self, text: str) -> None:
+        """Record where the running stage is (``stage_progress``), for the run page."""
+        self.stage_progress = text
+        self.save()
 
     def save(self) -> None:
         atomic_write_json(
@@ -72,6 +79,7 @@ class RunContext:
                 "stage": self.stage_now,
                 "stage_started_at": self.stage_started_at,
                 "approval": self.approval,
+                "stage_progress": self.stage_progress,
             },
         )
 
@@ -92,6 +100,7 @@ class RunContext:
             obj.get("stage"),
             obj.get("stage_started_at"),
             obj.get("approval"),
+            obj.get("stage_progress"),
         )
 
     def manifest(self, ws: Workspace) -> Manifest:
@@ -131,7 +140,7 @@ class StageTimer:
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         seconds = round(time.perf_counter() - self.start, 3)
-        self.ctx.stage_now = self.ctx.stage_started_at = None
+        self.ctx.stage_now = self.ctx.stage_started_at = self.ctx.stage_progress = None
         if kind is None:
             self.ctx.timings[self.stage] = seconds
             log.info("%s done in %.1f s", self.stage.replace("_", " "), seconds)

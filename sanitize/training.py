@@ -133,6 +133,7 @@ def train_model(
         n_batches=math.ceil(n_train / cfg.batch_size),
         augment=AUGMENTATIONS.get(augment),
         record=record if dynamics is not None else None,
+        on_progress=ctx.report_progress,
     )
     if dynamics is not None:
         write_dynamics(dynamics, seen, epochs)

@@ -490,3 +490,22 @@ def test_sanitize_review_serves_the_page_and_prints_its_url(site: Site) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"review page: http://127.0.0.1:{port}/" in out
+
+
+def test_a_running_runs_page_shows_its_stage_and_training_progress(site: Site) -> None:
+    """Issue 16: the run page of a running run says which stage runs, since when, and how far it is."""
+    import json
+
+    with site.ws.catalog.session() as s:
+        s.get(Run, site.run_id).status = "running"  # type: ignore[union-attr]
+    path = site.ws.store.run_dir(site.run_id) / "context.json"
+    ctx = json.loads(path.read_text())
+    ctx.update(
+        stage="train_reference",
+        stage_started_at="2026-12-01T10:00:00+00:00",
+        stage_progress="train: epoch 8/40, loss 0.2100, 4 s so far, about 16 s left",
+    )
+    path.write_text(json.dumps(ctx))
+    page = site.client.get(f"/runs/{site.run_id}").text
+    assert "Running: stage <b>train reference</b> since 2026-12-01 10:00:00 UTC" in page
+    assert "epoch 8/40" in page and "about 16 s left" in page

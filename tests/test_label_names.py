@@ -381,3 +381,7 @@ def test_cli_quarantine_list_and_relabel_take_and_show_names(
         assert (entry.status, entry.new_label) == ("relabelled", 7)
     wrong = runner.invoke(app, ["quarantine", "relabel", rows[1]["sample_id"], "--run", run_id, "--label", "wolf"])
     assert wrong.exit_code == 2 and "no class named 'wolf'" in wrong.output and "seven (7)" in wrong.output
+    shown = runner.invoke(app, ["show", run_id], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and "target class zero (0)" in shown.output, shown.output
+    versions = runner.invoke(app, ["versions", "digits-demo"], env={"COLUMNS": "250"})
+    assert "10: zero, one, two" in versions.output, versions.output

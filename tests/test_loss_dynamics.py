@@ -24,9 +24,11 @@ def losses(n, epochs=12, group=(), seed=0, kind="poison"):
     return np.exp(log)
 
 
-def test_crossing_is_the_largest_later_fall():
+def test_crossing_is_the_largest_fall_through_the_class_median():
     assert crossing(np.array([0.0, 2.0, 1.0, 3.0, -1.0])) == 4.0
     assert crossing(np.array([0.0, 1.0, 2.0])) == 0.0
+    assert crossing(np.array([3.0, 0.5, 2.0, 0.1])) == 0.0, "harder than the class throughout"
+    assert crossing(np.array([0.0, -3.0, -1.0])) == 3.0, "learnt first"
 
 
 def test_the_detector_ranks_samples_learnt_late_then_fast_first():
@@ -100,3 +102,24 @@ def test_dynamics_are_written_and_read_in_the_samples_order(tmp_path):
     assert np.allclose(got, [[1.0, 0.5], [2.0, 0.1]])
     assert load_dynamics(path, ["a", "c"]) is None, "a sample without dynamics: none for the run"
     assert load_dynamics(tmp_path / "none.parquet", ["a"]) is None
+
+
+def test_whitened_clustering_decides_one_population_cut_in_two_on_the_losses():
+    """A class split far from the rest (separation 8, robust z 40 among classes) but bridged to it
+    (valley 0.3, alike spreads) is judged clean on its features alone, and poisoned when its
+    suspect cluster was learnt late and then fast."""
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
+    labels = np.repeat(np.arange(6), 400)
+    group, bridge = np.arange(60), np.arange(60, 100)
+    x[group, 0] += 9.0
+    x[bridge, 0] += rng.uniform(2, 7, size=40)
+    det = make_detector("whitened_clustering")
+    assert not det.detect(x, labels).flags.any()
+    d = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c) for c in range(6)])
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d)
+    assert r.flags[group].all() and not r.flags[400:].any()
+    assert det.dynamics_test_[0][1] <= 0.01 and "training loss fell" in r.notes[0]
+    hard = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c, kind="hard") for c in range(6)])
+    assert not make_detector("whitened_clustering").detect(x, labels, dynamics=hard).flags.any()

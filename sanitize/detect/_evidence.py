@@ -44,10 +44,22 @@ def relative_log_loss(losses: np.ndarray) -> np.ndarray:
 
 
 def crossing(curve: np.ndarray) -> float:
-    """The largest fall of a curve (E,): ``max over e < f of curve[e] - curve[f]``, 0 where it never falls."""
-    if len(curve) < 2:
-        return 0.0
-    return max(0.0, float(np.max(np.maximum.accumulate(curve)[:-1] - curve[1:])))
+    """How far a curve (E,) of relative log loss fell to a point easier than its class: the largest
+    ``curve[e] - curve[f]`` over ``e < f`` with ``curve[f] < 0``; 0 where it never fell under its
+    class's median. Poisons fall far under it, whether the model found them hard first (a trigger on
+    images of other classes, learnt late) or learnt them first (ABL's observation); a group harder
+    than its class throughout never counts, whatever its noise."""
+    return float(crossings(curve[None, :])[0])
+
+
+def crossings(rel: np.ndarray) -> np.ndarray:
+    """:func:`crossing` of each row of ``rel`` (n, E)."""
+    if rel.shape[1] < 2:
+        return np.zeros(len(rel))
+    highest = np.maximum.accumulate(rel, axis=1)[:, :-1]  # the highest point before each epoch
+    later = rel[:, 1:]
+    fall = np.where(later < 0, highest - later, 0.0)
+    return np.maximum(fall.max(axis=1), 0.0)
 
 
 def loss_crossing(

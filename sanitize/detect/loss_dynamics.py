@@ -7,11 +7,13 @@ finds them easier than the rest of their class (ABL, Li et al., NeurIPS 2021, is
 their low loss early in training; here the fall itself is measured, since on small datasets the
 poisons are learnt late). Natural hard samples stay hard; easy ones are easy from the start.
 
-The score of a sample is the largest fall of its log loss relative to its class, epoch by epoch:
-``max over e < f of r[e] - r[f]``, where ``r`` is the sample's log loss less its class's median in
-that epoch (:func:`sanitize.detect._evidence.relative_log_loss`). It runs as evidence beside the
-voters: input gap holds groups to the same statistic, as a permutation test, where their
-separation alone does not decide (:func:`sanitize.detect._evidence.loss_crossing`).
+The score of a sample is how far its log loss fell to a point easier than its class, epoch by
+epoch: ``max over e < f of r[e] - r[f]`` with ``r[f] < 0``, where ``r`` is the sample's log loss less
+its class's median in that epoch (:func:`sanitize.detect._evidence.relative_log_loss`,
+:func:`sanitize.detect._evidence.crossing`); 0 for a sample harder than its class throughout. It
+runs as evidence beside the voters: input gap and whitened clustering hold groups to the same
+statistic, as a permutation test, where their separation alone does not decide
+(:func:`sanitize.detect._evidence.loss_crossing`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sanitize.detect._evidence import relative_log_loss
+from sanitize.detect._evidence import crossings, relative_log_loss
 from sanitize.detect._params import Interval
 from sanitize.detect.base import ROBUST_Z, Detector, DetectorResult, robust_threshold
 
@@ -81,11 +83,7 @@ class LossDynamics(Detector):
         scores = np.zeros(len(labels))
         for c in np.unique(labels):
             idx = labels == c
-            rel = relative_log_loss(features[idx])
-            if rel.shape[1] < 2:
-                continue
-            running = np.maximum.accumulate(rel, axis=1)
-            scores[idx] = np.maximum(np.max(running[:, :-1] - rel[:, 1:], axis=1), 0.0)
+            scores[idx] = crossings(relative_log_loss(features[idx]))
         return scores
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:

@@ -526,3 +526,32 @@ def test_a_version_whose_files_changed_after_publication_is_not_cleaned(workspac
         run_cleaning(RunConfig(redteam=RedTeamConfig()), workspace, progress=False)
     with workspace.catalog.session() as s:
         assert s.scalars(select(Run)).all() == []
+
+
+@pytest.mark.parametrize("attack", ["tact", "all_to_all"])
+def test_a_red_team_of_the_new_attacks_runs_and_measures_its_aim(workspace: Workspace, attack: str) -> None:
+    """Issue 15: TaCT's poisons come from one source class and its ASR counts that class's test
+    images; all-to-all relabels each class to the next and its ASR counts every test image. The
+    run's records say what each did, and the training dynamics are kept beside the reference model."""
+    from sanitize.evaluate.redteam import get_attack, source_class
+
+    config = RunConfig(
+        redteam=RedTeamConfig(attack=attack, rate=0.03, target=1), model=ModelConfig(epochs=3), retrain=False
+    )
+    result = run_cleaning(config, workspace, progress=False)
+    truth = pq.read_table(result.run_dir / "ground_truth.parquet").to_pandas()
+    verdict = pq.read_table(result.run_dir / "verdict.parquet", columns=["sample_id", "label"]).to_pandas()
+    poisons = truth[truth.is_poison].merge(verdict, on="sample_id")
+    assert len(poisons) == round(0.03 * len(truth))
+    classes = sorted(verdict.label.unique().tolist())
+    if attack == "tact":
+        assert set(poisons.original_label) == {source_class(classes, 1, 0)}
+        assert (poisons.label == 1).all()
+    else:
+        assert len(set(poisons.original_label)) > 3
+        assert (
+            poisons.label == get_attack("all_to_all").goal(poisons.original_label.to_numpy(), 1, classes, 0)[1]
+        ).all()
+    assert 0.0 <= result.summary["asr_before"] <= 1.0
+    assert (result.run_dir / "model_reference.dynamics.parquet").is_file()
+    assert "loss_dynamics_score" in pq.read_table(result.run_dir / "verdict.parquet").column_names

@@ -15,7 +15,7 @@ finishes (one entry per cell, with one record per detector and ``combined`` for 
 already there are skipped, so a stopped suite resumes (``--force`` reruns them).
 
 **Seeds looked at and seeds only reported.** The detectors' decisions were designed on the seed-0
-cells of digits, shapes-2, shapes-5 and shapes-5-plant (:data:`LOOKED_AT`); every other dataset, every
+cells of digits, shapes-2, shapes-5, shapes-5-plant and icons-32-2000 (:data:`LOOKED_AT`); every other dataset, every
 other seed (``--seeds 0 1``) and draws 10 and above of the randomised generator are only reported
 (draws 0-9 are marked looked at, for whoever designs on them next). Every record says which
 (``looked_at``), and RESULTS reports the two groups apart.
@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from bench.data import FMNIST, ingest_fmnist
-from bench.records import DATA, RESULTS, commit, read_json, records_for, write_json
+from bench.records import DATA, RESULTS, commit, read_json, records_for, stamp, write_json
 from sanitize.config import RedTeamConfig, RunConfig, Settings
 from sanitize.demo import ingest_demo
 from sanitize.evaluate.drawn import draw
@@ -86,7 +86,8 @@ BARRED = ("badnets", "blend", "sig")
 OTHERS = ("all_to_all", "tact", "adaptive_patch", "badnets_colour", "wanet", "adaptive_blend", "badnets_random")
 LOOKED_AT_DRAWS = range(10)
 #: The (dataset, seed) fixed cells the detectors were designed on.
-LOOKED_AT = {("digits", 0), ("shapes-2", 0), ("shapes-5", 0), ("shapes-5-plant", 0)}
+LOOKED_AT = {("digits", 0), ("shapes-2", 0), ("shapes-5", 0), ("shapes-5-plant", 0), ("icons-32-2000", 0)}
+RESCORED = RESULTS / "transfer_rescored.json"
 DRAW_DATASETS = ("shapes-3", "shapes-5", "icons-32-2000", "emoji-32-2000", "fmnist-colour-64-1500", "digits")
 
 
@@ -208,6 +209,78 @@ def run_cell(
     return out
 
 
+def add_art(cells: list[dict[str, Any]]) -> None:
+    """ART's configurations on the stored features of every recorded cell that has none yet."""
+    from bench.matrix import art_side_by_side
+
+    for cell in cells:
+        if "art" in cell:
+            continue
+        run_dir = home_of(cell["dataset"]).store.run_dir(cell["run_id"])
+        if not (run_dir / "features.parquet").is_file():
+            print(f"{cell_key(cell)}: run {cell['run_id']} is not here, skipped")
+            continue
+        verdict = pq.read_table(run_dir / "verdict.parquet", columns=["quarantine", "suspicion_score"])
+        art = art_side_by_side(
+            run_dir, cell["rate"], verdict.column("quarantine").to_numpy(), verdict.column("suspicion_score").to_numpy()
+        )
+        latest = [c for c in read_json(OUT, []) if cell_key(c) != cell_key(cell)]
+        write_json(OUT, latest + [{**cell, "art": art}])
+        print(f"{cell_key(cell)}: ART added", flush=True)
+
+
+def rescore_cells(cells: list[dict[str, Any]], code: str) -> None:
+    """Every recorded cell's run scored again with today's default detectors (no retraining): its
+    quarantine and detection figures now, beside the run's own; ``bench/results/transfer_rescored.json``
+    and a Markdown table. The ASR after cleaning stays the run's own (its retraining, on its verdict)."""
+    from bench.rescore import rescore
+    from sanitize.config import DetectConfig
+
+    rows = []
+    for cell in sorted(cells, key=lambda c: (c["dataset"], c["draw"] is not None, c["attack"], -c["rate"])):
+        ws = home_of(cell["dataset"])
+        if not (ws.store.run_dir(cell["run_id"]) / "features.parquet").is_file():
+            continue
+        now = rescore(ws, cell["run_id"], DetectConfig(), cell["seed"])
+        r = cell["combined"]
+        rows.append(
+            {
+                **{k: cell[k] for k in ("dataset", "attack", "rate", "seed", "draw", "looked_at", "run_id")},
+                "n_poison": r.get("n_poison", 0),
+                "quarantined_as_run": r["quarantined"],
+                "recall_as_run": r.get("recall"),
+                "quarantined": now["quarantined_now"],
+                "recall": now.get("recall"),
+                "precision": now.get("precision"),
+                "fpr": now.get("fpr"),
+                "auroc": now.get("auroc"),
+                "asr_before": r.get("asr_before"),
+                "asr_after_as_run": r.get("asr_after"),
+                "asr_clean_model": cell.get("asr_clean_model"),
+                "clean_acc_after_as_run": r.get("clean_acc_after"),
+                "flagged_by_voter": now["flagged_by_voter"],
+                "seconds_run": cell["seconds"],
+                "detect_seconds": round(sum(now["seconds"].values()), 2),
+                **stamp(code),
+            }
+        )
+        print(f"{cell['dataset']} {cell['attack']} {cell['rate']}: {now['quarantined_now']}", flush=True)
+    write_json(RESCORED, rows)
+    print(
+        "| dataset | attack | rate | seed / draw | looked at | poisons | quarantined (as run -> now) | recall now | "
+        "ASR before -> after as run (floor) | run s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for x in rows:
+        who = f"draw {x['draw']}" if x["draw"] is not None else f"seed {x['seed']}"
+        print(
+            f"| {x['dataset']} | {x['attack']} | {x['rate']:.2%} | {who} | {'yes' if x['looked_at'] else 'no'} | "
+            f"{x['n_poison']} | {x['quarantined_as_run']} -> **{x['quarantined']}** | {_f(x['recall'], 3)} | "
+            f"{_f(x['asr_before'], 3)} -> {_f(x['asr_after_as_run'], 3)} ({_f(x['asr_clean_model'], 3)}) | "
+            f"{x['seconds_run']:.0f} |"
+        )
+
+
 def _f(v: Any, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -259,10 +332,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draws-retrain", action="store_true", help="retrain in draw cells too (ASR after)")
     parser.add_argument("--force", action="store_true", help="rerun cells already recorded")
     parser.add_argument("--table", action="store_true", help="print the tables and stop")
+    parser.add_argument("--art-only", action="store_true", help="add ART's columns to recorded cells without them")
+    parser.add_argument(
+        "--rescore", action="store_true", help="score every recorded cell again with today's detectors; a table"
+    )
     args = parser.parse_args(argv)
     cells = read_json(OUT, [])
     if args.table:
         print_table(cells)
+        return
+    if args.art_only:
+        add_art(cells)
+        return
+    if args.rescore:
+        rescore_cells(cells, code=commit())
         return
     names = args.datasets or [
         n for n, s in DATASETS.items() if (s.path is None or s.path.exists()) and (s.small or not args.small)

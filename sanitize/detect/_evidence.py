@@ -6,7 +6,13 @@ decide groups its separation alone leaves open. Private to :mod:`sanitize.detect
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import hypergeom
+from scipy.stats import hypergeom, norm
+
+from sanitize.detect._stats import mad_sd
+
+#: Smallest spread (sd of ``log(1 + fall)``) the other classes' falls may have as a null: a bound on a
+#: null of a few classes whose values happen to agree, so the bar is not set by their rounding.
+FALL_NULL_MIN_SD = 0.1
 
 
 def source_concentration(sources: np.ndarray, members: np.ndarray) -> tuple[str, float]:
@@ -79,3 +85,37 @@ def loss_crossing(
     draws = max(MIN_PERMUTATIONS, int(np.ceil(2.0 / alpha)) - 1)
     null = np.array([crossing(np.median(rel[rng.choice(n, k, replace=False)], axis=0)) for _ in range(draws)])
     return drop, float((1 + (null >= drop).sum()) / (draws + 1))
+
+
+def group_fall(rel: np.ndarray, members: np.ndarray) -> float:
+    """:func:`crossing` of a group's median relative log loss (``rel``, its class's (n, E))."""
+    return crossing(np.median(rel[members], axis=0)) if len(members) else 0.0
+
+
+def beyond_other_classes(fall: float, others: list[float], alpha: float) -> tuple[float, bool]:
+    """Whether a group's fall is beyond what the other classes' own groups show: beyond the highest of
+    them, and beyond the ``1 - alpha`` quantile of a log-normal fitted (median, MAD) to their
+    ``log(1 + fall)``: the dataset's null of how far a natural group's loss falls (every class has
+    groups the model finds easy; on Fashion-MNIST the bags' natural group fell 1.67, under the shirts'
+    1.83, while the robust log-normal's quantile alone, 1.52, would have let it pass). Returns (the
+    bar, whether ``fall`` reaches it); with no other class, (inf, False)."""
+    if not others:
+        return float("inf"), False
+    logs = np.log1p(np.asarray(others, dtype=np.float64))
+    centre = float(np.median(logs))
+    spread = max(mad_sd(logs, centre), FALL_NULL_MIN_SD)
+    bar = max(float(np.expm1(centre + float(norm.isf(alpha)) * spread)), max(others))
+    return bar, fall > bar
+
+
+def check_side_inputs(
+    n: int, groups: np.ndarray | None, dynamics: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A detector's side inputs checked and converted: sources (n,) and training dynamics (n, E)."""
+    if groups is not None and len(groups) != n:
+        raise ValueError(f"{len(groups)} sources for {n} samples")
+    if dynamics is not None and (dynamics.ndim != 2 or len(dynamics) != n):
+        raise ValueError(f"training dynamics of shape {dynamics.shape} for {n} samples (expected (n, epochs))")
+    g = None if groups is None else np.asarray(groups, dtype=object)
+    d = None if dynamics is None or dynamics.shape[1] < 2 else np.asarray(dynamics, dtype=np.float64)
+    return g, d

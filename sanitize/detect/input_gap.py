@@ -29,7 +29,12 @@ from typing import ClassVar, Self
 import numpy as np
 from scipy.stats import norm
 
-from sanitize.detect._evidence import loss_crossing, relative_log_loss, source_concentration
+from sanitize.detect._evidence import (
+    check_side_inputs,
+    loss_crossing,
+    relative_log_loss,
+    source_concentration,
+)
 from sanitize.detect._params import Interval
 from sanitize.detect._stats import (
     EIGENVALUE_FLOOR,
@@ -202,7 +207,7 @@ class InputGap(Detector):
     ) -> Self:
         """:meth:`Detector.fit`, with each sample's source (``groups``, (n,) str) and its training loss
         in every epoch of the reference model (``dynamics``, (n, E)), where known."""
-        self._side = _side_inputs(len(labels), groups, dynamics)
+        self._side = check_side_inputs(len(labels), groups, dynamics)
         return super().fit(features, labels)
 
     def detect(
@@ -213,7 +218,7 @@ class InputGap(Detector):
         dynamics: np.ndarray | None = None,
     ) -> DetectorResult:
         """:meth:`Detector.detect`, with the sources and training dynamics where known (see :meth:`fit`)."""
-        side = _side_inputs(len(labels), groups, dynamics)
+        side = check_side_inputs(len(labels), groups, dynamics)
         # The base class's detect calls fit(features, labels): hand the side inputs over through it.
         self._pending: tuple[np.ndarray | None, np.ndarray | None] | None = side
         return super().detect(features, labels)
@@ -453,15 +458,3 @@ def _widest_gap(sorted_q: np.ndarray, low: float, high: float) -> float:
     points = np.concatenate([[low], inside, [high]])
     j = int(np.argmax(np.diff(points)))
     return float((points[j] + points[j + 1]) / 2)
-
-
-def _side_inputs(
-    n: int, groups: np.ndarray | None, dynamics: np.ndarray | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if groups is not None and len(groups) != n:
-        raise ValueError(f"{len(groups)} sources for {n} samples")
-    if dynamics is not None and (dynamics.ndim != 2 or len(dynamics) != n):
-        raise ValueError(f"training dynamics of shape {dynamics.shape} for {n} samples (expected (n, epochs))")
-    g = None if groups is None else np.asarray(groups, dtype=object)
-    d = None if dynamics is None or dynamics.shape[1] < 2 else np.asarray(dynamics, dtype=np.float64)
-    return g, d

@@ -123,3 +123,15 @@ def test_whitened_clustering_decides_one_population_cut_in_two_on_the_losses():
     assert det.dynamics_test_[0][1] <= 0.01 and "training loss fell" in r.notes[0]
     hard = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c, kind="hard") for c in range(6)])
     assert not make_detector("whitened_clustering").detect(x, labels, dynamics=hard).flags.any()
+
+
+def test_a_fall_must_be_beyond_every_other_classes_group():
+    from sanitize.detect._evidence import beyond_other_classes
+
+    bar, ok = beyond_other_classes(1.67, [0.84, 0.03, 0.59, 0.28, 0.18, 0.15, 1.83, 0.54, 0.0], 0.01)
+    assert bar == 1.83 and not ok, "Fashion-MNIST's bags: under the shirts' natural fall"
+    bar, ok = beyond_other_classes(13.8, [2.92, 2.29, 0.99, 5.09, 1.76], 0.01)
+    assert ok and bar >= 5.09
+    bar, ok = beyond_other_classes(0.5, [0.1, 0.1, 0.1], 0.01)
+    assert bar > 0.1 and ok is False or bar <= 0.5
+    assert beyond_other_classes(3.0, [], 0.01) == (float("inf"), False)

@@ -2,6 +2,7 @@
 trains, the loss-dynamics detector, and input gap's permutation test on a group's losses."""
 
 import numpy as np
+import pytest
 import pyarrow.parquet as pq
 
 from sanitize.detect import make_detector, run_detectors
@@ -133,5 +134,6 @@ def test_a_fall_must_be_beyond_every_other_classes_group():
     bar, ok = beyond_other_classes(13.8, [2.92, 2.29, 0.99, 5.09, 1.76], 0.01)
     assert ok and bar >= 5.09
     bar, ok = beyond_other_classes(0.5, [0.1, 0.1, 0.1], 0.01)
-    assert bar > 0.1 and ok is False or bar <= 0.5
+    assert bar == pytest.approx(1.1 * np.exp(2.3263 * 0.1) - 1, rel=1e-3), "agreeing others: the floor of the spread"
+    assert ok
     assert beyond_other_classes(3.0, [], 0.01) == (float("inf"), False)

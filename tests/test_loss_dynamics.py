@@ -2,8 +2,8 @@
 trains, the loss-dynamics detector, and input gap's permutation test on a group's losses."""
 
 import numpy as np
-import pytest
 import pyarrow.parquet as pq
+import pytest
 
 from sanitize.detect import make_detector, run_detectors
 from sanitize.detect._evidence import crossing, loss_crossing, relative_log_loss
@@ -43,12 +43,12 @@ def test_the_detector_ranks_samples_learnt_late_then_fast_first():
 
 
 def test_a_hard_group_is_not_a_crossing():
-    labels = np.repeat([0, 1], 200)
     d = losses(400, group=np.arange(20), kind="hard")
     rel = relative_log_loss(d[:200])
     _, p = loss_crossing(rel, np.arange(20), np.random.default_rng(0))
     assert p > 0.05
-    _, p = loss_crossing(relative_log_loss(losses(400, group=np.arange(20))[:200]), np.arange(20), np.random.default_rng(0))
+    poisoned = relative_log_loss(losses(400, group=np.arange(20))[:200])
+    _, p = loss_crossing(poisoned, np.arange(20), np.random.default_rng(0))
     assert p <= 0.005
 
 

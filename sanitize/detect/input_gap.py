@@ -54,6 +54,10 @@ MIN_SIDE = 2
 #: rather than a continuum (clean classes' best splits show 0.6 to 1.2 on the shapes and digits runs;
 #: poisons 0 to 0.22, the red team's BadNets 5 % on 2 and 5 shape classes).
 DIP_VALLEY = 0.5
+#: Largest share of its class a group may be for the training-loss test: a group that is most of its
+#: class is the class (its median is the class's), and against random groups of that size any small
+#: difference is "significant" (72 % of a clean digits class, p 0.0014, in a test of tests/test_versions.py).
+MINORITY = 0.5
 #: Fewest values to split in two at all (a guard, 5613a8c).
 MIN_SPLIT_VALUES = 4
 #: Fewest separations in the null to fit a log-normal to (a median and a MAD need a few; with fewer,
@@ -267,6 +271,7 @@ class InputGap(Detector):
             sp.count >= least[c]
             and sp.share <= self.max_group_share
             and sp.valley <= DIP_VALLEY
+            and sp.share <= MINORITY
             and sp.separation < self.min_separation
             for c in classes
             for sp in splits[c]
@@ -346,7 +351,7 @@ class InputGap(Detector):
             # The dynamics are a test of their own, with its own null: they may decide a group that
             # the dataset's null bar leaves open (real icons, whose renders of one icon sit far apart,
             # set the bar at 66 to 353, above Blend's and SIG's groups at 13.9 and 8.5).
-            tested = size_ok and dip and sp.separation < self.min_separation
+            tested = size_ok and dip and sp.share <= MINORITY and sp.separation < self.min_separation
             if tested and losses is not None:
                 sp = replace(sp, dynamics=loss_crossing(losses, sp.members, rng, alpha))
             ok = (

@@ -147,18 +147,36 @@ def test_a_run_chooses_for_the_device_it_trains_on_and_an_explicit_arch_wins() -
     assert architecture(config(device="cuda", arch="colour_cnn"), manifest(96, 3)) == "colour_cnn"
 
 
-def test_training_logs_its_progress_with_the_time_left(caplog: pytest.LogCaptureFixture) -> None:
+def test_training_logs_its_progress_with_the_time_left() -> None:
     """Issue 16: a run shows its training's progress (about ten lines, epoch, loss and time left) on the
     run's log, which the CLI prints and each Prefect task forwards."""
+    import logging
+
     from sanitize.models import build_model, train
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(32, 8, 8, 1), dtype=np.uint8)
     y = rng.integers(0, 2, size=32)
     model = build_model("cnn", in_channels=1, n_classes=2, image_size=(8, 8))
-    with caplog.at_level("INFO", logger="sanitize.run"):
-        train(model, lambda e: iter([(x, y)]), epochs=20, progress=False, n_batches=1)
-    lines = [r.getMessage() for r in caplog.records if r.name == "sanitize.run"]
+    seen: list[str] = []
+    progress: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    # The run's own logger (the CLI may have stopped it propagating to the root's handlers).
+    log = logging.getLogger("sanitize.run")
+    handler, level = Keep(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        train(model, lambda e: iter([(x, y)]), epochs=20, progress=False, n_batches=1, on_progress=progress.append)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    lines = [m for m in seen if m.startswith("train: ")]
+    assert lines == progress, "the run's context gets the same lines"
     assert len(lines) == 10
     assert lines[0].startswith("train: epoch 2/20, loss ") and "left" in lines[0]
     assert lines[-1].startswith("train: epoch 20/20") and lines[-1].endswith("about 0 s left")

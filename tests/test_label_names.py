@@ -194,8 +194,11 @@ def test_indices_and_names_do_not_mix_in_one_dataset(workspace: Workspace, tmp_p
     ingest(workspace, folder(tmp_path / "a", {"cat": 2, "dog": 2}), "vendor-a")
     x = np.stack([image(700 + i)[..., 0] for i in range(2)])
     np.savez(tmp_path / "plain.npz", x=x, y=np.array([0, 1]))
-    with pytest.raises(InputError, match=r"names its classes \(0=cat, 1=dog\) but this source gives class indices"):
-        ingest(workspace, tmp_path / "plain.npz", "vendor-n")
+    # Indices into a named dataset are its map's indices (a table beside image folders, as README says).
+    ingest(workspace, tmp_path / "plain.npz", "vendor-n")
+    np.savez(tmp_path / "beyond.npz", x=x, y=np.array([0, 2]))
+    with pytest.raises(InputError, match=r"label 2 is not a class of dataset 'pets', which names 2 classes"):
+        ingest(workspace, tmp_path / "beyond.npz", "vendor-m")
     ingest(workspace, tmp_path / "plain.npz", "vendor-n", dataset="digits")
     with pytest.raises(InputError, match=r"dataset 'digits' has class indices without names \(sources vendor-n: npz"):
         ingest(workspace, folder(tmp_path / "b", {"cat": 2, "dog": 2}, seed=5), "vendor-b", dataset="digits")

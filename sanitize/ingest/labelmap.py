@@ -97,11 +97,17 @@ class LabelPlan:
             self._named = named
             if named:
                 self._plan(batch.class_names or ())
-            elif self.known is not None:
+        if not named and self.known is not None and len(batch.labels):
+            # Class indices into a named dataset are its map's indices (a CSV beside image folders,
+            # whose labels are the folders' sorted positions, as README says): only an index the map
+            # does not have is refused.
+            top = int(np.max(batch.labels))
+            if top >= len(self.known):
                 raise InputError(
-                    f"{self.uri}: dataset {self.dataset!r} names its classes ({preview(self.known)}) but this "
-                    "source gives class indices without names, so what its labels mean is unknown; give the "
-                    "source its names (class folders, string labels in the table, or a class_names array in the .npz)"
+                    f"{self.uri}: label {top} is not a class of dataset {self.dataset!r}, which names "
+                    f"{len(self.known)} classes ({preview(self.known)}); its class indices run 0 to "
+                    f"{len(self.known) - 1}, or give the source its names (class folders, string labels in "
+                    "the table, or a class_names array in the .npz)"
                 )
         if self._remap is None:
             return batch.labels
@@ -139,9 +145,11 @@ class LabelPlan:
         """The names of a dataset ingested before maps were recorded (empty when it has no other source)."""
         if not self.others:
             return ()
-        if all(ingest.format == "imagefolder" for ingest in self.others.values()):
+        # The image folders' names; sources of class indices beside them (a table) use their indices.
+        folders = {k: v for k, v in self.others.items() if v.format == "imagefolder"}
+        if folders:
             by_label: dict[int, str] = {}
-            for source, ingest in sorted(self.others.items()):
+            for source, ingest in sorted(folders.items()):
                 table = pq.read_table(self.store.home / ingest.file, columns=["label", "locator"])
                 for label, locator in zip(
                     table.column("label").to_pylist(), table.column("locator").to_pylist(), strict=True

@@ -77,15 +77,8 @@ def by_hand_view(
     session = reviewer_session(request, csrf_token)
     ids, text = selection(sample_id, note)
     results = quarantine_by_hand(ws, run_id, ids, reviewer=session.reviewer, note=text)
-    if wants_html(request):
-        return RedirectResponse(local_path(next_url, f"/runs/{run_id}/samples"), status_code=303)
-    return JSONResponse(
-        {
-            "reviewer": session.reviewer,
-            "results": [{"sample_id": r.sample_id, "status": r.status, "changed": r.entered} for r in results],
-            **counts_of(ws, run_id),
-        }
-    )
+    changed = [(r.sample_id, r.status, r.entered) for r in results]
+    return _answer(request, ws, run_id, session.reviewer, next_url, changed)
 
 
 @router.post("/runs/{run_id}/undo")
@@ -102,12 +95,15 @@ def undo_view(
     session = reviewer_session(request, csrf_token)
     ids, text = selection(sample_id, note)
     results = undo_decision(ws, run_id, ids, reviewer=session.reviewer, note=text)
+    changed = [(r.sample_id, r.status, r.changed) for r in results]
+    return _answer(request, ws, run_id, session.reviewer, next_url, changed)
+
+
+def _answer(
+    request: Request, ws: Workspace, run_id: str, reviewer: str, next_url: str, results: list[tuple[str, str, bool]]
+) -> Response:
+    """A by-hand send's or an undo's answer: back to the page for a form, else JSON with the new counts."""
     if wants_html(request):
         return RedirectResponse(local_path(next_url, f"/runs/{run_id}/samples"), status_code=303)
-    return JSONResponse(
-        {
-            "reviewer": session.reviewer,
-            "results": [{"sample_id": r.sample_id, "status": r.status, "changed": r.changed} for r in results],
-            **counts_of(ws, run_id),
-        }
-    )
+    rows = [{"sample_id": sid, "status": status, "changed": changed} for sid, status, changed in results]
+    return JSONResponse({"reviewer": reviewer, "results": rows, **counts_of(ws, run_id)})

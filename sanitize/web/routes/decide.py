@@ -9,10 +9,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from sanitize.review import ACTIONS, decide
-from sanitize.web.data import check_sample_id
 from sanitize.web.guards import reviewer_session
 from sanitize.web.queries import whole_number
-from sanitize.web.routes.browse import counts_of
+from sanitize.web.routes.browse import counts_of, selection
 from sanitize.web.views import WorkspaceDep, local_path, wants_html
 
 router = APIRouter()
@@ -36,15 +35,7 @@ def decide_view(
     session = reviewer_session(request, csrf_token)
     if action not in ACTIONS:
         raise ValueError(f"unknown decision {action!r}; choose one of {', '.join(ACTIONS)}")
-    ids = list(dict.fromkeys(sample_id or []))
-    if not ids:
-        raise ValueError("choose at least one sample to decide on")
-    if len(ids) > MAX_SELECTION:
-        raise ValueError(f"at most {MAX_SELECTION} samples per decision, not {len(ids)}")
-    for sid in ids:
-        check_sample_id(sid)
-    if len(note) > MAX_NOTE:
-        raise ValueError(f"the note is {len(note)} characters; keep it under {MAX_NOTE}")
+    ids, _ = selection(sample_id, note)  # the note goes on as given
     label = whole_number(new_label, "new_label", 0) if action == "relabel" else None
     if action == "relabel" and label is None:
         raise ValueError("relabel needs the class to relabel to")

@@ -319,12 +319,22 @@ def test_the_torch_knn_search_finds_the_same_neighbours_as_faiss() -> None:
 
 
 def _pixel_classes(
-    rng: np.random.Generator, per_class: int = 400, d: int = 40, lookalikes: bool = True
+    rng: np.random.Generator, per_class: int = 400, d: int = 40, lookalikes: bool | list[int] = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ten well-separated blobs of "images", with a few natural look-alikes in every class."""
+    """Ten well-separated blobs of "images", with a few natural look-alikes in every class (1 % of
+    each, or as many as ``lookalikes`` lists per class)."""
     centres = rng.normal(scale=6.0, size=(10, d))
     x = np.concatenate([c + rng.normal(size=(per_class, d)) for c in centres])
     y = np.repeat(np.arange(10), per_class)
+    if isinstance(lookalikes, list):
+        # Near copies of images of the other classes (the last half of each), each image its own.
+        others = rng.permutation(np.flatnonzero(np.arange(len(y)) % per_class >= per_class // 2))
+        taken = 0
+        for c, count in enumerate(lookalikes):
+            source = [i for i in others[taken:] if y[i] != c][:count]
+            taken += len(source) + 20
+            x[np.flatnonzero(y == c)[:count]] = x[source] + rng.normal(scale=0.05, size=(count, d))
+        return x.astype(np.float32), y
     # 1 % of each class sits among another class's images: clean data's own look-alikes.
     for c in range(10 if lookalikes else 0):
         idx = np.flatnonzero(y == c)[: per_class // 100]
@@ -348,7 +358,25 @@ def test_input_neighbours_finds_relabelled_images_of_other_classes() -> None:
     assert result.flags.sum() <= 1.5 * len(victims)
     # 40 values per sample are no square image: no trigger to learn, the disagreement rule flags.
     assert detector.trigger_prob_ == {} and result.thresholds[0] == detector.flag_disagreement
-    assert "poisoned" in result.notes[0] and "the median class" in result.notes[0]
+    assert "poisoned" in result.notes[0] and "expected from the other classes" in result.notes[0]
+    assert detector.p_value_[0] <= 0.05 < min(detector.p_value_[c] for c in range(1, 10))
+
+
+def test_input_neighbours_judges_a_class_against_how_much_the_others_differ() -> None:
+    # Clean classes that differ in how many look-alikes they hold, as the held-out emoji's do
+    # (7, 0, 33, 6, 2, 8, 14, 8, 4 of 223): class 2 holds over 4x the median (44 isolated images
+    # against 10), which the ratio rule this replaced (4x) called a poisoning. Against the other
+    # classes' spread it is not one.
+    counts = [12, 1, 120, 11, 4, 14, 25, 14, 7, 9]
+    x, y = _pixel_classes(np.random.default_rng(4), lookalikes=counts)
+
+    detector = InputNeighbours(n_components=None)
+    result = detector.detect(x, y)
+
+    assert detector.isolated_share_[2] >= 4 * detector.median_share_
+    assert not any(detector.poisoned_.values()) and not result.flags.any()
+    assert 0.05 < detector.p_value_[2] < 1.0
+    assert "p 0." in result.notes[2] and result.notes[2].startswith("clean")
 
 
 def test_input_neighbours_passes_clean_classes_with_their_own_look_alikes() -> None:
@@ -362,8 +390,8 @@ def test_input_neighbours_passes_clean_classes_with_their_own_look_alikes() -> N
 
 
 def test_input_neighbours_needs_a_real_excess_not_a_ratio_over_nothing() -> None:
-    # Only class 5 has isolated images, three of them: the median share is 0, so any share is
-    # "infinitely" above it, but three odd images are not a poisoning (min_excess).
+    # Only class 5 has isolated images, three of them: the other classes hold none, so their spread
+    # is 0 and the count alone is unlikely, but three odd images are not a poisoning (min_excess).
     rng = np.random.default_rng(2)
     x, y = _pixel_classes(rng, per_class=200, lookalikes=False)
     lone = np.flatnonzero(y == 5)[:3]
@@ -374,7 +402,7 @@ def test_input_neighbours_needs_a_real_excess_not_a_ratio_over_nothing() -> None
 
     assert detector.median_share_ == 0.0 and 0 < detector.isolated_share_[5] <= 3 / 200
     assert not detector.poisoned_[5] and not result.flags.any()
-    assert "above the median class" in result.notes[5]
+    assert "expected from the other classes" in result.notes[5] and result.notes[5].startswith("clean")
 
 
 def _stamped_images(rng: np.random.Generator, side: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

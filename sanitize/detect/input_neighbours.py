@@ -357,7 +357,8 @@ class InputNeighbours(Detector):
         share, expected, p = self.isolated_share_[label], self.expected_[label], self.p_value_[label]
         stats = f"{share:.1%} of its images have no input neighbour with its label"
         stats += (
-            f", {expected:.1f} expected from the other classes, p {p:.2g} over the classes (at most {self.false_alarm:g})"
+            f", {expected:.1f} expected from the other classes, p {p:.2g} over the classes "
+            f"(at most {self.false_alarm:g})"
             if np.isfinite(expected)
             else ", too few other classes to compare with"
         )

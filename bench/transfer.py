@@ -247,6 +247,7 @@ def rescore_cells(cells: list[dict[str, Any]], code: str) -> None:
             {
                 **{k: cell[k] for k in ("dataset", "attack", "rate", "seed", "draw", "looked_at", "run_id")},
                 "n_poison": r.get("n_poison", 0),
+                "described": cell.get("draw_params", {}).get("described", ""),
                 "quarantined_as_run": r["quarantined"],
                 "recall_as_run": r.get("recall"),
                 "quarantined": now["quarantined_now"],
@@ -265,7 +266,10 @@ def rescore_cells(cells: list[dict[str, Any]], code: str) -> None:
             }
         )
         print(f"{cell['dataset']} {cell['attack']} {cell['rate']}: {now['quarantined_now']}", flush=True)
-    write_json(RESCORED, rows)
+    # Rows of cells not scored this time (other datasets) stay as they were.
+    scored = {cell_key(x) for x in rows}
+    kept = [x for x in read_json(RESCORED, []) if cell_key(x) not in scored]
+    write_json(RESCORED, kept + rows)
     print(
         "| dataset | attack | rate | seed / draw | looked at | poisons | quarantined (as run -> now) | recall now | "
         "ASR before -> after as run (floor) | run s |"
@@ -312,6 +316,50 @@ def print_table(cells: list[dict[str, Any]]) -> None:
         )
 
 
+#: A drawn attack "took" when the poisoned model's ASR reached this: it implanted a backdoor that fires
+#: on at least half the triggered test images. Below, its poisons are mislabelled images more than a
+#: backdoor, and the suite reports them apart.
+EFFECTIVE_ASR = 0.5
+
+
+def draws_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: the distribution of recall and quarantine size over the randomised draws (the rows of
+    ``--rescore``, today's detectors on each draw's run), all of them and those whose attack took
+    (:data:`EFFECTIVE_ASR`), looked-at and reported-only apart, and one line per draw."""
+    draws = sorted((x for x in rows if x.get("draw") is not None), key=lambda x: x["draw"])
+    out = [
+        "| draws | n | recall median | recall 10th pct | recall >= 0.95 | quarantine / poisons median |",
+        "|---|---|---|---|---|---|",
+    ]
+    for looked in (False, True):
+        for took in (None, True):
+            group = [x for x in draws if x["looked_at"] == looked]
+            if took:
+                group = [x for x in group if (x.get("asr_before") or 0) >= EFFECTIVE_ASR]
+            if not group:
+                continue
+            rec = np.array([x["recall"] or 0.0 for x in group])
+            ratio = np.array([x["quarantined"] / x["n_poison"] for x in group])
+            who = ("looked at" if looked else "reported only") + (
+                f", ASR before >= {EFFECTIVE_ASR:.0%}" if took else ""
+            )
+            out.append(
+                f"| {who} | {len(group)} | {np.median(rec):.3f} | {np.percentile(rec, 10):.3f} | "
+                f"{int((rec >= 0.95).sum())} | {np.median(ratio):.2f} |"
+            )
+    out += [
+        "",
+        "| draw | dataset | attack drawn | rate | poisons | ASR before | quarantined | recall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for x in draws:
+        out.append(
+            f"| {x['draw']} | {x['dataset']} | {x.get('described', '')} | {x['rate']:.2%} | {x['n_poison']} | "
+            f"{_f(x.get('asr_before'), 3)} | {x['quarantined']} | {_f(x.get('recall'), 3)} |"
+        )
+    return out
+
+
 def parse_range(specs: list[str]) -> list[int]:
     out: list[int] = []
     for s in specs:
@@ -325,6 +373,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="*", help="suite datasets (default: every one that is built)")
     parser.add_argument("--cells", choices=["fixed", "draws", "all"], default="all")
     parser.add_argument("--attacks", nargs="*", help="fixed cells: only these attacks (and none)")
+    parser.add_argument(
+        "--draws-summary", action="store_true", help="print the draws' distribution (of --rescore's rows)"
+    )
     parser.add_argument("--seeds", nargs="*", type=int, default=[0], help="fixed cells' seeds (0 looked at)")
     parser.add_argument("--draws", nargs="*", default=["0-39"], help="draw seeds, e.g. 0-39")
     parser.add_argument("--small", action="store_true", help="only the small datasets (about 1,500-2,000 images)")
@@ -344,8 +395,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.art_only:
         add_art(cells)
         return
+    if args.draws_summary:
+        print("\n".join(draws_summary(read_json(RESCORED, []))))
+        return
     if args.rescore:
-        rescore_cells(cells, code=commit())
+        rescore_cells([c for c in cells if not args.datasets or c["dataset"] in args.datasets], code=commit())
         return
     names = args.datasets or [
         n for n, s in DATASETS.items() if (s.path is None or s.path.exists()) and (s.small or not args.small)

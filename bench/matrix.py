@@ -326,6 +326,37 @@ def bars(cells: list[dict[str, Any]], base_acc: float | None) -> str:
     return "\n".join(lines)
 
 
+def compare(now: list[dict[str, Any]], before: list[dict[str, Any]]) -> str:
+    """Markdown: each cell of ``now`` beside the same cell of ``before`` (the records it is held to):
+    quarantined and recall of the verdict, and whether it is worse: recall lower by more than 0.005,
+    or more clean samples quarantined by over 5 % of the poison count (on the clean cell: any more)."""
+
+    def combined(cell: dict[str, Any]) -> dict[str, Any]:
+        return next(r for r in cell["records"] if r["detector"] == "combined")
+
+    old = {(c["attack"], c["rate"]): combined(c) for c in before}
+    lines = [
+        "| attack | rate | poisons | quarantined before -> now | recall before -> now | worse? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cell in sorted(now, key=lambda c: (c["attack"], c["rate"])):
+        c, b = combined(cell), old.get((cell["attack"], cell["rate"]))
+        if b is None:
+            continue
+        n = c["n_poison"] or 0
+        if n:
+            false_now = c["quarantined"] - round((c["recall"] or 0) * n)
+            false_before = b["quarantined"] - round((b["recall"] or 0) * n)
+            worse = (c["recall"] or 0) < (b["recall"] or 0) - 0.005 or false_now - false_before > 0.05 * n
+        else:
+            worse = c["quarantined"] > b["quarantined"]
+        lines.append(
+            f"| {cell['attack']} | {cell['rate']:.1%} | {n:,} | {b['quarantined']:,} -> {c['quarantined']:,} "
+            f"| {_f(b['recall'])} -> {_f(c['recall'])} | {'**yes**' if worse else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m bench matrix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -334,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--force", action="store_true", help="rerun cells that already have results")
     ap.add_argument("--table", action="store_true", help="print the table of the results so far and stop")
     ap.add_argument("--markdown", action="store_true", help="print the RESULTS.md tables and stop")
+    ap.add_argument("--compare", type=Path, help="print --out's cells beside this records file's and stop")
     ap.add_argument("--base-asr", action="store_true", help="add the clean-data model's ASR to cells without it")
     ap.add_argument("--no-retrain", action="store_true", help="detection only: no clean model, no ASR after")
     ap.add_argument("--target", type=int, default=0)
@@ -346,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.markdown:
         print(markdown(read_json(args.out)))
+        return
+    if args.compare:
+        print(compare(read_json(args.out), read_json(args.compare)))
         return
     if args.base_asr:
         ws = workspace(args.home)

@@ -15,7 +15,7 @@ poisoned when it holds more *isolated* images (none of their ``k`` nearest image
 label) than the other classes let one expect: the other classes' log shares of isolated images are
 the null (a normal, so the tested class's log share follows their predictive Student t, and its
 count a Poisson at that share; :func:`sanitize.detect._evidence.count_beyond_other_classes`), and the
-class's p-value, times the number of classes, must be at most ``false_alarm``. It must also hold at
+class's p-value, times the number of classes, must be at most ``false_alarm`` (20 %). It must also hold at
 least ``min_excess`` isolated images more than the other classes' mean share predicts.
 
 In a poisoned class, the disagreement alone cannot draw the border: a poison made from a shirt looks
@@ -38,9 +38,9 @@ there they are not isolated. Both are the other voters' ground.
 The class decision was first a ratio to the median class (4x) set on Fashion-MNIST; on the held-out
 emoji (bench/RESULTS.md, "Input neighbours' decision from the data") a clean class stood at 4.7x and
 was quarantined, and on 10,200 icons a clean class at 4.3x. The test above puts those at p 0.60 and
-0.56 (times the classes), and Fashion-MNIST's WaNet, BadNets and random-patch 1 % target classes at
-0.014-0.023. Learning the trigger, WaNet 1 % is flagged with recall 0.970 at 1.24x the poison count,
-and on two more draws of the poisons 0.978 at 1.35x and 0.987 at 1.44x.
+0.56 (times the classes), and Fashion-MNIST's poisoned target classes at 0.014-0.17. Learning the
+trigger, WaNet 1 % is flagged with recall 0.970 at 1.24x the poison count, and on two more draws of
+the poisons 0.978 at 1.35x and 0.987 at 1.44x.
 """
 
 from __future__ import annotations
@@ -104,12 +104,15 @@ class InputNeighbours(Detector):
         count by at most 0.06x on WaNet 1 % (bench/RESULTS.md, "Tried beside it").
     fit_sample : int, default 10000
         Rows the principal components are fit on (2a2f900, not tuned).
-    false_alarm : float, default 0.05
-        The share of clean datasets in which some class is judged poisoned, under the test's null (the
-        classes' log shares of isolated images normal): each class's p-value times the number of
-        classes is held to it. 5 %, not the 1 % of the other voters: this voter only decides where they
-        judged no class poisoned, and at 1 % Fashion-MNIST's WaNet 1 % target class (p 0.023, the
-        class it is there for) would pass as clean; the clean classes measured sit at p 0.5 or more.
+    false_alarm : float, default 0.2
+        The share of clean datasets in which some class would be judged poisoned, were the classes'
+        log shares of isolated images normal: each class's p-value times the number of classes is
+        held to it. A high rate for a voter, and so stated: it decides only where no other voter
+        judged a class poisoned, and the poisoned classes it is there for sit at p 0.014-0.17 on
+        Fashion-MNIST (WaNet 1 % 0.024, WaNet 0.5 % 0.073, Adaptive-Blend 5 % 0.17), beside a log-share
+        spread of 0.6 among its classes that no test at 5 % could pass them over. The clean classes
+        measured sit at p 0.5 or more (emoji's 0.57-0.62, icons' 0.50-0.56, Fashion-MNIST's 0.96):
+        bench/RESULTS.md, "Input neighbours' decision from the data".
     min_excess : int, default 10
         Fewest isolated images beyond what the other classes' mean share predicts: the fewest poisons
         the red team and the randomised attacks plant. When the other classes hold none, their spread
@@ -160,7 +163,7 @@ class InputNeighbours(Detector):
         k: int = 30,
         n_components: int | None = 32,
         fit_sample: int = 10_000,
-        false_alarm: float = 0.05,
+        false_alarm: float = 0.2,
         min_excess: int = 10,
         flag_disagreement: float = 0.83,
         learn_trigger: bool = True,

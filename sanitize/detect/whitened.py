@@ -28,7 +28,7 @@ from sanitize.detect._stats import (
     mad_sd,
     others_covariance,
     robust_sd,
-    valley_ratio,
+    valley,
     whitener,
 )
 from sanitize.detect.base import (
@@ -145,9 +145,9 @@ class WhitenedClustering(Detector):
         read as a valley of 0.085 and passed (a clean class of "9"s judged poisoned, 4dcff4c); such a
         class must show the spread instead.
     flag_z : float, default 2.5
-        Threshold on the score inside a poisoned class; low, to favour recall (set with the first
-        version, ba5c40b): on Fashion-MNIST BadNets 1/5/10 % it flagged every poison at 1.00-1.08x
-        their count (bench/RESULTS.md, issue 2).
+        Threshold on the score inside a poisoned class, or the valley's emptiest point where an empty
+        valley parts the clusters and lies higher: low, to favour recall (ba5c40b; Fashion-MNIST
+        BadNets 1/5/10 %: every poison at 1.00-1.08x their count). Blend 1 % at 2.5: 105 clean flagged.
     max_rounds : int, default 3
         Most rounds of :meth:`detect`: after each, the flagged samples are set aside and the rest is
         whitened, split and tested again, until a round flags nothing. A trigger whose poisons the
@@ -234,6 +234,7 @@ class WhitenedClustering(Detector):
         self.suspect_share_: dict[int, float] = {}
         self.spread_ratio_: dict[int, float] = {}
         self.valley_: dict[int, float] = {}
+        self.cut_: dict[int, float] = {}
         splits: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for c in classes:
             c = int(c)
@@ -266,7 +267,10 @@ class WhitenedClustering(Detector):
             self.suspect_share_[c] = float(len(p_suspect) / len(p))
             spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
             self.spread_ratio_[c] = spread_in / spread_out if spread_out > 0 else float("inf")
-            self.valley_[c] = self._valley(p_clean - centre, p_suspect - centre)
+            self.valley_[c], at = self._valley_at(p_clean - centre, p_suspect - centre)
+            # Where an empty valley parts the clusters, the border is in it (never below flag_z).
+            gap = self.valley_[c] <= self.max_valley and np.isfinite(at)
+            self.cut_[c] = max(self.flag_z, at / self.clean_scale_[c]) if gap else self.flag_z
         seps = np.array([self.separation_[int(c)] for c in classes])
         med = float(np.median(seps))
         mad = mad_sd(seps, med) or TINY
@@ -304,11 +308,11 @@ class WhitenedClustering(Detector):
                 _, beyond = beyond_other_classes(falls[c], [f for o, f in falls.items() if o != c], self.false_alarm)
                 self.poisoned_[c] = self.dynamics_test_[c][1] <= alpha and beyond
 
-    def _valley(self, clean: np.ndarray, suspect: np.ndarray) -> float:
-        """:func:`valley_ratio`, or 1.0 (no evidence) for a class of fewer than ``min_valley_samples``."""
+    def _valley_at(self, clean: np.ndarray, suspect: np.ndarray) -> tuple[float, float]:
+        """:func:`valley` (ratio, where), or (1.0, nan): no evidence in a class under ``min_valley_samples``."""
         if len(clean) + len(suspect) < self.min_valley_samples:
-            return 1.0
-        return valley_ratio(clean, suspect)
+            return 1.0, float("nan")
+        return valley(clean, suspect)
 
     def _two_populations(self, spread_ratio: float, valley: float) -> bool:
         """The suspect part spreads wider than the rest, or an empty valley parts them.
@@ -356,7 +360,7 @@ class WhitenedClustering(Detector):
                 sep = (float(np.median(p[inside])) - centre) / scale
                 spread_in, spread_out = (float(np.var(zc[m], axis=0).sum()) for m in (inside, ~inside))
                 ratio = spread_in / spread_out if spread_out > 0 else float("inf")
-                two = self._two_populations(ratio, self._valley(p[~inside] - centre, p[inside] - centre))
+                two = self._two_populations(ratio, self._valley_at(p[~inside] - centre, p[inside] - centre)[0])
                 # A candidate that is apart and behaves like a second population beats one that is only apart.
                 key = (two and sep >= self.min_separation, sep)
                 if best is None or key > best_key:
@@ -489,5 +493,7 @@ class WhitenedClustering(Detector):
             drop, p = self.dynamics_test_[label]
             stats += f", the suspect cluster's training loss fell {drop:.2f} (log) against its class (p {p:.2g})"
         if self.poisoned_[label]:
-            return self.flag_z, f"poisoned: {stats}; flags score >= {self.flag_z:g}"
+            cut = self.cut_.get(label, self.flag_z)
+            where = "" if cut == self.flag_z else " (in the valley)"
+            return cut, f"poisoned: {stats}; flags score >= {cut:.3g}{where}"
         return np.inf, f"clean: {stats}"

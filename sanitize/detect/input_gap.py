@@ -30,6 +30,7 @@ import numpy as np
 from scipy.stats import norm
 
 from sanitize.detect._evidence import (
+    MINORITY,
     check_side_inputs,
     loss_crossing,
     relative_log_loss,
@@ -54,10 +55,6 @@ MIN_SIDE = 2
 #: rather than a continuum (clean classes' best splits show 0.6 to 1.2 on the shapes and digits runs;
 #: poisons 0 to 0.22, the red team's BadNets 5 % on 2 and 5 shape classes).
 DIP_VALLEY = 0.5
-#: Largest share of its class a group may be for the training-loss test: a group that is most of its
-#: class is the class (its median is the class's), and against random groups of that size any small
-#: difference is "significant" (72 % of a clean digits class, p 0.0014, in a test of tests/test_versions.py).
-MINORITY = 0.5
 #: Fewest values to split in two at all (a guard, 5613a8c).
 MIN_SPLIT_VALUES = 4
 #: Fewest separations in the null to fit a log-normal to (a median and a MAD need a few; with fewer,

@@ -19,7 +19,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
-from sanitize.detect._evidence import beyond_other_classes, group_fall, loss_crossing, relative_log_loss
+from sanitize.detect._evidence import MINORITY, beyond_other_classes, group_fall, loss_crossing, relative_log_loss
 from sanitize.detect._params import Interval
 from sanitize.detect._stats import (
     EIGENVALUE_FLOOR,
@@ -93,8 +93,8 @@ class WhitenedClustering(Detector):
 
     Where the first and last hold but the clusters look like one population cut in two, the run's
     training dynamics (where it recorded them) can still decide: the class is judged poisoned when
-    the suspect cluster's training loss fell against its class's more than random groups of its
-    size did (:func:`~sanitize.detect._evidence.loss_crossing`, a permutation test at
+    the suspect cluster (at most half its class: ``MINORITY``) fell in training loss against its
+    class more than random groups of its size did (:func:`~sanitize.detect._evidence.loss_crossing`, at
     ``false_alarm``, Bonferroni over the classes so tested). On the real icons (2,004 images, 6
     classes) BadNets 5 %'s suspect cluster had separation 12.5 and robust z 19.9 but a valley of 0.50
     and a spread ratio of 1.18; its loss fell 12.1 (log) against its class's, p = 0.001.
@@ -293,7 +293,7 @@ class WhitenedClustering(Detector):
         self.dynamics_test_: dict[int, tuple[float, float]] = {}
         dynamics: np.ndarray | None = getattr(self, "_round_dynamics", None)
         self._round_dynamics: np.ndarray | None = None
-        tested = [c for c in apart if apart[c] and not two[c] and c in splits]
+        tested = [c for c in apart if apart[c] and not two[c] and c in splits and self.suspect_share_[c] <= MINORITY]
         if dynamics is not None and len(dynamics) == n and tested:
             rng = np.random.default_rng(self.random_state)
             alpha = self.false_alarm / len(tested)

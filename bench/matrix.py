@@ -327,11 +327,14 @@ def bars(cells: list[dict[str, Any]], base_acc: float | None) -> str:
 
 
 def compare(now: list[dict[str, Any]], before: list[dict[str, Any]]) -> str:
-    """Markdown: each cell of ``now`` beside the same cell of ``before`` (the records it is held to):
+    """Markdown: each cell of ``now`` (matrix cells, or ``bench rescore`` rows) beside the same cell of
+    ``before`` (the records it is held to):
     quarantined and recall of the verdict, and whether it is worse: recall lower by more than 0.005,
     or more clean samples quarantined by over 5 % of the poison count (on the clean cell: any more)."""
 
     def combined(cell: dict[str, Any]) -> dict[str, Any]:
+        if "records" not in cell:  # a row of ``python -m bench rescore``: today's detectors on the cell's run
+            return {"quarantined": cell["quarantined_now"], "recall": cell["recall"], "n_poison": cell["n_poison"]}
         return next(r for r in cell["records"] if r["detector"] == "combined")
 
     old = {(c["attack"], c["rate"]): combined(c) for c in before}

@@ -31,6 +31,10 @@ PROBES: dict[str, tuple[str, str]] = {
     "pixel-neighbours": ("bench.probes.pixel_neighbours", "what the pixels say about each sample's label"),
     "spectre-check": ("bench.probes.spectre_check", "SPECTRE's rate-free threshold on finished runs"),
     "colour-model": ("bench.probes.colour_model", "the CPU's colour model: seconds per epoch, accuracy"),
+    "neighbour-classes": (
+        "bench.probes.neighbour_classes",
+        "input neighbours' class test on finished runs, old rule beside",
+    ),
 }
 
 

@@ -332,7 +332,7 @@ def draws_summary(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for looked in (False, True):
-        for took in (None, True):
+        for took in (False, True):
             group = [x for x in draws if x["looked_at"] == looked]
             if took:
                 group = [x for x in group if (x.get("asr_before") or 0) >= EFFECTIVE_ASR]

@@ -18,8 +18,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from bench.records import DATA, RESULTS, poison_mask
 from bench.transfer import home_of
 from sanitize.config import Settings
@@ -84,5 +82,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    np.seterr(divide="ignore")
     main()

@@ -1,11 +1,13 @@
-"""The class-against-the-other-classes count test (:func:`count_beyond_other_classes`): its stated
-false-alarm rate holds on simulated clean datasets, and it finds a class holding far more."""
+"""The class-against-the-other-classes tests (:func:`count_beyond_other_classes`,
+:func:`value_beyond_other_classes`): their stated false-alarm rates hold on simulated clean datasets,
+and they find a class far beyond the others."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from sanitize.detect._evidence import count_beyond_other_classes
+from sanitize.detect._evidence import count_beyond_other_classes, value_beyond_other_classes
 
 
 def _clean_counts(rng: np.random.Generator, classes: int, size: int, spread: float) -> np.ndarray:
@@ -50,3 +52,26 @@ def test_when_the_others_hold_none_the_count_alone_decides() -> None:
     low = count_beyond_other_classes(np.array([1.0, 0, 0, 0]), sizes, 0)[0]
     high = count_beyond_other_classes(np.array([30.0, 0, 0, 0]), sizes, 0)[0]
     assert low > 0.1 and high < 1e-10
+
+
+def test_a_value_beyond_the_others_holds_its_rate_on_clean_classes() -> None:
+    # Separations of clean classes: log-normal, so the largest of K is judged at the stated rate.
+    rng = np.random.default_rng(2)
+    for classes in (3, 5, 10, 50):
+        alarms = 0
+        for _ in range(400):
+            seps = np.exp(np.log(3.0) + 0.2 * rng.normal(size=classes))
+            alarms += min(value_beyond_other_classes(seps, c) for c in range(classes)) * classes <= 0.05
+        # 5 % stated (Bonferroni: at most); 400 draws put the share within about 2 points of it.
+        assert alarms / 400 <= 0.075, (classes, alarms / 400)
+
+
+def test_a_value_far_beyond_the_others_is_found_and_a_near_one_is_not() -> None:
+    # Fashion-MNIST SIG 0.5 %: the bags' 6.2 among 2.3-5.2; icons BadNets 5 %: 12.5 among 2.5-3.5.
+    bags = np.array([2.3, 2.5, 2.5, 2.6, 3.0, 3.0, 3.0, 4.7, 5.2, 6.2])
+    assert value_beyond_other_classes(bags, 9) * 10 == pytest.approx(0.244, abs=0.005)
+    icons = np.array([12.5, 2.5, 2.9, 3.0, 3.0, 3.5])
+    assert value_beyond_other_classes(icons, 0) * 6 < 0.002
+    assert value_beyond_other_classes(np.array([5.0, 1.0, 0.0]), 0) == 1.0, "one other class with a split: no null"
+    assert value_beyond_other_classes(np.array([5.0, 2.0, 2.0]), 0) == 0.0, "others agree exactly: beyond"
+    assert value_beyond_other_classes(np.array([0.0, 2.0, 3.0]), 0) == 1.0, "no split in the class"

@@ -124,6 +124,25 @@ def test_whitened_clustering_decides_one_population_cut_in_two_on_the_losses():
     assert det.dynamics_test_[0][1] <= 0.01 and "training loss fell" in r.notes[0]
     hard = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c, kind="hard") for c in range(6)])
     assert not make_detector("whitened_clustering").detect(x, labels, dynamics=hard).flags.any()
+    assert det.apart_p_[0] < 0.001 and "separation beyond the other classes' p" in r.notes[0]
+
+
+def test_whitened_clustering_asks_the_dynamics_only_of_a_class_apart_from_the_others():
+    """The same class and losses, but another class split almost as far: the class is not
+    beyond them (Fashion-MNIST's bags on SIG 0.5 %), and its falling cluster is left to other voters."""
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
+    labels = np.repeat(np.arange(6), 400)
+    x[np.arange(60), 0] += 9.0
+    x[np.arange(60, 100), 0] += rng.uniform(2, 7, size=40)
+    for c in (1,):  # a natural group, bridged to its class, split nearly as far
+        x[400 * c + np.arange(60), 1] += 7.0
+        x[400 * c + np.arange(60, 100), 1] += rng.uniform(2, 6, size=40)  # separation 5.8 against 8.2
+    d = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c) for c in range(6)])
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d)
+    assert det.dynamics_test_[0][1] <= 0.01, "the losses alone would judge it"
+    assert det.apart_p_[0] > 0.05 and not r.flags.any()
 
 
 def test_a_fall_must_be_beyond_every_other_classes_group():

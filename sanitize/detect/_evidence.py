@@ -118,6 +118,30 @@ def beyond_other_classes(fall: float, others: list[float], alpha: float) -> tupl
     return bar, fall > bar
 
 
+def clusters_by_dynamics(
+    losses: np.ndarray,
+    labels: np.ndarray,
+    members: dict[int, np.ndarray],
+    tested: list[int],
+    rng: np.random.Generator,
+    false_alarm: float,
+) -> dict[int, tuple[float, float, bool]]:
+    """Each ``tested`` class's suspect cluster (``members[c]``, a boolean mask over the class) judged
+    by the training losses (n, E): (its fall, the permutation p-value of :func:`loss_crossing` at
+    ``false_alarm`` over the classes tested, and whether the fall is beyond every class's suspect
+    cluster's, :func:`beyond_other_classes`: the natural sub-population of Fashion-MNIST's bags fell
+    1.6 against random groups, p 0.005, but the shirts' fell 1.9 too)."""
+    alpha = false_alarm / max(len(tested), 1)
+    rels = {c: relative_log_loss(losses[labels == c]) for c in members}
+    falls = {c: group_fall(rels[c], np.flatnonzero(members[c])) for c in members}
+    out: dict[int, tuple[float, float, bool]] = {}
+    for c in tested:
+        drop, p = loss_crossing(rels[c], np.flatnonzero(members[c]), rng, alpha)
+        _, beyond = beyond_other_classes(falls[c], [f for o, f in falls.items() if o != c], false_alarm)
+        out[c] = (drop, p, beyond)
+    return out
+
+
 #: Points of the predictive distribution over which :func:`count_beyond_other_classes` averages: its
 #: p-values are resolved to 2e-4, a fifth of the 1e-3 that a 5 % rate over 50 classes asks for.
 PREDICTIVE_POINTS = 5_000
@@ -127,6 +151,31 @@ PREDICTIVE_POINTS = 5_000
 def _t_points(df: int) -> np.ndarray:
     """:data:`PREDICTIVE_POINTS` evenly spaced quantiles of Student's t with ``df`` degrees of freedom."""
     return np.asarray(student_t.ppf((np.arange(PREDICTIVE_POINTS) + 0.5) / PREDICTIVE_POINTS, df))
+
+
+def _predictive(others: np.ndarray) -> tuple[float, float, int]:
+    """The predictive Student t of one more draw from the normal sample ``others``: (centre, scale,
+    degrees of freedom) = (mean, ``sd * sqrt(1 + 1/m)``, ``m - 1``) for ``m`` values: exact under the
+    normal, and wide when there are few values to learn the spread from."""
+    m = len(others)
+    return float(others.mean()), float(others.std(ddof=1)) * float(np.sqrt(1.0 + 1.0 / m)), m - 1
+
+
+def value_beyond_other_classes(values: np.ndarray, label: int) -> float:
+    """The p-value of class ``label``'s positive ``values[label]`` (a separation, a spread) being so
+    high, were it one more draw of the other classes' natural logs, taken as a normal sample (the
+    predictive t of :func:`_predictive`). Other classes' values that are not positive (no split) are
+    left out; with fewer than two left there is no spread to learn, and p is 1. A caller holds p to its
+    rate over the classes (Bonferroni)."""
+    values = np.asarray(values, dtype=np.float64)
+    others = np.delete(values, label)
+    others = np.log(others[others > 0])
+    if len(others) < 2 or values[label] <= 0:
+        return 1.0
+    centre, scale, df = _predictive(others)
+    if scale <= 0:
+        return 0.0 if np.log(values[label]) > centre else 1.0
+    return float(student_t.sf((np.log(values[label]) - centre) / scale, df))
 
 
 def count_beyond_other_classes(counts: np.ndarray, sizes: np.ndarray, label: int) -> tuple[float, float, float]:
@@ -149,8 +198,8 @@ def count_beyond_other_classes(counts: np.ndarray, sizes: np.ndarray, label: int
     m = len(others)
     if m < 2:
         return 1.0, float("nan"), float("nan")
-    centre, spread = float(others.mean()), float(others.std(ddof=1))
-    scale = spread * np.sqrt(1.0 + 1.0 / m)
+    centre, scale, _ = _predictive(others)
+    spread = float(others.std(ddof=1))
     # A share is at most 1: the log is capped at 0 (which also keeps a heavy tail of few classes finite).
     shares = np.exp(np.minimum(centre + scale * _t_points(m - 1), 0.0))
     expected = shares * sizes[label]

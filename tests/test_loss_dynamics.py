@@ -142,7 +142,7 @@ def test_whitened_clustering_asks_the_dynamics_only_of_a_class_apart_from_the_ot
     det = make_detector("whitened_clustering")
     r = det.detect(x, labels, dynamics=d)
     assert det.dynamics_test_[0][1] <= 0.01, "the losses alone would judge it"
-    assert det.apart_p_[0] > 0.05 and not r.flags.any()
+    assert det.apart_p_[0] > 0.1 and not r.flags.any()
 
 
 def test_a_fall_must_be_beyond_every_other_classes_group():

@@ -35,6 +35,7 @@ PROBES: dict[str, tuple[str, str]] = {
         "bench.probes.neighbour_classes",
         "input neighbours' class test on finished runs, old rule beside",
     ),
+    "old-code": ("bench.probes.old_code", "a finished run scored by an older commit's detectors"),
 }
 
 

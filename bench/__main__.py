@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare-runs": ("bench.compare_runs", "two data folders' runs (two releases), compared sample for sample"),
     "robustness": ("bench.robustness", "kill -9 points, bad inputs, and 'sanitize verify' on a large home"),
     "transfer": ("bench.transfer", "the transfer suite: datasets x attacks x rates and randomised attacks, ART beside"),
+    "timing": ("bench.timing", "a whole colour run's wall time, all stages (the 10,200-image icons by default)"),
     "datasets": ("bench.datasets", "build the transfer suite's datasets: icons, emoji, shapes, fmnist-colour"),
 }
 # Probes served one investigation each (bench/RESULTS.md says which); kept runnable.

@@ -1,6 +1,6 @@
 """Benchmark: a whole colour run's wall time, all stages, as a user runs it (issue 15's time bars).
 
-A fresh home, the dataset's train and test folders ingested as README says, then ``sanitize run
+A fresh home, the dataset ingested as the transfer suite ingests it (``bench.transfer.ingest``), then ``sanitize run
 --dataset NAME --poison badnets --rate 0.05 --json``, timed as one process: the reference model,
 features, detectors, quarantine, retraining, evaluation and export. Run it alone: another torch
 process on the 2 cores slows both. The record (``bench/results/timing_<dataset>.json``) holds the
@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 from bench.records import DATA, RESULTS, commit, machine, today, write_json
+from bench.transfer import DATASETS, ingest
+from sanitize.config import Settings
+from sanitize.workspace import Workspace
 
 #: The bars of issue 15, by dataset (seconds).
 BARS = {"icons-32": 360.0, "shapes-5": 120.0}
@@ -37,17 +40,14 @@ def sanitize(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench timing", description=__doc__)
-    ap.add_argument("--dataset", default="icons-32", help="a folder of data/datasets (bench datasets builds it)")
+    ap.add_argument("--dataset", default="icons-32", help="a transfer suite dataset (bench datasets builds it)")
     ap.add_argument("--home", type=Path, default=DATA / "timing")
     args = ap.parse_args(argv)
-    folder = DATA / "datasets" / args.dataset
-    if not (folder / "train").is_dir():
-        sys.exit(f"{folder}/train is not there: build it with `python -m bench datasets`")
+    if args.dataset not in DATASETS:
+        sys.exit(f"unknown dataset {args.dataset!r}; the suite's: {', '.join(DATASETS)}")
     shutil.rmtree(args.home, ignore_errors=True)
-    sanitize(args.home, "ingest", str(folder / "train"), "--dataset", args.dataset, "--source", "supplier")
-    if (folder / "test").is_dir():
-        test = ("--source", "test", "--split", "test")
-        sanitize(args.home, "ingest", str(folder / "test"), "--dataset", args.dataset, *test)
+    # Ingested as the transfer suite ingests it (its suppliers' folders and CSV table, its test split).
+    ingest(Workspace(Settings(home=args.home)), args.dataset, DATASETS[args.dataset])
     start = time.perf_counter()
     out = sanitize(args.home, "run", "--dataset", args.dataset, "--poison", "badnets", "--rate", "0.05", "--json")
     wall = time.perf_counter() - start

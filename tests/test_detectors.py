@@ -1192,3 +1192,26 @@ def test_combine_ranks_by_the_voters_that_judged_the_class_poisoned() -> None:
     # Class 0 (judged by b) ranks above class 1 (judged by none): lifted by 5 - 2 + 1.
     np.testing.assert_array_equal(verdict.suspicion_score, [84.0, 6.0, 5.0, 4.0])
     assert verdict.quarantine.tolist() == [True, False, False, False]
+
+
+def test_whitened_takes_no_part_too_large_to_be_poisons_for_the_suspect(monkeypatch) -> None:
+    """TaCT: the poisons are one source class's images, so they sit by it, and the class's clean part
+    lies farther from the other classes than they do. The clean part (300 of 1,575, over 1.5x 10 %)
+    cannot be a poisoning; the 75 poisons are the suspect."""
+    import sanitize.detect.whitened as whitened
+
+    rng = np.random.default_rng(0)
+    means = np.zeros((5, 16))
+    means[np.arange(5), np.arange(5)] = 6.0
+    means[0, 0] = 20.0  # the target class lies far from every other class
+    x = np.vstack([rng.normal(0, 1, (300, 16)) + means[c] for c in range(5)])
+    poisons = rng.normal(0, 1, (75, 16)) + means[1]
+    poisons[:, 10] += 5.0  # class 1's images, moved a little by the trigger
+    x = np.vstack([x, poisons])
+    labels = np.concatenate([np.repeat(np.arange(5), 300), np.zeros(75, dtype=int)])
+    r = make_detector("whitened_clustering").detect(x, labels)
+    assert r.flags[-75:].all() and not r.flags[:-75].any()
+    # Without the bound, the side read from the other classes' means is the clean part.
+    monkeypatch.setattr(whitened, "MAX_POISON_RATE", 1.0)
+    r = make_detector("whitened_clustering").detect(x, labels)
+    assert not r.flags[-75:].any() and r.flags[:300].sum() == 300

@@ -41,6 +41,32 @@ def flag_budget(contamination: float, n_samples: int) -> int:
     return math.ceil(round(BUDGET_FACTOR * contamination * n_samples, 9))
 
 
+#: The largest poison share the tool is built for (poisonings of 0.1 % to 10 % of a dataset): a group
+#: of more than ``flag_budget(MAX_POISON_RATE, n)`` samples of ``n`` is not a poisoning it looks for.
+MAX_POISON_RATE = 0.1
+
+
+def cap_flags(
+    flags: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    thresholds: dict[int, float],
+    notes: dict[int, str],
+    contamination: float,
+) -> None:
+    """Keep (in place) only the ``flag_budget(contamination, n)`` highest-scoring flags over all
+    classes; a capped class's threshold becomes its lowest kept score, and its note says so."""
+    cap = flag_budget(contamination, len(scores))
+    if flags.sum() <= cap:
+        return
+    keep = np.flatnonzero(flags)[np.argsort(-scores[flags], kind="stable")[:cap]]
+    flags[:] = False
+    flags[keep] = True
+    for c in np.unique(labels[keep]):
+        thresholds[int(c)] = float(scores[keep][labels[keep] == c].min())
+        notes[int(c)] += f"; capped at {cap} flags ({BUDGET_FACTOR:g} x contamination {contamination:g})"
+
+
 @dataclass(frozen=True)
 class DetectorResult:
     """What a detector concluded about every sample.

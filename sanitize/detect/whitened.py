@@ -32,9 +32,10 @@ from sanitize.detect._stats import (
     whitener,
 )
 from sanitize.detect.base import (
-    BUDGET_FACTOR,
+    MAX_POISON_RATE,
     Detector,
     DetectorResult,
+    cap_flags,
     check_features,
     class_indices,
     flag_budget,
@@ -225,6 +226,7 @@ class WhitenedClustering(Detector):
                 features.shape[0] - 1,
             ),
         )
+        self.n_samples_ = len(labels)
         self.pca_ = PCA(n_components=k, random_state=self.random_state).fit(features)
         z = self.pca_.transform(features)
         means, scatters, total = class_scatters(z, labels, [int(c) for c in classes])
@@ -336,14 +338,17 @@ class WhitenedClustering(Detector):
         Every cluster of k-means with k = 2 .. ``max_clusters`` is a candidate against the rest of
         the class, if it lies farther than the rest from where the other classes' means sit along
         the line joining the two (a trigger moves its samples where no clean sample of any class
-        goes; the clean part stays where clean samples are, even when poisons are most of the
-        class). A candidate that passes the separation and two-population tests beats one that does
-        not; then the larger separation wins. k = 2 alone misses a small poison group in a class that
-        is two groups (Blend 1 %: 2-means splits the class's two halves, 3-means isolates the poisons).
+        goes; the clean part stays where clean samples are, even when poisons are most of the class),
+        unless the rest is too large to be poisons at ``MAX_POISON_RATE`` (1.5x 10 % of the samples:
+        TaCT's poisons sit by their source class, and the rule took shapes-5's clean target for them);
+        a cluster that large is no candidate. One that passes the separation and two-population tests
+        beats one that does not, then the larger separation wins. k = 2 alone misses a small poison
+        group in a class of two groups (Blend 1 %: 2-means splits the class, 3-means isolates them).
         """
         best: np.ndarray | None = None
         best_key: tuple[bool, float] = (False, -np.inf)
         minimum = max(MIN_SUSPECT_SIZE, int(MIN_SUSPECT_SHARE * len(zc)))
+        largest = flag_budget(MAX_POISON_RATE, self.n_samples_)
         for k in range(2, self.max_clusters + 1):
             assign = KMeans(n_clusters=k, n_init=KMEANS_N_INIT, random_state=self.random_state).fit(zc).labels_
             for j in range(k):
@@ -355,7 +360,11 @@ class WhitenedClustering(Detector):
                 along = [(means[o] - means[c]) @ self.whiteners_[c] @ joining for o in means if o != c]
                 others_at = float(np.median(along)) if along else 0.0
                 at_in, at_out = float(zc[inside].mean(axis=0) @ joining), float(zc[~inside].mean(axis=0) @ joining)
-                if abs(at_in - others_at) < abs(at_out - others_at):
+                # More than a poisoning at MAX_POISON_RATE could be is not the suspect; where the rest
+                # is, it cannot be the poisons either, and the side need not be read from the others.
+                if inside.sum() > largest or (
+                    (~inside).sum() <= largest and abs(at_in - others_at) < abs(at_out - others_at)
+                ):
                     continue
                 p = zc @ joining
                 centre = float(np.median(p[~inside]))
@@ -471,16 +480,7 @@ class WhitenedClustering(Detector):
         highest-scoring flags stay, over all classes, and a capped class's threshold is its lowest kept score."""
         flags, thresholds, notes = super().flag(scores, labels)
         if self.contamination is not None:
-            cap = flag_budget(self.contamination, len(scores))
-            if flags.sum() > cap:
-                keep = np.flatnonzero(flags)[np.argsort(-scores[flags], kind="stable")[:cap]]
-                flags[:] = False
-                flags[keep] = True
-                for c in np.unique(labels[keep]):
-                    thresholds[int(c)] = float(scores[keep][labels[keep] == c].min())
-                    notes[int(c)] += (
-                        f"; capped at {cap} flags ({BUDGET_FACTOR:g} x contamination {self.contamination:g})"
-                    )
+            cap_flags(flags, scores, labels, thresholds, notes, self.contamination)
         return flags, thresholds, notes
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:

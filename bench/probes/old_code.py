@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,7 @@ def score_with(commit: str, feats: np.ndarray, labels: np.ndarray, inputs: np.nd
             out = subprocess.run(
                 [sys.executable, "-c", OLD_SCORER, str(arrays)],
                 cwd=tree,
-                env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                env={**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"},
                 check=True,
                 capture_output=True,
                 text=True,

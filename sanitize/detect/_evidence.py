@@ -127,10 +127,10 @@ def clusters_by_dynamics(
     false_alarm: float,
 ) -> dict[int, tuple[float, float, bool]]:
     """Each ``tested`` class's suspect cluster (``members[c]``, a boolean mask over the class) judged
-    by the training losses (n, E): (its fall, the permutation p-value of :func:`loss_crossing` at
-    ``false_alarm`` over the classes tested, and whether the fall is beyond every class's suspect
-    cluster's, :func:`beyond_other_classes`: the natural sub-population of Fashion-MNIST's bags fell
-    1.6 against random groups, p 0.005, but the shirts' fell 1.9 too)."""
+    by the training losses (n, E): (its fall, the permutation p-value of :func:`loss_crossing`, and
+    whether it passed: p at most ``false_alarm`` over the classes tested, and a fall beyond every class's
+    suspect cluster's, :func:`beyond_other_classes`; the natural sub-population of Fashion-MNIST's bags
+    fell 1.6 against random groups, p 0.005, but the shirts' fell 1.9 too)."""
     alpha = false_alarm / max(len(tested), 1)
     rels = {c: relative_log_loss(losses[labels == c]) for c in members}
     falls = {c: group_fall(rels[c], np.flatnonzero(members[c])) for c in members}
@@ -138,7 +138,7 @@ def clusters_by_dynamics(
     for c in tested:
         drop, p = loss_crossing(rels[c], np.flatnonzero(members[c]), rng, alpha)
         _, beyond = beyond_other_classes(falls[c], [f for o, f in falls.items() if o != c], false_alarm)
-        out[c] = (drop, p, beyond)
+        out[c] = (drop, p, p <= alpha and beyond)
     return out
 
 

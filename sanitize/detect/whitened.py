@@ -226,12 +226,12 @@ class WhitenedClustering(Detector):
                 features.shape[0] - 1,
             ),
         )
-        self.n_samples_ = len(labels)
         self.pca_ = PCA(n_components=k, random_state=self.random_state).fit(features)
         z = self.pca_.transform(features)
         means, scatters, total = class_scatters(z, labels, [int(c) for c in classes])
         counts = {int(c): int(n) for c, n in zip(classes, sizes, strict=True)}
         n = len(labels)
+        largest = flag_budget(MAX_POISON_RATE, n)  # the most samples a poisoning can be
         self.whiteners_: dict[int, np.ndarray] = {}
         self.means_ = means
         self.direction_: dict[int, np.ndarray] = {}
@@ -251,7 +251,7 @@ class WhitenedClustering(Detector):
                 pooled = scatters[c]
             self.whiteners_[c] = whitener(pooled, floor=EIGENVALUE_FLOOR)
             zc = (z[labels == c] - means[c]) @ self.whiteners_[c]
-            suspect = self._suspect(zc, c, means) if len(zc) >= MIN_SPLIT_SAMPLES else None
+            suspect = self._suspect(zc, c, means, largest) if len(zc) >= MIN_SPLIT_SAMPLES else None
             if suspect is None:
                 # Too few samples to split, or no cluster to suspect: score along nothing, never flag.
                 self.direction_[c] = np.zeros(zc.shape[1])
@@ -298,10 +298,8 @@ class WhitenedClustering(Detector):
         # tell them apart (:func:`clusters_by_dynamics`), in a class whose separation stands beyond
         # the other classes' at ``apart_false_alarm`` (the class z alone let Fashion-MNIST's bags by).
         self.dynamics_test_: dict[int, tuple[float, float]] = {}
-        order = [int(c) for c in classes]
         self.apart_p_ = {
-            c: min(1.0, value_beyond_other_classes(np.array([self.separation_[o] for o in order]), i) * len(order))
-            for i, c in enumerate(order)
+            int(c): min(1.0, value_beyond_other_classes(seps, i) * len(seps)) for i, c in enumerate(classes)
         }
         dynamics: np.ndarray | None = getattr(self, "_round_dynamics", None)
         self._round_dynamics: np.ndarray | None = None
@@ -310,10 +308,9 @@ class WhitenedClustering(Detector):
             rng = np.random.default_rng(self.random_state)
             members = {c: inside for c, (_, inside) in splits.items()}
             judged = clusters_by_dynamics(dynamics, labels, members, tested, rng, self.false_alarm)
-            for c, (drop, p, beyond) in judged.items():
+            for c, (drop, p, passed) in judged.items():
                 self.dynamics_test_[c] = (drop, p)
-                self.poisoned_[c] = p <= self.false_alarm / len(tested) and beyond
-                self.poisoned_[c] &= self.apart_p_[c] <= self.apart_false_alarm
+                self.poisoned_[c] = passed and self.apart_p_[c] <= self.apart_false_alarm
 
     def _valley_at(self, clean: np.ndarray, suspect: np.ndarray) -> tuple[float, float]:
         """:func:`valley` (ratio, where), or (1.0, nan): no evidence in a class under ``min_valley_samples``."""
@@ -331,7 +328,7 @@ class WhitenedClustering(Detector):
         """
         return bool(spread_ratio >= self.min_spread_ratio or valley <= self.max_valley)
 
-    def _suspect(self, zc: np.ndarray, c: int, means: dict[int, np.ndarray]) -> np.ndarray | None:
+    def _suspect(self, zc: np.ndarray, c: int, means: dict[int, np.ndarray], largest: int) -> np.ndarray | None:
         """The suspect part (n_c,) bool of whitened class ``c``: the most separated k-means cluster
         (None when no cluster qualifies).
 
@@ -339,7 +336,7 @@ class WhitenedClustering(Detector):
         the class, if it lies farther than the rest from where the other classes' means sit along
         the line joining the two (a trigger moves its samples where no clean sample of any class
         goes; the clean part stays where clean samples are, even when poisons are most of the class),
-        unless the rest is too large to be poisons at ``MAX_POISON_RATE`` (1.5x 10 % of the samples:
+        unless the rest is more than ``largest``, too many for poisons at ``MAX_POISON_RATE`` (1.5x 10 %:
         TaCT's poisons sit by their source class, and the rule took shapes-5's clean target for them);
         a cluster that large is no candidate. One that passes the separation and two-population tests
         beats one that does not, then the larger separation wins. k = 2 alone misses a small poison
@@ -348,7 +345,6 @@ class WhitenedClustering(Detector):
         best: np.ndarray | None = None
         best_key: tuple[bool, float] = (False, -np.inf)
         minimum = max(MIN_SUSPECT_SIZE, int(MIN_SUSPECT_SHARE * len(zc)))
-        largest = flag_budget(MAX_POISON_RATE, self.n_samples_)
         for k in range(2, self.max_clusters + 1):
             assign = KMeans(n_clusters=k, n_init=KMEANS_N_INIT, random_state=self.random_state).fit(zc).labels_
             for j in range(k):

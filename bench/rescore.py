@@ -42,6 +42,7 @@ from sanitize.config import DetectConfig
 from sanitize.detect import detect
 from sanitize.evaluate.metrics import detection_figures
 from sanitize.features import load_features, load_inputs, load_sources
+from sanitize.pipeline import responder
 from sanitize.runs import RunContext
 from sanitize.training import dynamics_path, load_dynamics
 from sanitize.workspace import Workspace
@@ -60,6 +61,7 @@ def rescore(ws: Workspace, run_id: str, cfg: DetectConfig, random_state: int) ->
         random_state=random_state,
         sources=lambda: load_sources(ws.store, ctx.manifest(ws), ids),
         dynamics=lambda: load_dynamics(dynamics_path(run_dir / "model_reference.pt"), ids),
+        response=lambda: responder(ws, ctx, ids),
     )
     recorded = pq.read_table(run_dir / "verdict.parquet")
     if recorded.column("sample_id").to_pylist() != ids:

@@ -227,3 +227,66 @@ def load_sources(store: Store, manifest: Manifest, sample_ids: list[str]) -> np.
     if missing:
         raise InputError(f"{len(missing)} samples of this run are not in version {manifest.version_id}: {missing[:3]}")
     return out
+
+
+#: Largest set of training images a :class:`StoredResponder` keeps in memory (bytes); above it,
+#: each request reads the store again.
+RESPONDER_CACHE_BYTES = 512 * 2**20
+
+
+class StoredResponder:
+    """The reference model's response to the run's training images (a
+    :class:`~sanitize.detect._response.Responder`): images read from the store by row of
+    ``sample_ids``, predictions from ``model`` (its logits' arg max) in batches."""
+
+    def __init__(
+        self, model: nn.Module, store: Store, manifest: Manifest, sample_ids: list[str], *, device: str = "auto"
+    ):
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.store, self.manifest = store, manifest
+        self.where = {sid: i for i, sid in enumerate(sample_ids)}
+        self.n = len(sample_ids)
+        self._all: np.ndarray | None = None
+        size = self.n * manifest.height * manifest.width * manifest.channels
+        self._cache = size <= RESPONDER_CACHE_BYTES
+
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        """The training images at ``rows`` (m, H, W, C) uint8, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._all is not None:
+            return self._all[rows]
+        wanted = np.arange(self.n) if self._cache else rows
+        pos = np.full(self.n, -1, dtype=np.int64)
+        pos[wanted] = np.arange(len(wanted))
+        out: np.ndarray | None = None
+        cols = ["sample_id", "height", "width", "channels", "pixels"]
+        for batch in self.store.iter_samples(self.manifest, split="train", columns=cols, batch_size=4096):
+            at = np.array([self.where.get(s, -1) for s in batch.column("sample_id").to_pylist()], dtype=np.int64)
+            if (at < 0).any():
+                sid = batch.column("sample_id")[int(np.argmax(at < 0))].as_py()
+                raise InputError(f"sample {sid} of version {self.manifest.version_id} has no features in this run")
+            take = pos[at] >= 0
+            if not take.any():
+                continue
+            x = decode_pixels(batch)
+            if out is None:
+                out = np.zeros((len(wanted), *x.shape[1:]), dtype=np.uint8)
+            out[pos[at[take]]] = x[take]
+        if out is None:
+            raise InputError(
+                f"version {self.manifest.version_id} holds none of the {len(rows)} training rows asked for"
+            )
+        if self._cache:
+            self._all = out
+            return out[rows]
+        return out
+
+    def predict(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """The model's predicted class (m,) for (m, H, W, C) uint8 images."""
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                logits = self.model(to_tensor(images[i : i + batch_size]).to(self.device))
+                out.append(logits.argmax(1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

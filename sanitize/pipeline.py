@@ -42,7 +42,7 @@ from sanitize.evaluate.measure import measure_run
 from sanitize.evaluate.redteam import poison_version
 from sanitize.export import export_clean_version
 from sanitize.faults import pause_point
-from sanitize.features import extract_features, load_features, load_inputs, load_sources
+from sanitize.features import StoredResponder, extract_features, load_features, load_inputs, load_sources
 from sanitize.models import load_torchscript
 from sanitize.provenance import source_verdicts
 from sanitize.quarantine import QuarantineSummary, enter_quarantine, pending_count, quarantined_ids
@@ -139,8 +139,18 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
             random_state=ctx.config.seed,
             sources=lambda: load_sources(ws.store, ctx.manifest(ws), ids),
             dynamics=lambda: load_dynamics(dynamics_path(ctx.run_dir / "model_reference.pt"), ids),
+            response=lambda: responder(ws, ctx, ids),
         )
         return write_verdict(ctx.run_dir, ids, labels, verdict, seconds)
+
+
+def responder(ws: Workspace, ctx: RunContext, ids: list[str]) -> StoredResponder:
+    """The run's reference model (the user's TorchScript where given) and its training images, for
+    the detectors that test how the model responds to a group's pattern."""
+    custom = ctx.config.model.torchscript
+    path = Path(custom) if custom is not None else ctx.run_dir / "model_reference.pt"
+    model = load_torchscript(path, feature_layer(ctx))
+    return StoredResponder(model, ws.store, ctx.manifest(ws), ids, device=ctx.config.model.device)
 
 
 def quarantine_stage(ws: Workspace, ctx: RunContext, verdict_path: Path) -> QuarantineSummary:

@@ -156,3 +156,36 @@ def test_a_fall_must_be_beyond_every_other_classes_group():
     assert bar == pytest.approx(1.1 * np.exp(2.3263 * 0.1) - 1, rel=1e-3), "agreeing others: the floor of the spread"
     assert ok
     assert beyond_other_classes(3.0, [], 0.01) == (float("inf"), False)
+
+
+class _Model:
+    """Rows of pixels as 1 x d images; ``obeys`` a bright first three pixels as class 0's trigger, or not."""
+
+    def __init__(self, x, obeys):
+        self.x = np.clip(np.round(x * 255), 0, 255).astype(np.uint8).reshape(len(x), 1, -1, 1)
+        self.obeys = obeys
+
+    def images(self, rows):
+        return self.x[rows]
+
+    def predict(self, images):
+        bright = images[:, 0, :3, 0].astype(float).mean(1) > 0.5 * 255 + 40
+        return np.where(bright & self.obeys, 0, 1)
+
+
+def test_input_gap_asks_a_group_its_losses_passed_for_a_pattern_the_model_obeys():
+    x, labels, sources, truth = planted()
+    sources[truth] = np.random.default_rng(1).choice(["a", "b", "c"], size=truth.sum())
+    order = np.flatnonzero(labels == 0)
+    d = np.ones((len(labels), 12))
+    d[labels == 0] = losses(len(order), group=[int(np.flatnonzero(order == i)[0]) for i in np.flatnonzero(truth)])
+    for c in range(1, 5):
+        d[labels == c] = losses(int((labels == c).sum()), seed=c)
+    det = make_detector("input_gap")
+    r = det.detect(x, labels, groups=sources, dynamics=d, response=_Model(x, obeys=True))
+    assert (r.flags == truth).all() and det.response_test_[0].passed
+    assert "its pattern turns" in r.notes[0]
+    det = make_detector("input_gap")
+    r = det.detect(x, labels, groups=sources, dynamics=d, response=_Model(x, obeys=False))
+    assert not r.flags.any(), "a natural look the model does not obey is not a trigger"
+    assert det.response_test_[0].rate == 0.0 and "clean" in r.notes[0]

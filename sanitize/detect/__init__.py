@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from sanitize.config import DetectConfig
+from sanitize.detect._response import Responder
 from sanitize.detect.base import Detector, DetectorResult, check_features
 from sanitize.detect.clustering import ActivationClustering
 from sanitize.detect.input_gap import InputGap
@@ -79,11 +80,13 @@ def run_detectors(
     knn_k: int = 20,
     sources: Callable[[], np.ndarray] | None = None,
     dynamics: Callable[[], np.ndarray | None] | None = None,
+    response: Callable[[], Responder | None] | None = None,
 ) -> tuple[dict[str, DetectorResult], dict[str, float]]:
     """Run the named detectors on the features (``inputs()``, called once, for input-space ones), and
     hand the side inputs a detector names in its ``side_inputs`` where the run has them: each
     sample's source (``sources()``) and its training loss in every epoch of the reference model
-    (``dynamics()``, None where none was recorded), each loaded once.
+    (``dynamics()``, None where none was recorded), and the reference model's response to the
+    training images (``response()``, a :class:`~sanitize.detect._response.Responder`), each loaded once.
 
     Fallback voters run last and are told which classes the voters judged poisoned (their
     ``known_poisoned``, where they take one): they defer there (:func:`combine`), so they need not
@@ -94,7 +97,7 @@ def run_detectors(
     results: dict[str, DetectorResult] = {}
     seconds: dict[str, float] = {}
     loaded: np.ndarray | None = None
-    side: dict[str, Callable[[], Any] | None] = {"groups": sources, "dynamics": dynamics}
+    side: dict[str, Callable[[], Any] | None] = {"groups": sources, "dynamics": dynamics, "response": response}
     loaded_side: dict[str, Any] = {}
     for name in order:
         start = time.perf_counter()
@@ -138,6 +141,7 @@ def detect(
     random_state: int = 0,
     sources: Callable[[], np.ndarray] | None = None,
     dynamics: Callable[[], np.ndarray | None] | None = None,
+    response: Callable[[], Responder | None] | None = None,
 ) -> tuple[Verdict, dict[str, float]]:
     """A run's detection: ``config``'s detectors (:func:`run_detectors`) and the voters' verdict
     (:func:`combine`), as the pipeline's detect stage and the benchmarks that rescore runs call it.
@@ -154,6 +158,7 @@ def detect(
         knn_k=config.knn_k,
         sources=sources,
         dynamics=dynamics,
+        response=response,
     )
     return combine(results, config.voters, labels, config.fallback_voters), seconds
 
@@ -163,6 +168,7 @@ __all__ = [
     "ActivationClustering",
     "Detector",
     "InputGap",
+    "Responder",
     "InputNeighbours",
     "DetectorResult",
     "KNNLabelDisagreement",

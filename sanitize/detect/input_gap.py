@@ -37,6 +37,7 @@ from sanitize.detect._evidence import (
     source_concentration,
 )
 from sanitize.detect._params import Interval
+from sanitize.detect._response import Responder, ResponseTest, response_test
 from sanitize.detect._stats import (
     EIGENVALUE_FLOOR,
     class_scatters,
@@ -104,6 +105,10 @@ class InputGap(Detector):
       a null of their own, independent of how the pixels look: on the real icons, renders of one
       icon sit far apart in pixel space and set the null bar at 66 to 353, above Blend's and SIG's
       poison groups (13.9, 8.5), which their losses tell apart (p 0.001-0.002).
+      Where the run hands over the reference model (``response``), such a group must also carry a
+      pattern the model obeys (:func:`~sanitize.detect._response.response_test`, Fisher's exact test
+      at ``false_alarm``): natural groups whose loss fell as fast as poisons' do not (emoji's, and
+      Fashion-MNIST's at 96 px, which had quarantined 10 and 27 clean images).
 
     The direction with the largest separation among those that pass wins. A poisoning smaller than
     ``min_group_share`` (3 %) of its class is left to the feature-space voter.
@@ -197,7 +202,7 @@ class InputGap(Detector):
             )
 
     #: Side inputs a run hands over where it has them (see :func:`sanitize.detect.run_detectors`).
-    side_inputs: ClassVar[tuple[str, ...]] = ("groups", "dynamics")
+    side_inputs: ClassVar[tuple[str, ...]] = ("groups", "dynamics", "response")
 
     def fit(
         self,
@@ -205,10 +210,12 @@ class InputGap(Detector):
         labels: np.ndarray,
         groups: np.ndarray | None = None,
         dynamics: np.ndarray | None = None,
+        response: Responder | None = None,
     ) -> Self:
-        """:meth:`Detector.fit`, with each sample's source (``groups``, (n,) str) and its training loss
-        in every epoch of the reference model (``dynamics``, (n, E)), where known."""
-        self._side = check_side_inputs(len(labels), groups, dynamics)
+        """:meth:`Detector.fit`, with each sample's source (``groups``, (n,) str), its training loss
+        in every epoch of the reference model (``dynamics``, (n, E)) and the reference model's response
+        to the training images (``response``, :class:`~sanitize.detect._response.Responder`), where known."""
+        self._side = (*check_side_inputs(len(labels), groups, dynamics), response)
         return super().fit(features, labels)
 
     def detect(
@@ -217,21 +224,24 @@ class InputGap(Detector):
         labels: np.ndarray,
         groups: np.ndarray | None = None,
         dynamics: np.ndarray | None = None,
+        response: Responder | None = None,
     ) -> DetectorResult:
-        """:meth:`Detector.detect`, with the sources and training dynamics where known (see :meth:`fit`)."""
-        side = check_side_inputs(len(labels), groups, dynamics)
+        """:meth:`Detector.detect`, with the side inputs where known (see :meth:`fit`)."""
+        side = (*check_side_inputs(len(labels), groups, dynamics), response)
         # The base class's detect calls fit(features, labels): hand the side inputs over through it.
-        self._pending: tuple[np.ndarray | None, np.ndarray | None] | None = side
+        self._pending: tuple[np.ndarray | None, np.ndarray | None, Responder | None] | None = side
         return super().detect(features, labels)
 
     def _fit(self, features: np.ndarray, labels: np.ndarray) -> None:
         # The side inputs handed to this fit (by fit, or by detect through fit), used once.
         pending = getattr(self, "_pending", None)
-        side = pending if pending is not None else getattr(self, "_side", (None, None))
+        side = pending if pending is not None else getattr(self, "_side", (None, None, None))
         self._pending = None
         self.groups_: np.ndarray | None = side[0]
         self.dynamics_: np.ndarray | None = side[1]
+        responder: Responder | None = side[2]
         self.dynamics_test_: dict[int, tuple[float, float]] = {}
+        self.response_test_: dict[int, ResponseTest] = {}
         rng = np.random.default_rng(self.random_state)
         classes = [int(c) for c in np.unique(labels)]
         x = features.astype(np.float64, copy=False)
@@ -273,10 +283,19 @@ class InputGap(Detector):
             for c in classes
             for sp in splits[c]
         )
+        chosen = {}
         for c in classes:
             own = None if self.groups_ is None else self.groups_[labels == c]
             losses = None if self.dynamics_ is None else relative_log_loss(self.dynamics_[labels == c])
-            best = self._choose(splits[c], self.bar_[c], least[c], own, losses, rng, n_tested)
+            chosen[c] = self._choose(splits[c], self.bar_[c], least[c], own, losses, rng, n_tested)
+        # A group that only its training loss passed must also carry a pattern the model obeys.
+        found = {c: np.flatnonzero(labels == c)[sp.members] for c, sp in chosen.items() if sp is not None}
+        for c, sp in chosen.items():
+            if responder is not None and sp is not None and sp.ok and sp.by == "dynamics":
+                self.response_test_[c] = response_test(responder, labels, found, c, rng, self.false_alarm)
+                chosen[c] = replace(sp, ok=self.response_test_[c].passed)
+        for c in classes:
+            best = chosen[c]
             if best is None:
                 self.axis_[c] = np.zeros(x.shape[1])
                 self.centre_[c], self.scale_[c], self.separation_[c] = 0.0, 1.0, 0.0
@@ -351,14 +370,15 @@ class InputGap(Detector):
             tested = size_ok and dip and sp.share <= MINORITY and sp.separation < self.min_separation
             if tested and losses is not None:
                 sp = replace(sp, dynamics=loss_crossing(losses, sp.members, rng, alpha))
-            ok = (
-                (evidence and gap and sp.separation >= self.min_separation)
-                or (evidence and sp.source[1] <= self.false_alarm)
-                or (tested and sp.dynamics is not None and sp.dynamics[1] <= alpha)
-            )
+            routes = {
+                "separation": evidence and gap and sp.separation >= self.min_separation,
+                "source": evidence and sp.source[1] <= self.false_alarm,
+                "dynamics": tested and sp.dynamics is not None and sp.dynamics[1] <= alpha,
+            }
+            ok = any(routes.values())
             key = (ok, sp.separation if sp.count >= least else -np.inf)
             if best is None or key > best.key:
-                best = replace(sp, key=key, ok=ok)
+                best = replace(sp, key=key, ok=ok, by=next((r for r, v in routes.items() if v), ""))
         return best
 
     def _splits(self, centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None) -> list[_Split]:
@@ -419,6 +439,8 @@ class InputGap(Detector):
         if label in self.dynamics_test_:
             drop, p = self.dynamics_test_[label]
             stats += f", the group's training loss fell {drop:.2f} (log) against its class (permutation p {p:.2g})"
+        if label in self.response_test_:
+            stats += f", {self.response_test_[label].describe()}"
         stats += f", null bar {self.bar_[label]:.3g}"
         if self.poisoned_[label]:
             cut = self.cut_[label]
@@ -443,6 +465,8 @@ class _Split:
     members: np.ndarray
     source: tuple[str, float] = ("", 1.0)
     dynamics: tuple[float, float] | None = None
+    #: The first route that passed it: "separation", "source" or "dynamics" ("" for none).
+    by: str = ""
 
 
 def _two_means_1d(p: np.ndarray) -> float | None:

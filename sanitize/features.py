@@ -196,13 +196,8 @@ def load_inputs(store: Store, manifest: Manifest, sample_ids: list[str], max_dim
     where = {sid: i for i, sid in enumerate(sample_ids)}
     out = np.empty((len(sample_ids), oh * ow * c), dtype=np.float32)
     seen = np.zeros(len(sample_ids), dtype=bool)
-    cols = ["sample_id", "height", "width", "channels", "pixels"]
-    for batch in store.iter_samples(manifest, split="train", columns=cols, batch_size=4096):
-        rows = np.array([where.get(s, -1) for s in batch.column("sample_id").to_pylist()], dtype=np.int64)
-        if (rows < 0).any():
-            sid = batch.column("sample_id")[int(np.argmax(rows < 0))].as_py()
-            raise InputError(f"sample {sid} of version {manifest.version_id} has no features in this run")
-        x = decode_pixels(batch).astype(np.float32) / 255.0
+    for rows, pixels in _train_images(store, manifest, where):
+        x = pixels.astype(np.float32) / 255.0
         if block > 1:
             x = x[:, : oh * block, : ow * block, :].reshape(len(x), oh, block, ow, block, c).mean(axis=(2, 4))
         out[rows] = x.reshape(len(x), -1)
@@ -211,6 +206,18 @@ def load_inputs(store: Store, manifest: Manifest, sample_ids: list[str], max_dim
         missing = sample_ids[int(np.argmin(seen))]
         raise InputError(f"sample {missing} has features but is not in version {manifest.version_id}")
     return out
+
+
+def _train_images(store: Store, manifest: Manifest, where: dict[str, int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The version's training images in batches: (their rows in ``where``, (B, H, W, C) uint8). A
+    sample of the version that ``where`` does not hold is an error."""
+    cols = ["sample_id", "height", "width", "channels", "pixels"]
+    for batch in store.iter_samples(manifest, split="train", columns=cols, batch_size=4096):
+        rows = np.array([where.get(s, -1) for s in batch.column("sample_id").to_pylist()], dtype=np.int64)
+        if (rows < 0).any():
+            sid = batch.column("sample_id")[int(np.argmax(rows < 0))].as_py()
+            raise InputError(f"sample {sid} of version {manifest.version_id} has no features in this run")
+        yield rows, decode_pixels(batch)
 
 
 def load_sources(store: Store, manifest: Manifest, sample_ids: list[str]) -> np.ndarray:
@@ -260,16 +267,10 @@ class StoredResponder:
         pos = np.full(self.n, -1, dtype=np.int64)
         pos[wanted] = np.arange(len(wanted))
         out: np.ndarray | None = None
-        cols = ["sample_id", "height", "width", "channels", "pixels"]
-        for batch in self.store.iter_samples(self.manifest, split="train", columns=cols, batch_size=4096):
-            at = np.array([self.where.get(s, -1) for s in batch.column("sample_id").to_pylist()], dtype=np.int64)
-            if (at < 0).any():
-                sid = batch.column("sample_id")[int(np.argmax(at < 0))].as_py()
-                raise InputError(f"sample {sid} of version {self.manifest.version_id} has no features in this run")
+        for at, x in _train_images(self.store, self.manifest, self.where):
             take = pos[at] >= 0
             if not take.any():
                 continue
-            x = decode_pixels(batch)
             if out is None:
                 out = np.zeros((len(wanted), *x.shape[1:]), dtype=np.uint8)
             out[pos[at[take]]] = x[take]

@@ -53,6 +53,7 @@ from sanitize.training import (
     dynamics_path,
     feature_layer,
     load_dynamics,
+    reference_model_path,
     train_clean,
     train_reference,
 )
@@ -147,9 +148,7 @@ def detect_stage(ws: Workspace, ctx: RunContext, features_path: Path) -> Path:
 def responder(ws: Workspace, ctx: RunContext, ids: list[str]) -> StoredResponder:
     """The run's reference model (the user's TorchScript where given) and its training images, for
     the detectors that test how the model responds to a group's pattern."""
-    custom = ctx.config.model.torchscript
-    path = Path(custom) if custom is not None else ctx.run_dir / "model_reference.pt"
-    model = load_torchscript(path, feature_layer(ctx))
+    model = load_torchscript(reference_model_path(ctx), feature_layer(ctx))
     return StoredResponder(model, ws.store, ctx.manifest(ws), ids, device=ctx.config.model.device)
 
 

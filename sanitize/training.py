@@ -240,13 +240,19 @@ def check_user_model(ws: Workspace, config: RunConfig, manifest: Manifest) -> No
         )
 
 
+def reference_model_path(ctx: RunContext) -> Path:
+    """Where the run's reference model is: the user's TorchScript, else ``model_reference.pt`` in the run."""
+    custom = ctx.config.model.torchscript
+    return Path(custom) if custom is not None else ctx.run_dir / "model_reference.pt"
+
+
 def train_reference(ws: Workspace, ctx: RunContext, *, progress: bool = False) -> Path:
     """The run's reference model: the user's TorchScript (checked to load with its feature layer), a
     copy of the one an earlier run of the same version, model and seed trained, or a new one."""
+    out = reference_model_path(ctx)
     if ctx.config.model.torchscript is not None:
-        load_torchscript(ctx.config.model.torchscript, ctx.config.model.feature_layer or "")
-        return Path(ctx.config.model.torchscript)
-    out = ctx.run_dir / "model_reference.pt"
+        load_torchscript(out, ctx.config.model.feature_layer or "")
+        return out
     manifest = ctx.manifest(ws)
     cached = reference_cache_path(ws, ctx, manifest)
     if cached.is_file() and cached.with_suffix(".json").is_file():

@@ -3,7 +3,7 @@
 import numpy as np
 
 from sanitize.detect import InputGap
-from sanitize.detect._response import response_test
+from sanitize.detect._response import response_tests
 
 
 class _Fake:
@@ -39,16 +39,17 @@ def test_a_trigger_passes_and_a_natural_group_does_not():
     labels, images, groups = _data()
     fake = _Fake(images)
     rng = np.random.default_rng(0)
-    trigger = response_test(fake, labels, groups, 1, rng, 0.01)
+    tests = response_tests(fake, labels, groups, [1, 0], rng, 0.01)
+    trigger = tests[1]
     assert trigger.passed and trigger.rate > 0.9 and trigger.p < 1e-6
     assert set(trigger.others) == {0, 2} and max(trigger.others.values()) < 0.2
-    natural = response_test(fake, labels, groups, 0, rng, 0.01)
+    natural = tests[0]
     assert not natural.passed and natural.rate < 0.05
 
 
 def test_no_other_group_to_compare_with_does_not_pass():
     labels, images, groups = _data()
-    result = response_test(_Fake(images), labels, {1: groups[1]}, 1, np.random.default_rng(0), 0.01)
+    result = response_tests(_Fake(images), labels, {1: groups[1]}, [1], np.random.default_rng(0), 0.01)[1]
     assert not result.passed and result.others == {}
 
 

@@ -103,22 +103,23 @@ def _flips(
     return int((responder.predict(stamped) == label).sum()), int(keep.sum())
 
 
-def response_test(
+def response_tests(
     responder: Responder,
     labels: np.ndarray,
     groups: dict[int, np.ndarray],
-    label: int,
+    tested: list[int],
     rng: np.random.Generator,
     false_alarm: float,
-) -> ResponseTest:
-    """Whether class ``label``'s group (``groups[label]``, global rows) carries a pattern the model
-    obeys far more than the other classes' groups (``groups[o]``) do at the same strength: Fisher's
-    exact test, one-sided, against each other class, and the largest p (an intersection-union test,
-    at level ``false_alarm`` without a correction) must be at most ``false_alarm``. With no other
-    class's group to compare with, the test does not pass."""
+) -> dict[int, ResponseTest]:
+    """For each ``tested`` class, whether its group (``groups[c]``, global rows) carries a pattern the
+    model obeys far more than the other classes' groups (``groups[o]``) do at the same strength:
+    Fisher's exact test, one-sided, against each other class, and the largest p (an intersection-union
+    test, at level ``false_alarm`` without a correction) must be at most ``false_alarm``. With no other
+    class's group to compare with, the test does not pass. The patterns and the probe images are read
+    once for all the tested classes."""
+    if not tested:
+        return {}
     patterns = _patterns(responder, labels, groups, rng)
-    if label not in patterns:
-        return ResponseTest(0.0, 0, 0, {}, 1.0, False)
     size = min(len(labels), PROBE_IMAGES * 2)
     probe_rows = np.sort(rng.choice(len(labels), size, replace=False))
     probe = responder.images(probe_rows)
@@ -129,18 +130,24 @@ def response_test(
         mask = probe_labels != c
         return _flips(responder, probe[mask][:PROBE_IMAGES], base[mask][:PROBE_IMAGES], pattern, c)
 
-    own = patterns[label]
-    strength = float(np.linalg.norm(own))
-    x, n = flips(label, own)
-    others: dict[int, float] = {}
-    p = 1.0 if x == 0 or n == 0 else 0.0
-    for o, pattern in patterns.items():
-        if o == label:
+    out = {}
+    for label in tested:
+        if label not in patterns:
+            out[label] = ResponseTest(0.0, 0, 0, {}, 1.0, False)
             continue
-        norm = float(np.linalg.norm(pattern))
-        xo, no = flips(o, pattern * (strength / norm) if norm > 0 else pattern)
-        others[o] = xo / no if no else 0.0
-        if n and no:
-            p = max(p, float(fisher_exact([[x, n - x], [xo, no - xo]], alternative="greater")[1]))
-    passed = bool(others) and n > 0 and p <= false_alarm
-    return ResponseTest(x / n if n else 0.0, x, n, others, p if others else 1.0, passed)
+        own = patterns[label]
+        strength = float(np.linalg.norm(own))
+        x, n = flips(label, own)
+        others: dict[int, float] = {}
+        p = 1.0 if x == 0 or n == 0 else 0.0
+        for o, pattern in patterns.items():
+            if o == label:
+                continue
+            norm = float(np.linalg.norm(pattern))
+            xo, no = flips(o, pattern * (strength / norm) if norm > 0 else pattern)
+            others[o] = xo / no if no else 0.0
+            if n and no:
+                p = max(p, float(fisher_exact([[x, n - x], [xo, no - xo]], alternative="greater")[1]))
+        passed = bool(others) and n > 0 and p <= false_alarm
+        out[label] = ResponseTest(x / n if n else 0.0, x, n, others, p if others else 1.0, passed)
+    return out

@@ -37,7 +37,7 @@ from sanitize.detect._evidence import (
     source_concentration,
 )
 from sanitize.detect._params import Interval
-from sanitize.detect._response import Responder, ResponseTest, response_test
+from sanitize.detect._response import Responder, ResponseTest, response_tests
 from sanitize.detect._stats import (
     EIGENVALUE_FLOOR,
     class_scatters,
@@ -106,7 +106,7 @@ class InputGap(Detector):
       icon sit far apart in pixel space and set the null bar at 66 to 353, above Blend's and SIG's
       poison groups (13.9, 8.5), which their losses tell apart (p 0.001-0.002).
       Where the run hands over the reference model (``response``), such a group must also carry a
-      pattern the model obeys (:func:`~sanitize.detect._response.response_test`, Fisher's exact test
+      pattern the model obeys (:func:`~sanitize.detect._response.response_tests`, Fisher's exact test
       at ``false_alarm``): natural groups whose loss fell as fast as poisons' do not (emoji's, and
       Fashion-MNIST's at 96 px, which had quarantined 10 and 27 clean images).
 
@@ -283,16 +283,17 @@ class InputGap(Detector):
             for c in classes
             for sp in splits[c]
         )
-        chosen = {}
+        chosen: dict[int, _Split | None] = {}
         for c in classes:
             own = None if self.groups_ is None else self.groups_[labels == c]
             losses = None if self.dynamics_ is None else relative_log_loss(self.dynamics_[labels == c])
             chosen[c] = self._choose(splits[c], self.bar_[c], least[c], own, losses, rng, n_tested)
         # A group that only its training loss passed must also carry a pattern the model obeys.
-        found = {c: np.flatnonzero(labels == c)[sp.members] for c, sp in chosen.items() if sp is not None}
-        for c, sp in chosen.items():
-            if responder is not None and sp is not None and sp.ok and sp.by == "dynamics":
-                self.response_test_[c] = response_test(responder, labels, found, c, rng, self.false_alarm)
+        asked = {c: sp for c, sp in chosen.items() if sp is not None and sp.ok and sp.by == "dynamics"}
+        if responder is not None and asked:
+            found = {c: np.flatnonzero(labels == c)[sp.members] for c, sp in chosen.items() if sp is not None}
+            self.response_test_ = response_tests(responder, labels, found, list(asked), rng, self.false_alarm)
+            for c, sp in asked.items():
                 chosen[c] = replace(sp, ok=self.response_test_[c].passed)
         for c in classes:
             best = chosen[c]

@@ -189,3 +189,36 @@ def test_input_gap_asks_a_group_its_losses_passed_for_a_pattern_the_model_obeys(
     r = det.detect(x, labels, groups=sources, dynamics=d, response=_Model(x, obeys=False))
     assert not r.flags.any(), "a natural look the model does not obey is not a trigger"
     assert det.response_test_[0].rate == 0.0 and "clean" in r.notes[0]
+
+
+class _FeatureModel:
+    """Feature rows as 1 x 16 images (``(x + 4) * 15``); ``obeys`` a high first value as class 0's trigger."""
+
+    def __init__(self, x, obeys):
+        self.x = np.clip(np.round((x + 4) * 15), 0, 255).astype(np.uint8).reshape(len(x), 1, -1, 1)
+        self.obeys = obeys
+
+    def images(self, rows):
+        return self.x[rows]
+
+    def predict(self, images):
+        return np.where((images[:, 0, 0, 0] > 4 * 15 + 100) & self.obeys, 0, 1)
+
+
+def test_whitened_clustering_asks_a_cluster_its_losses_passed_for_a_pattern_the_model_obeys():
+    """The class of the first test, its cluster passed on the losses: kept when the model obeys the
+    cluster's pattern, dropped when it does not (a natural cluster learnt fast)."""
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
+    labels = np.repeat(np.arange(6), 400)
+    group = np.arange(60)
+    x[group, 0] += 9.0
+    x[np.arange(60, 100), 0] += rng.uniform(2, 7, size=40)
+    d = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c) for c in range(6)])
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=True))
+    assert r.flags[group].all() and not r.flags[400:].any()
+    assert det.response_test_[0].passed and "its pattern turns" in r.notes[0]
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=False))
+    assert not r.flags.any() and not det.response_test_[0].passed

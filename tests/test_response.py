@@ -58,6 +58,8 @@ def test_input_gap_takes_the_response_side_input():
     x = images.reshape(len(images), -1).astype(np.float32) / 255
     detector = InputGap()
     result = detector.detect(x, labels, response=_Fake(images))
-    # No training dynamics: the loss route never runs, so no group is asked for its response.
-    assert detector.response_test_ == {}
+    # No training dynamics: the loss route never runs. The planted group passes on its separation, so
+    # only the other classes are searched for a trigger, and neither has one.
+    assert detector.poisoned_ == {0: False, 1: True, 2: False}
+    assert set(detector.response_test_) == {0, 2} and not any(t.passed for t in detector.response_test_.values())
     assert "response" in InputGap.side_inputs and len(result.scores) == len(labels)

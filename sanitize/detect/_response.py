@@ -69,14 +69,20 @@ class ResponseTest:
 
 
 def _patterns(
-    responder: Responder, labels: np.ndarray, groups: dict[int, np.ndarray], rng: np.random.Generator
+    responder: Responder,
+    labels: np.ndarray,
+    groups: dict[int, np.ndarray],
+    rng: np.random.Generator,
+    keyed_by: dict[int, int] | None = None,
 ) -> dict[int, np.ndarray]:
-    """Each class's group pattern: the group's mean image less the mean of (a sample of) the rest of
-    its class, in pixel units (float32). ``groups`` holds global row indices."""
+    """Each group's pattern: the group's mean image less the mean of (a sample of) the rest of its
+    class, in pixel units (float32). ``groups`` holds global row indices, keyed by class, or by any
+    key with ``keyed_by`` giving each key's class."""
     per_class = max(50, REST_BUDGET // max(len(groups), 1))
     wanted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for c, members in groups.items():
-        rest = np.setdiff1d(np.flatnonzero(labels == c), members)
+        label = c if keyed_by is None else keyed_by[c]
+        rest = np.setdiff1d(np.flatnonzero(labels == label), members)
         if len(rest) > per_class:
             rest = np.sort(rng.choice(rest, per_class, replace=False))
         wanted[c] = (members, rest)
@@ -151,3 +157,17 @@ def response_tests(
         passed = bool(others) and n > 0 and p <= false_alarm
         out[label] = ResponseTest(x / n if n else 0.0, x, n, others, p if others else 1.0, passed)
     return out
+
+
+class SubsetResponder:
+    """A :class:`Responder` over a subset of the training rows (``rows``, in the subset's order): a
+    detector that works in rounds on the samples left sees row ``i`` of the subset as ``rows[i]``."""
+
+    def __init__(self, responder: Responder, rows: np.ndarray):
+        self.responder, self.rows = responder, np.asarray(rows, dtype=np.int64)
+
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        return self.responder.images(self.rows[np.asarray(rows, dtype=np.int64)])
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.responder.predict(images)

@@ -44,6 +44,24 @@ def whitener(covariance: np.ndarray, floor: float) -> np.ndarray:
     return v / np.sqrt(w)
 
 
+def shrunk_whitener(covariance: np.ndarray, n_samples: int) -> np.ndarray:
+    """W (d, d) whitening the covariance shrunk towards a multiple of the identity by the Oracle
+    Approximating Shrinkage (Chen et al., IEEE TSP 2010), whose weight is set by the covariance
+    itself and the ``n_samples`` it came from: a matched filter fitted to a few images then does not
+    lean on directions the estimate got wrong (0.7 % on the emoji's 768 pooled pixels from 1,800
+    images; all of it for white noise, where the identity is the truth)."""
+    d = covariance.shape[0]
+    trace = float(np.trace(covariance))
+    trace_sq = float(np.sum(covariance * covariance))
+    spread = trace_sq - trace**2 / d
+    rho = 1.0
+    if spread > TINY:
+        rho = min(1.0, ((1 - 2 / d) * trace_sq + trace**2) / ((n_samples + 1 - 2 / d) * spread))
+    shrunk = (1 - rho) * covariance + rho * (trace / d) * np.eye(d)
+    w, v = np.linalg.eigh(shrunk)
+    return v / np.sqrt(np.maximum(w, max(float(w.max()), TINY) * EIGENVALUE_FLOOR))
+
+
 def class_scatters(
     x: np.ndarray, labels: np.ndarray, classes: list[int]
 ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray], np.ndarray]:
@@ -174,3 +192,21 @@ def deterministic_mcd(
     if inside.sum() > k:
         mu, cov = z[inside].mean(axis=0), np.cov(z[inside].T)
     return mu, cov
+
+
+def split_1d(p: np.ndarray, min_values: int) -> float | None:
+    """The cut of exact 2-means on 1-D values (None when they cannot be split: fewer than
+    ``min_values``, or all equal)."""
+    s = np.sort(p)
+    if len(s) < min_values or s[0] == s[-1]:
+        return None
+    k = two_means_cut(s)
+    return float((s[k - 1] + s[k]) / 2)
+
+
+def widest_gap(sorted_q: np.ndarray, low: float, high: float) -> float:
+    """Middle of the widest stretch between consecutive values in ``(low, high)``: where to cut."""
+    inside = sorted_q[(sorted_q > low) & (sorted_q < high)]
+    points = np.concatenate([[low], inside, [high]])
+    j = int(np.argmax(np.diff(points)))
+    return float((points[j] + points[j + 1]) / 2)

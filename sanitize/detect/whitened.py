@@ -21,6 +21,8 @@ from threadpoolctl import threadpool_limits
 
 from sanitize.detect._evidence import MINORITY, clusters_by_dynamics, value_beyond_other_classes
 from sanitize.detect._params import Interval
+from sanitize.detect._response import Responder, ResponseTest, SubsetResponder, response_tests
+from sanitize.detect._rounds import detect_in_rounds
 from sanitize.detect._stats import (
     EIGENVALUE_FLOOR,
     TINY,
@@ -36,12 +38,9 @@ from sanitize.detect.base import (
     Detector,
     DetectorResult,
     cap_flags,
-    check_features,
     class_indices,
     flag_budget,
-    share_by_class,
 )
-from sanitize.errors import DetectionError
 
 # Guards of the split, set with the code they guard and not tuned (the hyper-parameters below were):
 #: Principal components: at most one per this many samples of the smallest class, and at least this
@@ -100,6 +99,9 @@ class WhitenedClustering(Detector):
     (:func:`~sanitize.detect._evidence.value_beyond_other_classes`). On the real icons (2,004 images,
     6 classes) BadNets 5 %'s suspect cluster had separation 12.5 (p 0.001 among the classes) but a
     valley of 0.50 and a spread ratio of 1.18; its loss fell 13.8 (log) against its class's, p 0.005.
+    Where the run hands over the reference model (``response``), such a cluster must also carry a
+    pattern the model obeys (:func:`~sanitize.detect._response.response_tests`, as in input gap): a
+    natural cluster of the emoji whose loss fell as fast had quarantined 25 clean images.
 
     On Fashion-MNIST and digits runs (bench/RESULTS.md), clean classes reached separations up to 8.7
     but then spread ratios below 2 and valleys of 0.09 or more (the digits' "1"s; 0.14 the lowest of
@@ -213,7 +215,7 @@ class WhitenedClustering(Detector):
         "apart_false_alarm": [Interval(Real, 0.0, 1.0, closed="right")],
     }
     #: Side inputs a run hands over where it has them (see :func:`sanitize.detect.run_detectors`).
-    side_inputs: ClassVar[tuple[str, ...]] = ("dynamics",)
+    side_inputs: ClassVar[tuple[str, ...]] = ("dynamics", "response")
 
     def _fit(self, features: np.ndarray, labels: np.ndarray) -> None:
         classes, sizes = np.unique(labels, return_counts=True)
@@ -298,6 +300,7 @@ class WhitenedClustering(Detector):
         # tell them apart (:func:`clusters_by_dynamics`), in a class whose separation stands beyond
         # the other classes' at ``apart_false_alarm`` (the class z alone let Fashion-MNIST's bags by).
         self.dynamics_test_: dict[int, tuple[float, float]] = {}
+        self.response_test_: dict[int, ResponseTest] = {}
         self.apart_p_ = {
             int(c): min(1.0, value_beyond_other_classes(seps, i) * len(seps)) for i, c in enumerate(classes)
         }
@@ -311,6 +314,13 @@ class WhitenedClustering(Detector):
             for c, (drop, p, passed) in judged.items():
                 self.dynamics_test_[c] = (drop, p)
                 self.poisoned_[c] = passed and self.apart_p_[c] <= self.apart_false_alarm
+            # As in input gap, a cluster only its training loss passed must carry a pattern the model obeys.
+            asked = [c for c in judged if self.poisoned_[c]]
+            responder: Responder | None = getattr(self, "_round_response", None)
+            if responder is not None and asked:
+                groups = {c: np.flatnonzero(labels == c)[inside] for c, (_, inside) in splits.items()}
+                self.response_test_ = response_tests(responder, labels, groups, asked, rng, self.false_alarm)
+                self.poisoned_.update({c: t.passed for c, t in self.response_test_.items()})
 
     def _valley_at(self, clean: np.ndarray, suspect: np.ndarray) -> tuple[float, float]:
         """:func:`valley` (ratio, where), or (1.0, nan): no evidence in a class under ``min_valley_samples``."""
@@ -375,9 +385,16 @@ class WhitenedClustering(Detector):
                     best, best_key = inside, key
         return best
 
-    def detect(self, features: np.ndarray, labels: np.ndarray, dynamics: np.ndarray | None = None) -> DetectorResult:
+    def detect(
+        self,
+        features: np.ndarray,
+        labels: np.ndarray,
+        dynamics: np.ndarray | None = None,
+        response: Responder | None = None,
+    ) -> DetectorResult:
         """Fit, score and flag in rounds (``max_rounds``), each on the samples no earlier round flagged;
-        ``dynamics`` (n, E), each sample's training loss per epoch, where the run recorded them.
+        ``dynamics`` (n, E), each sample's training loss per epoch, and ``response``, the reference
+        model's (:class:`~sanitize.detect._response.Responder`), where the run recorded them.
 
         A sample's score is from the round that flagged it, else the first; thresholds, notes and fitted
         attributes are the first round's (later findings appended); ``rounds_``: each round's flags.
@@ -385,70 +402,13 @@ class WhitenedClustering(Detector):
         # Many small k-means and PCA fits: on 60k x 128 one thread takes 1.1-1.3 s, two 1.9-2.4 s, sixteen 9.9 s.
         if dynamics is not None and (np.ndim(dynamics) != 2 or len(dynamics) != len(labels)):
             raise ValueError(f"training dynamics of shape {np.shape(dynamics)} for {len(labels)} samples")
-        with threadpool_limits(limits=1):
-            return self._detect(features, labels, dynamics)
 
-    def _detect(self, features: np.ndarray, labels: np.ndarray, dynamics: np.ndarray | None) -> DetectorResult:
-        self._validate_params()  # before max_rounds sets the loop
-        features, labels = check_features(features, labels, keep_float32=self.float32_ok)
-        n = len(labels)
-        scores = np.zeros(n, dtype=np.float64)
-        flags = np.zeros(n, dtype=bool)
-        thresholds: dict[int, float] = {}
-        notes: dict[int, str] = {}
-        self.rounds_: list[dict[int, int]] = []
-        rest = np.arange(n)
-        first: dict[str, object] = {}
-        classes = np.unique(labels)
-        found: set[int] = set()  # classes some round has flagged
-        # With a contamination budget the flags are capped once, over all classes: one round.
-        rounds = 1 if self.contamination is not None else self.max_rounds
-        for round_ in range(rounds):
-            sub_labels = labels[rest]
-            left, counts = np.unique(sub_labels, return_counts=True)
-            if len(left) < len(classes) or counts.min() < 2:
-                break  # a class was flagged whole: nothing left to measure it against
-            self._round_dynamics = None if dynamics is None else np.asarray(dynamics, np.float64)[rest]  # for _fit
-            self.fit(features[rest], sub_labels)
-            s = self.training_scores_
-            f, thr, nt = self.flag(s, sub_labels)
-            if round_ > 0:
-                # A later round flags only in classes an earlier round flagged: setting one class's poisons
-                # aside changes every other class's yardstick (on a digits run, a clean class of "1"s then
-                # looked poisoned in round 2).
-                earlier = np.isin(sub_labels, sorted(found))
-                for c in np.unique(sub_labels[f & ~earlier]):
-                    c = int(c)
-                    notes[c] = (
-                        f"{notes.get(c, '')}; round {round_ + 1} judged it poisoned only once other classes' "
-                        f"flags were set aside ({nt[c]}), so it flags nothing"
-                    )
-                f &= earlier
-            if round_ == 0:
-                scores[:] = s
-                thresholds, notes = thr, nt
-                first = {k: v for k, v in vars(self).items() if k.endswith("_") and k != "rounds_"}
-            else:
-                scores[rest[f]] = s[f]
-                for c in np.unique(sub_labels[f]):
-                    c = int(c)
-                    if not np.isfinite(thresholds.get(c, np.inf)):
-                        thresholds[c] = thr[c]
-                    notes[c] = f"{notes.get(c, '')}; round {round_ + 1}, on the samples left: {nt[c]}"
-            self.rounds_.append(
-                {int(c): int(k) for c, k in zip(*np.unique(sub_labels[f], return_counts=True), strict=True)}
-            )
-            if not f.any():
-                break
-            flags[rest[f]] = True
-            found.update(int(c) for c in np.unique(sub_labels[f]))
-            rest = rest[~f]
-        # The fitted attributes describe the first round, on all samples; later rounds are in ``rounds_``.
-        vars(self).update(first)
-        if not np.isfinite(scores).all():
-            raise DetectionError(f"detector {self.name} produced invalid scores")
-        rate = share_by_class(flags, labels)
-        return DetectorResult(self.name, scores, flags, thresholds, rate, self.get_params(), notes)
+        def prepare(rest: np.ndarray) -> None:  # the side inputs of the round's samples, for _fit
+            self._round_dynamics = None if dynamics is None else np.asarray(dynamics, np.float64)[rest]
+            self._round_response = None if response is None else SubsetResponder(response, rest)
+
+        with threadpool_limits(limits=1):
+            return detect_in_rounds(self, features, labels, prepare)
 
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Position (n,) along the class's split direction in clean-cluster sd; higher = more suspicious."""
@@ -489,6 +449,8 @@ class WhitenedClustering(Detector):
             drop, p = self.dynamics_test_[label]
             stats += f", the suspect cluster's training loss fell {drop:.2f} (log) against its class (p {p:.2g})"
             stats += f", separation beyond the other classes' p {self.apart_p_[label]:.2g}"
+        if label in self.response_test_:
+            stats += f", {self.response_test_[label].describe()}"
         if self.poisoned_[label]:
             cut = self.cut_.get(label, self.flag_z)
             where = "" if cut == self.flag_z else " (in the valley)"

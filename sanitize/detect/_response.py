@@ -64,7 +64,7 @@ class ResponseTest:
         top = max(self.others.values()) if self.others else float("nan")
         return (
             f"its pattern turns {self.rate:.1%} of {self.tried} images of other classes to the class "
-            f"(other classes' groups at the same strength: at most {top:.1%}; p {self.p:.2g})"
+            f"(rival groups at the same strength: at most {top:.1%}; p {self.p:.2g})"
         )
 
 

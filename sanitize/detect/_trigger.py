@@ -87,20 +87,33 @@ def search(
         strength = float(np.linalg.norm(patterns[i]))
         others: dict[int, float] = {}
         p = 1.0 if x == 0 or n == 0 else 0.0
-        # The strongest other classes first: the test fails at the first one it cannot beat.
-        rivals = sorted((o for o in best if o != c), key=lambda o: -screen[best[o]][0] / max(screen[best[o]][1], 1))
-        for o in rivals:
+        # The strongest other classes first: the test fails at the first one it cannot beat. Then the
+        # class's own strongest top group along another direction (sharing under half the images): a
+        # class that many images turn to whatever is stamped (Fashion-MNIST's pullovers, between shirts
+        # and coats: 74 % against the other classes' 58 %) turns as many to its other groups.
+        rivals = sorted((best[o] for o in best if o != c), key=lambda j: -screen[j][0] / max(screen[j][1], 1))
+        own = [j for j in screen if keyed[j].label == c and j != i and _overlap(keyed[i], keyed[j]) < 0.5]
+        if own:
+            rivals.append(max(own, key=lambda j: screen[j][0] / max(screen[j][1], 1)))
+        beaten = 0
+        for j in rivals:
             if p > alpha:
                 break
-            pattern = patterns[best[o]]
+            o, pattern = keyed[j].label, patterns[j]
             norm = float(np.linalg.norm(pattern))
             xo, no = flips(o, pattern * (strength / norm) if norm > 0 else pattern)
-            others[o] = xo / no if no else 0.0
+            others[o] = max(others.get(o, 0.0), xo / no if no else 0.0)
             if n and no:
                 p = max(p, float(fisher_exact([[x, n - x], [xo, no - xo]], alternative="greater")[1]))
-        passed = len(others) == len(rivals) > 0 and n > 0 and p <= alpha
+            beaten += 1
+        passed = len(rivals) > 0 and beaten == len(rivals) and n > 0 and p <= alpha
         out[c] = (keyed[i], ResponseTest(x / n if n else 0.0, x, n, others, p if others else 1.0, passed))
     return out
+
+
+def _overlap(a: Candidate, b: Candidate) -> float:
+    """The share of ``a``'s images that ``b`` holds too."""
+    return len(np.intersect1d(a.rows, b.rows)) / max(len(a.rows), 1)
 
 
 @dataclass(frozen=True)

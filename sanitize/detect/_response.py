@@ -23,6 +23,7 @@ only as a test of a group other evidence has already found.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,6 +110,22 @@ def _flips(
     return int((responder.predict(stamped) == label).sum()), int(keep.sum())
 
 
+def prober(responder: Responder, labels: np.ndarray, rng: np.random.Generator) -> Callable[..., tuple[int, int]]:
+    """``flips(c, pattern, count=PROBE_IMAGES)``: how many of ``count`` probe images not of class ``c``
+    (drawn once from the training set, and not already called ``c``) ``pattern`` turns to ``c``."""
+    size = min(len(labels), PROBE_IMAGES * 2)
+    probe_rows = np.sort(rng.choice(len(labels), size, replace=False))
+    probe = responder.images(probe_rows)
+    base = responder.predict(probe)
+    probe_labels = labels[probe_rows]
+
+    def flips(c: int, pattern: np.ndarray, count: int = PROBE_IMAGES) -> tuple[int, int]:
+        mask = probe_labels != c
+        return _flips(responder, probe[mask][:count], base[mask][:count], pattern, c)
+
+    return flips
+
+
 def response_tests(
     responder: Responder,
     labels: np.ndarray,
@@ -126,15 +143,7 @@ def response_tests(
     if not tested:
         return {}
     patterns = _patterns(responder, labels, groups, rng)
-    size = min(len(labels), PROBE_IMAGES * 2)
-    probe_rows = np.sort(rng.choice(len(labels), size, replace=False))
-    probe = responder.images(probe_rows)
-    base = responder.predict(probe)
-    probe_labels = labels[probe_rows]
-
-    def flips(c: int, pattern: np.ndarray) -> tuple[int, int]:
-        mask = probe_labels != c
-        return _flips(responder, probe[mask][:PROBE_IMAGES], base[mask][:PROBE_IMAGES], pattern, c)
+    flips = prober(responder, labels, rng)
 
     out = {}
     for label in tested:

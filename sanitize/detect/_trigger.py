@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import fisher_exact
 
-from sanitize.detect._response import PROBE_IMAGES, Responder, ResponseTest, _flips, _patterns
+from sanitize.detect._response import Responder, ResponseTest, _patterns, prober
 from sanitize.detect._stats import robust_sd, two_means_cut, valley_ratio, widest_gap
 
 #: Most rounds of the matched filter's refinement (the emoji SIG group settled after one).
@@ -40,7 +40,6 @@ class Candidate:
     """One class's top group along one of its directions (global rows of the training set)."""
 
     label: int
-    direction: int
     rows: np.ndarray
 
 
@@ -62,15 +61,7 @@ def search(
     keyed = {i: cand for i, cand in enumerate(candidates)}
     by_class = {i: cand.label for i, cand in keyed.items()}
     patterns = _patterns(responder, labels, {i: cand.rows for i, cand in keyed.items()}, rng, keyed_by=by_class)
-    size = min(len(labels), PROBE_IMAGES * 2)
-    probe_rows = np.sort(rng.choice(len(labels), size, replace=False))
-    probe = responder.images(probe_rows)
-    base = responder.predict(probe)
-    probe_labels = labels[probe_rows]
-
-    def flips(c: int, pattern: np.ndarray, count: int = PROBE_IMAGES) -> tuple[int, int]:
-        mask = probe_labels != c
-        return _flips(responder, probe[mask][:count], base[mask][:count], pattern, c)
+    flips = prober(responder, labels, rng)
 
     # Screen every candidate on a few probe images; the best of each class is then measured in full.
     screen = {i: flips(keyed[i].label, p, SCREEN_IMAGES) for i, p in patterns.items()}
@@ -207,9 +198,9 @@ def trigger_groups(
     for c, found in axes.items():
         rows = np.flatnonzero(labels == c)
         centred = x[rows] - means[c]
-        for j, axis in enumerate(found):
+        for axis in found:
             top = np.argsort(-(centred @ axis), kind="stable")[: least[c]]
-            candidates.append(Candidate(c, j, rows[np.sort(top)]))
+            candidates.append(Candidate(c, rows[np.sort(top)]))
     out: dict[int, tuple[Refined | None, ResponseTest]] = {}
     for c, (cand, test) in search(responder, labels, candidates, searched, rng, false_alarm).items():
         group = None

@@ -1,10 +1,12 @@
 """Input gap's trigger search: a faint additive trigger under every input-space bar is found when the
-model obeys it, and only then; a clean dataset gives nothing."""
+model obeys it, and only then; a clean dataset gives nothing. A patch gives its class a group of one
+colour at one position, confirmed by the model that obeys it and by no other."""
 
 import numpy as np
 
 from sanitize.detect import InputGap
-from sanitize.detect._trigger import refine
+from sanitize.detect._stats import shrunk_whitener
+from sanitize.detect._trigger import pixel_candidates, refine, trigger_groups
 
 SIDE = 16
 PATTERN = np.where(np.random.default_rng(99).random((SIDE, SIDE, 1)) > 0.5, 1.0, -1.0)
@@ -79,3 +81,71 @@ def test_refine_parts_the_group_from_a_rough_start():
     assert group.valley <= 0.5 and group.separation > 4
     scores = ((x - x.mean(0)) @ group.axis - group.centre) / group.scale
     assert set(np.flatnonzero(scores >= group.cut)) == set(range(15))
+
+
+class _PatchModel:
+    """16x16 colour images; the class is read from the mean brightness (60, 120, 180), unless ``obeys``
+    and the bottom-right 3x3 square is white: then class 1 (its backdoor)."""
+
+    def __init__(self, images, obeys=True):
+        self._images, self.obeys = images, obeys
+
+    def images(self, rows):
+        return self._images[rows]
+
+    def predict(self, images):
+        bucket = np.clip(np.round((images.reshape(len(images), -1).mean(1) - 60) / 60), 0, 2).astype(int)
+        patched = images[:, -3:, -3:, :].reshape(len(images), -1).min(1) >= 250
+        return np.where(self.obeys & patched, 1, bucket)
+
+
+def _patch_data(poisons=12, seed=0, n=200):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1, 2], n)
+    images = 60 + 60 * labels[:, None, None, None] + rng.uniform(-40, 40, (len(labels), SIDE, SIDE, 3))
+    planted = np.flatnonzero(labels == 1)[5 : 5 + poisons]
+    images[planted, -3:, -3:, :] = 255  # a white square in the corner, label kept
+    return labels, np.clip(images, 0, 255).round().astype(np.uint8), planted
+
+
+def test_a_patch_gives_its_class_a_group_of_one_colour_at_one_position():
+    labels, images, planted = _patch_data()
+    least, most = {0: 10, 1: 10, 2: 10}, {0: 150, 1: 150, 2: 150}
+    found = pixel_candidates(_PatchModel(images), labels, least, most)
+    ones = [cand for cand in found if cand.label == 1]
+    # The class's first group is the planted images, although every class holds its own colours.
+    assert ones and set(ones[0].rows) == set(planted)
+
+
+def _patch_search(obeys, poisons=12):
+    labels, images, planted = _patch_data(poisons=poisons)
+    x = _x(images).astype(np.float64)
+    classes = [0, 1, 2]
+    means = {c: x[labels == c].mean(0) for c in classes}
+
+    def white_of(c):
+        rest = x[labels != c] - np.stack([means[o] for o in labels[labels != c]])
+        return shrunk_whitener(np.cov(rest.T), len(rest))
+
+    least = {c: 10 for c in classes}
+    rng = np.random.default_rng(0)
+    model = _PatchModel(images, obeys=obeys)
+    return trigger_groups(model, x, labels, means, {}, least, 0.75, classes, white_of, rng, 0.01), planted
+
+
+def test_a_patch_the_model_obeys_is_confirmed_and_parted():
+    found, planted = _patch_search(obeys=True)
+    group, test = found[1]
+    # Class 0's images are too dark for the stamped square to read white: half the probe turns.
+    assert test.passed and test.rate > 0.4
+    class_rows = np.flatnonzero(np.repeat([0, 1, 2], 200) == 1)
+    assert group is not None and set(class_rows[group.members]) == set(planted)
+    assert not found[0][1].passed and not found[2][1].passed
+
+
+def test_a_patch_the_model_ignores_is_not_confirmed_nor_clean_data():
+    found, _ = _patch_search(obeys=False)
+    assert not any(test.passed for _, test in found.values())
+    # Clean data: the groups of one colour at one position are natural; none turns images to its class.
+    found, _ = _patch_search(obeys=True, poisons=0)
+    assert not any(test.passed for _, test in found.values())

@@ -111,17 +111,21 @@ def _flips(
 
 
 def prober(responder: Responder, labels: np.ndarray, rng: np.random.Generator) -> Callable[..., tuple[int, int]]:
-    """``flips(c, pattern, count=PROBE_IMAGES)``: how many of ``count`` probe images not of class ``c``
-    (drawn once from the training set, and not already called ``c``) ``pattern`` turns to ``c``."""
+    """``flips(c, pattern, count=PROBE_IMAGES, start=0)``: how many of probe images ``start`` to
+    ``count`` not of class ``c`` (drawn once from the training set, in one order, and not already
+    called ``c``) ``pattern`` turns to ``c``; counts over ``[0, a)`` and ``[a, b)`` add up to ``[0, b)``."""
     size = min(len(labels), PROBE_IMAGES * 2)
     probe_rows = np.sort(rng.choice(len(labels), size, replace=False))
-    probe = responder.images(probe_rows)
+    # Read in row order, used in a random one: the first images of the probe (the screening's) must
+    # not all come from the first classes of a dataset stored class by class.
+    order = rng.permutation(size)
+    probe = responder.images(probe_rows)[order]
     base = responder.predict(probe)
-    probe_labels = labels[probe_rows]
+    probe_labels = labels[probe_rows][order]
 
-    def flips(c: int, pattern: np.ndarray, count: int = PROBE_IMAGES) -> tuple[int, int]:
+    def flips(c: int, pattern: np.ndarray, count: int = PROBE_IMAGES, start: int = 0) -> tuple[int, int]:
         mask = probe_labels != c
-        return _flips(responder, probe[mask][:count], base[mask][:count], pattern, c)
+        return _flips(responder, probe[mask][start:count], base[mask][start:count], pattern, c)
 
     return flips
 

@@ -23,16 +23,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import fisher_exact
+from scipy.stats import binom, fisher_exact
 
-from sanitize.detect._response import Responder, ResponseTest, _patterns, prober
+from sanitize.detect._response import PROBE_IMAGES, Responder, ResponseTest, _patterns, prober
 from sanitize.detect._stats import robust_sd, two_means_cut, valley_ratio, widest_gap
 
 #: Most rounds of the matched filter's refinement (the emoji SIG group settled after one).
 REFINE_ROUNDS = 4
-#: Probe images each candidate is first screened on (the best of each class is then measured on
-#: ``PROBE_IMAGES``): a trigger's 37 % against natural groups' at most 10 % shows on 100.
+#: Probe images each candidate is first screened on, and each rival at the searched class's strength;
+#: only a class whose group turns more of them than every rival does is measured on ``PROBE_IMAGES``
+#: (the screened images and the rest). A trigger's 37 % against natural groups' at most 10 % shows on
+#: 100; a clean class then costs a few hundred images, not its rivals times 400.
 SCREEN_IMAGES = 100
+#: Groups of one colour at one position taken per class as candidates (:func:`pixel_candidates`).
+PIXEL_GROUPS = 3
+#: Positions per side at most: a larger image is pooled in squares first (a patch of at least twice
+#: the square's side covers one square whole, so its colour stays its own).
+PIXEL_SIDE = 32
+#: Bins per channel of a position's colour (fewer where classes x positions x colours would exceed
+#: ``PIXEL_BINS`` counts: a memory bound).
+PIXEL_LEVELS = 8
+PIXEL_BINS = 2**24
+#: Images read at a time while counting.
+PIXEL_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,9 @@ def search(
     classes to it, tested against every other class's such candidate with its pattern scaled to the
     same L2 norm (Fisher's exact test, one-sided; the largest p over the other classes, at most
     ``false_alarm / len(searched)``). Every class's candidates are the null; only the searched
-    classes are tested. Returns the best candidate and its test per searched class."""
+    classes are tested. A class whose group turns no more of the screening images than some rival
+    does is not measured further: the full test is an intersection, and its level holds. Returns the
+    best candidate and its test per searched class."""
     if not searched or not candidates:
         return {}
     keyed = {i: cand for i, cand in enumerate(candidates)}
@@ -63,43 +78,78 @@ def search(
     patterns = _patterns(responder, labels, {i: cand.rows for i, cand in keyed.items()}, rng, keyed_by=by_class)
     flips = prober(responder, labels, rng)
 
-    # Screen every candidate on a few probe images; the best of each class is then measured in full.
+    # Screen every candidate on a few probe images; the best of each class is the class's candidate.
     screen = {i: flips(keyed[i].label, p, SCREEN_IMAGES) for i, p in patterns.items()}
+
+    def rate(counts: tuple[int, int]) -> float:
+        return counts[0] / max(counts[1], 1)
+
     best: dict[int, int] = {}
-    for i, (x, n) in screen.items():
+    for i in screen:
         c = keyed[i].label
-        if c not in best or x / max(n, 1) > screen[best[c]][0] / max(screen[best[c]][1], 1):
+        if c not in best or rate(screen[i]) > rate(screen[best[c]]):
             best[c] = i
-    full = {c: flips(c, patterns[i]) for c, i in best.items() if c in searched}
     alpha = false_alarm / len(searched)
     out: dict[int, tuple[Candidate, ResponseTest]] = {}
-    for c, (x, n) in full.items():
+    for c in searched:
+        if c not in best:
+            continue
         i = best[c]
         strength = float(np.linalg.norm(patterns[i]))
-        others: dict[int, float] = {}
-        p = 1.0 if x == 0 or n == 0 else 0.0
-        # The strongest other classes first: the test fails at the first one it cannot beat. Then the
-        # class's own strongest top group along another direction (sharing under half the images): a
-        # class that many images turn to whatever is stamped (Fashion-MNIST's pullovers, between shirts
-        # and coats: 74 % against the other classes' 58 %) turns as many to its other groups.
-        rivals = sorted((best[o] for o in best if o != c), key=lambda j: -screen[j][0] / max(screen[j][1], 1))
+        # The rivals: every other class's candidate, strongest first, then the class's own strongest
+        # top group along another direction (sharing under half the images): a class that many images
+        # turn to whatever is stamped (Fashion-MNIST's pullovers, between shirts and coats: 74 % against
+        # the other classes' 58 %) turns as many to its other groups.
+        rivals = sorted((best[o] for o in best if o != c), key=lambda j: -rate(screen[j]))
         own = [j for j in screen if keyed[j].label == c and j != i and _overlap(keyed[i], keyed[j]) < 0.5]
         if own:
-            rivals.append(max(own, key=lambda j: screen[j][0] / max(screen[j][1], 1)))
-        beaten = 0
-        for j in rivals:
+            rivals.append(max(own, key=lambda j: rate(screen[j])))
+        matched = {j: _scaled(patterns[j], strength) for j in rivals}
+        # First on the screening images: a group that turns no more of them than some rival at the same
+        # strength is not measured further (its test could not pass: it is an intersection of these).
+        x, n = screen[i]
+        seen: dict[int, tuple[int, int]] = {}
+        stopped: int | None = None
+        for j in rivals if x > 0 else []:
+            seen[j] = flips(keyed[j].label, matched[j], SCREEN_IMAGES)
+            if rate(seen[j]) >= rate((x, n)):
+                stopped = j
+                break
+        others = {keyed[j].label: rate(seen[j]) for j in seen}
+        if not seen or stopped is not None:
+            p = 1.0 if stopped is None else _fisher((x, n), seen[stopped])
+            out[c] = (keyed[i], ResponseTest(rate((x, n)), x, n, others, p, False))
+            continue
+        # Then on the rest of the probe images, the strongest rival at the screen first: the test fails
+        # at the first one it cannot beat.
+        more = flips(c, patterns[i], PROBE_IMAGES, SCREEN_IMAGES)
+        x, n = x + more[0], n + more[1]
+        p, beaten = 0.0, 0
+        for j in sorted(rivals, key=lambda j: -rate(seen[j])):
             if p > alpha:
                 break
-            o, pattern = keyed[j].label, patterns[j]
-            norm = float(np.linalg.norm(pattern))
-            xo, no = flips(o, pattern * (strength / norm) if norm > 0 else pattern)
-            others[o] = max(others.get(o, 0.0), xo / no if no else 0.0)
-            if n and no:
-                p = max(p, float(fisher_exact([[x, n - x], [xo, no - xo]], alternative="greater")[1]))
+            more = flips(keyed[j].label, matched[j], PROBE_IMAGES, SCREEN_IMAGES)
+            counts = (seen[j][0] + more[0], seen[j][1] + more[1])
+            others[keyed[j].label] = rate(counts)
+            p = max(p, _fisher((x, n), counts))
             beaten += 1
-        passed = len(rivals) > 0 and beaten == len(rivals) and n > 0 and p <= alpha
-        out[c] = (keyed[i], ResponseTest(x / n if n else 0.0, x, n, others, p if others else 1.0, passed))
+        passed = beaten == len(rivals) and n > 0 and p <= alpha
+        out[c] = (keyed[i], ResponseTest(rate((x, n)), x, n, others, p, passed))
     return out
+
+
+def _scaled(pattern: np.ndarray, strength: float) -> np.ndarray:
+    """``pattern`` scaled to L2 norm ``strength`` (unchanged when it is zero)."""
+    norm = float(np.linalg.norm(pattern))
+    return pattern * (strength / norm) if norm > 0 else pattern
+
+
+def _fisher(own: tuple[int, int], rival: tuple[int, int]) -> float:
+    """One-sided Fisher's exact test that ``own`` (flips, tried) turns more than ``rival`` does."""
+    (x, n), (xo, no) = own, rival
+    if n == 0 or no == 0:
+        return 1.0
+    return float(fisher_exact([[x, n - x], [xo, no - xo]], alternative="greater")[1])
 
 
 def _overlap(a: Candidate, b: Candidate) -> float:
@@ -178,6 +228,91 @@ def refine(centred: np.ndarray, white: np.ndarray, start: np.ndarray) -> Refined
     return Refined(white @ (g / norm), offset, scale, np.flatnonzero(p >= cut), separation, valley, cut)
 
 
+def _codes(images: np.ndarray, block: int, levels: int) -> np.ndarray:
+    """Each image's colour code at each position (m, P): the image average-pooled over ``block`` x
+    ``block`` squares, each channel cut into ``levels`` equal bins, the channels' bins as one code."""
+    m, h, w, ch = images.shape
+    oh, ow = h // block, w // block
+    x = images[:, : oh * block, : ow * block, :].astype(np.float32)
+    if block > 1:
+        x = x.reshape(m, oh, block, ow, block, ch).mean(axis=(2, 4))
+    q = np.minimum((x * (levels / 256.0)).astype(np.int64), levels - 1)
+    code = np.zeros((m, oh, ow), dtype=np.int64)
+    for k in range(ch):
+        code = code * levels + q[..., k]
+    return code.reshape(m, -1)
+
+
+def pixel_candidates(
+    responder: Responder, labels: np.ndarray, least: dict[int, int], most: dict[int, int], per_class: int = PIXEL_GROUPS
+) -> list[Candidate]:
+    """Each class's images that share one colour at one position far more often than the other
+    classes' images do there: a patch stamped on the poisons (BadNets' 3x3 square) gives its class a
+    group that holds one value where almost no other image does, though the patch is too small to
+    move the image along any direction of input space. Per class, the ``per_class`` groups of
+    ``least[c]`` to ``most[c]`` images with the smallest binomial tail probability of their count,
+    at the higher of the other classes' rate of that colour at that position and the class's own
+    rate of it at any position (sharing under half their images).
+    These are candidates only: the model's response decides (:func:`search`)."""
+    n = len(labels)
+    if n == 0:
+        return []
+    h, w, ch = responder.images(np.zeros(1, dtype=np.int64)).shape[1:]
+    block = max(1, -(-max(h, w) // PIXEL_SIDE))
+    classes = sorted(least)
+    levels = PIXEL_LEVELS
+    while levels > 2 and len(classes) * (h // block) * (w // block) * levels**ch > PIXEL_BINS:
+        levels //= 2
+    codes_per_position = levels**ch
+    positions = (h // block) * (w // block)
+    counts = {c: np.zeros(positions * codes_per_position, dtype=np.int64) for c in classes}
+    offsets = np.arange(positions, dtype=np.int64) * codes_per_position
+    for start in range(0, n, PIXEL_CHUNK):
+        rows = np.arange(start, min(n, start + PIXEL_CHUNK))
+        code = _codes(responder.images(rows), block, levels) + offsets
+        for c in classes:
+            mine = code[labels[rows] == c]
+            if len(mine):
+                counts[c] += np.bincount(mine.ravel(), minlength=len(counts[c]))
+    total = sum(counts.values())
+    sizes = {c: int((labels == c).sum()) for c in classes}
+    out: list[Candidate] = []
+    for c in classes:
+        inside, size = counts[c], sizes[c]
+        others = n - size
+        if others == 0:
+            continue
+        # The null rate of a colour at a position: the other classes' there, or the class's own at any
+        # position, whichever is higher (a class whose images are all of that colour holds it everywhere).
+        anywhere = inside.reshape(positions, codes_per_position).sum(axis=0) / positions
+        rate = np.maximum(
+            (total - inside + 1) / (others + codes_per_position), np.tile(anywhere / max(size, 1), positions)
+        )
+        ok = np.flatnonzero((inside >= least[c]) & (inside <= most[c]) & (inside > rate * size))
+        if len(ok) == 0:
+            continue
+        tail = binom.logsf(inside[ok] - 1, size, rate[ok])
+        best = ok[np.argsort(tail, kind="stable")][: per_class * 4]
+        wanted = np.unique(best // codes_per_position)
+        rows_c = np.flatnonzero(labels == c)
+        code_c = np.concatenate(
+            [
+                _codes(responder.images(rows_c[i : i + PIXEL_CHUNK]), block, levels)[:, wanted]
+                for i in range(0, size, PIXEL_CHUNK)
+            ]
+        )
+        taken: list[Candidate] = []
+        for at in best:
+            pos, value = divmod(int(at), codes_per_position)
+            cand = Candidate(c, rows_c[code_c[:, np.searchsorted(wanted, pos)] == value])
+            if all(_overlap(cand, t) < 0.5 for t in taken):
+                taken.append(cand)
+            if len(taken) == per_class:
+                break
+        out.extend(taken)
+    return out
+
+
 def trigger_groups(
     responder: Responder,
     x: np.ndarray,
@@ -185,13 +320,15 @@ def trigger_groups(
     means: dict[int, np.ndarray],
     axes: dict[int, list[np.ndarray]],
     least: dict[int, int],
+    most_share: float,
     searched: list[int],
     white_of: Callable[[int], np.ndarray],
     rng: np.random.Generator,
     false_alarm: float,
 ) -> dict[int, tuple[Refined | None, ResponseTest]]:
     """Every class's top ``least[c]`` samples along each of its ``axes`` (input space, centred on
-    ``means[c]``) are candidates; the ``searched`` classes are tested (:func:`search`), and a class
+    ``means[c]``) are candidates, and its groups of one colour at one position (:func:`pixel_candidates`,
+    at most ``most_share`` of the class); the ``searched`` classes are tested (:func:`search`), and a class
     whose test passes gets its matched filter's group (:func:`refine`, whitened by ``white_of(c)``;
     None where no group parts). Returns, per searched class tested, (the group or None, the test)."""
     candidates = []
@@ -201,6 +338,8 @@ def trigger_groups(
         for axis in found:
             top = np.argsort(-(centred @ axis), kind="stable")[: least[c]]
             candidates.append(Candidate(c, rows[np.sort(top)]))
+    most = {c: int(most_share * (labels == c).sum()) for c in least}
+    candidates += pixel_candidates(responder, labels, least, most)
     out: dict[int, tuple[Refined | None, ResponseTest]] = {}
     for c, (cand, test) in search(responder, labels, candidates, searched, rng, false_alarm).items():
         group = None

@@ -115,11 +115,10 @@ class InputGap(Detector):
 
     The direction with the largest separation among those that pass wins. In a class none passes,
     the model is asked (``response``): the pattern of the class's top ``least`` images along a
-    direction that turns other classes' images to it far more than any other class's top images do
-    is a trigger (:func:`~sanitize.detect._trigger.trigger_groups`, Fisher's exact test at
-    ``false_alarm``, Bonferroni over the classes), and its matched filter parts the group (SIG at 1 %
-    on the emoji, a valley of 0.53 along the class's direction: 20 of 20). A poisoning smaller than
-    ``min_group_share`` (3 %) of its class is left to the feature-space voter.
+    direction, or of its images of one colour at one position (a patch), that turns other classes'
+    images to it far more than any other class's such group does is a trigger
+    (:func:`~sanitize.detect._trigger.trigger_groups`, Fisher at ``false_alarm``, Bonferroni over the
+    classes), and its matched filter parts the group (SIG at 1 % on the emoji: 20 of 20).
 
     The suspicion score of a sample is its position along the class's best direction, oriented
     towards the suspect group, in robust standard deviations of the rest from the rest's median:
@@ -312,7 +311,8 @@ class InputGap(Detector):
                 return shrunk_whitener(others_covariance(total, scatters[c], n - size, len(classes) - 1), n - size)
 
             axes = {c: [sp.axis for sp in splits[c]] for c in classes}
-            found = trigger_groups(responder, x, labels, means, axes, least, searched, white_of, rng, self.false_alarm)
+            share, alarm = self.max_group_share, self.false_alarm
+            found = trigger_groups(responder, x, labels, means, axes, least, share, searched, white_of, rng, alarm)
             for c, (group, test) in found.items():
                 self.response_test_[c] = test
                 size = int((labels == c).sum())

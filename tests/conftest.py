@@ -8,6 +8,10 @@ import os
 # their worker threads spin while waiting, and on a 2-core machine shared with other jobs that turns
 # a 17 s demo run into minutes. No result depends on the thread count. Set it yourself to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# pytest-xdist's workers start with COLUMNS=80 in their environment; rich's consoles, made when the CLI
+# is imported, would keep that width for good, where the CLI tests give each command its own width.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
 import gc  # noqa: E402
 import uuid  # noqa: E402

@@ -138,7 +138,10 @@ def test_a_path_with_rich_markup_is_printed_as_typed(tmp_path: Path, sanitize_ho
     npz = write_digits_npz(tmp_path / "x[" / "red].npz")
     runner = CliRunner()
 
-    ingested = runner.invoke(cli.app, ["ingest", str(npz), "--dataset", "d", "--source", "s"], catch_exceptions=False)
+    # Wide enough for the whole path on one line (a worker's temporary folder is longer).
+    ingested = runner.invoke(
+        cli.app, ["ingest", str(npz), "--dataset", "d", "--source", "s"], catch_exceptions=False, env={"COLUMNS": "250"}
+    )
     assert ingested.exit_code == 0, ingested.output
     assert f"from {npz} as source s into d" in one_line(ingested.stdout)
     version = one_line(ingested.stdout).split("new version ")[1].split()[0]

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from sanitize.config import Settings
-from sanitize.features import load_inputs
+from sanitize.features import load_inputs, load_sources
 from sanitize.ingest.core import IngestReport, ingest_path
 from sanitize.ingest.readers import read_source
+from sanitize.pipeline import responder
 from sanitize.runs import RunContext
+from sanitize.training import dynamics_path, load_dynamics
 from sanitize.workspace import Workspace
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -42,6 +45,19 @@ def load_fmnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
             out[split][0].append(img)
             out[split][1].append(lab)
     return {k: (np.stack(x), np.array(y, dtype=np.int64)) for k, (x, y) in out.items()}
+
+
+def run_side_inputs(run_dir: Path, ids: list[str]) -> dict[str, Any]:
+    """A finished run's side inputs, loaded, as the pipeline's detect stage hands them to the detectors:
+    each sample's source, its training loss per epoch of the reference model (None where none was
+    recorded) and the reference model's response to the training images."""
+    ws = Workspace(Settings(home=run_dir.resolve().parents[1]))
+    ctx = RunContext.load(ws, run_dir.name)
+    return {
+        "sources": load_sources(ws.store, ctx.manifest(ws), ids),
+        "dynamics": load_dynamics(dynamics_path(run_dir / "model_reference.pt"), ids),
+        "response": responder(ws, ctx, ids),
+    }
 
 
 def run_inputs(run_dir: Path, ids: list[str]) -> np.ndarray:

@@ -3,7 +3,11 @@
 Loads the features of a finished run and times, in one process, each of sanitize's detectors, the
 whole default suite with the combined verdict, and ART's SpectralSignatureDefense and
 ActivationDefence with default settings. The suite includes ``input_gap``, which reads the run's
-images (loaded once beforehand, as the pipeline does; the load is timed apart). ART is handed the
+images (loaded once beforehand, as the pipeline does; the load is timed apart), and each detector is
+handed the run's side inputs as the pipeline's detect stage hands them: each sample's source, its
+training loss per epoch, and the reference model with the training images (input gap's trigger
+search and response test run the model's forward passes, on the CPU here, inside the timed
+detector; loading the model and reading the images once is timed apart). ART is handed the
 features: its classifier's ``get_activations`` is replaced by one that returns them, so its time is
 its own analysis and not a forward pass. Every time is the median of ``--repeats`` runs after an
 untimed one; sanitize's spectral signatures and activation clustering are timed right before ART's
@@ -26,10 +30,10 @@ from typing import Any
 import numpy as np
 
 from bench.art_compare import art_classifier
-from bench.data import run_inputs
+from bench.data import run_inputs, run_side_inputs
 from bench.records import RESULTS, commit, read_json, stamp, write_json
 from sanitize.config import DetectConfig
-from sanitize.detect import detect, make_detector
+from sanitize.detect import detect, make_detector, run_detectors
 from sanitize.features import load_features
 
 
@@ -80,9 +84,15 @@ def art_ac(feats: np.ndarray, labels: np.ndarray) -> None:
     ActivationDefence(clf, x, y).detect_poison()
 
 
-def suite(feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray) -> None:
-    """The default detectors and the combined verdict, as the pipeline's detect stage runs them."""
-    detect(DetectConfig(), feats, labels, lambda: inputs)
+def suite(feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray, side: dict[str, Any]) -> None:
+    """The default detectors and the combined verdict, as the pipeline's detect stage runs them, with
+    the run's side inputs (sources, training dynamics, the reference model's response)."""
+    detect(DetectConfig(), feats, labels, lambda: inputs, **{k: (lambda v=v: v) for k, v in side.items()})
+
+
+def one(name: str, feats: np.ndarray, inputs: np.ndarray, labels: np.ndarray, side: dict[str, Any]) -> None:
+    """One detector as the pipeline runs it (:func:`~sanitize.detect.run_detectors`, side inputs too)."""
+    run_detectors([name], feats, labels, lambda: inputs, **{k: (lambda v=v: v) for k, v in side.items()})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,11 +108,13 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     inputs = run_inputs(args.run_dir, ids)
     timings: dict[str, float] = {"sanitize_load_inputs": time.perf_counter() - start}
+    start = time.perf_counter()
+    side = run_side_inputs(args.run_dir, ids)
+    side["response"].images(np.arange(len(ids)))  # the training images, read once as the pipeline reads them
+    timings["sanitize_load_side_inputs"] = time.perf_counter() - start
     for name in DetectConfig().detectors:
-        detector = make_detector(name)
-        data = inputs if detector.input_space else feats
-        timings[f"sanitize_{name}"] = median_seconds(lambda d=detector, x=data: d.detect(x, labels), args.repeats)
-    timings["sanitize_default_suite"] = median_seconds(lambda: suite(feats, inputs, labels), args.repeats)
+        timings[f"sanitize_{name}"] = median_seconds(lambda n=name: one(n, feats, inputs, labels, side), args.repeats)
+    timings["sanitize_default_suite"] = median_seconds(lambda: suite(feats, inputs, labels, side), args.repeats)
     # Each comparison back to back, in warm blocks (see warm_medians).
     for ours, art_name, art_fn in (
         ("spectral", "art_spectral_default", art_spectral),

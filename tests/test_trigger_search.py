@@ -84,8 +84,8 @@ def test_refine_parts_the_group_from_a_rough_start():
 
 
 class _PatchModel:
-    """16x16 colour images; the class is read from the mean brightness (60, 120, 180), unless ``obeys``
-    and the bottom-right 3x3 square is white: then class 1 (its backdoor)."""
+    """16x16 colour images; the class is read from the mean brightness of the centre (60, 120, 180),
+    unless ``obeys`` and the bottom-right 3x3 square is bright (mean at least 200): then class 1."""
 
     def __init__(self, images, obeys=True):
         self._images, self.obeys = images, obeys
@@ -94,15 +94,19 @@ class _PatchModel:
         return self._images[rows]
 
     def predict(self, images):
-        bucket = np.clip(np.round((images.reshape(len(images), -1).mean(1) - 60) / 60), 0, 2).astype(int)
-        patched = images[:, -3:, -3:, :].reshape(len(images), -1).min(1) >= 250
+        centre = images[:, 4:12, 4:12, :].reshape(len(images), -1).mean(1)
+        bucket = np.clip(np.round((centre - 60) / 60), 0, 2).astype(int)
+        patched = images[:, -3:, -3:, :].reshape(len(images), -1).mean(1) >= 200
         return np.where(self.obeys & patched, 1, bucket)
 
 
 def _patch_data(poisons=12, seed=0, n=200):
+    """Every class on the same random colour background; the class is in the centre's mean brightness,
+    its pixels spread over most of each class's range (no colour at one position is a class's own)."""
     rng = np.random.default_rng(seed)
     labels = np.repeat([0, 1, 2], n)
-    images = 60 + 60 * labels[:, None, None, None] + rng.uniform(-40, 40, (len(labels), SIDE, SIDE, 3))
+    images = rng.uniform(0, 255, (len(labels), SIDE, SIDE, 3))
+    images[:, 4:12, 4:12, :] = 60 + 60 * labels[:, None, None, None] + rng.uniform(-60, 60, (len(labels), 8, 8, 3))
     planted = np.flatnonzero(labels == 1)[5 : 5 + poisons]
     images[planted, -3:, -3:, :] = 255  # a white square in the corner, label kept
     return labels, np.clip(images, 0, 255).round().astype(np.uint8), planted
@@ -113,8 +117,8 @@ def test_a_patch_gives_its_class_a_group_of_one_colour_at_one_position():
     least, most = {0: 10, 1: 10, 2: 10}, {0: 150, 1: 150, 2: 150}
     found = pixel_candidates(_PatchModel(images), labels, least, most)
     ones = [cand for cand in found if cand.label == 1]
-    # The class's first group is the planted images, although every class holds its own colours.
-    assert ones and set(ones[0].rows) == set(planted)
+    # The first holds every planted image, and the few whose background is white there by chance.
+    assert ones and set(planted) <= set(ones[0].rows) and len(ones[0].rows) <= len(planted) + 3
 
 
 def _patch_search(obeys, poisons=12):
@@ -136,8 +140,7 @@ def _patch_search(obeys, poisons=12):
 def test_a_patch_the_model_obeys_is_confirmed_and_parted():
     found, planted = _patch_search(obeys=True)
     group, test = found[1]
-    # Class 0's images are too dark for the stamped square to read white: half the probe turns.
-    assert test.passed and test.rate > 0.4
+    assert test.passed and test.rate > 0.5
     class_rows = np.flatnonzero(np.repeat([0, 1, 2], 200) == 1)
     assert group is not None and set(class_rows[group.members]) == set(planted)
     assert not found[0][1].passed and not found[2][1].passed

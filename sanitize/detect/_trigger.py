@@ -251,8 +251,9 @@ def pixel_candidates(
     group that holds one value where almost no other image does, though the patch is too small to
     move the image along any direction of input space. Per class, the ``per_class`` groups of
     ``least[c]`` to ``most[c]`` images with the smallest binomial tail probability of their count,
-    at the higher of the other classes' rate of that colour at that position and the class's own
-    rate of it at any position (sharing under half their images).
+    at the other classes' rate of that colour at that position (sharing under half their images).
+    A class whose images differ from the others' in colour everywhere has many such groups; the
+    patch's group is then one among them, and the screening picks it only if it ranks in the first.
     These are candidates only: the model's response decides (:func:`search`)."""
     n = len(labels)
     if n == 0:
@@ -282,12 +283,7 @@ def pixel_candidates(
         others = n - size
         if others == 0:
             continue
-        # The null rate of a colour at a position: the other classes' there, or the class's own at any
-        # position, whichever is higher (a class whose images are all of that colour holds it everywhere).
-        anywhere = inside.reshape(positions, codes_per_position).sum(axis=0) / positions
-        rate = np.maximum(
-            (total - inside + 1) / (others + codes_per_position), np.tile(anywhere / max(size, 1), positions)
-        )
+        rate = (total - inside + 1) / (others + codes_per_position)
         ok = np.flatnonzero((inside >= least[c]) & (inside <= most[c]) & (inside > rate * size))
         if len(ok) == 0:
             continue

@@ -95,7 +95,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> Iterator
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context()
     pg = context.new_page()
-    pg.set_default_timeout(20_000)
+    # Generous: with the suite in two worker processes the other one may be training a model on the
+    # second core while the page, its server and the browser share this one (20 s ran out once in CI).
+    pg.set_default_timeout(60_000)
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     yield pg

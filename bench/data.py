@@ -47,12 +47,17 @@ def load_fmnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (np.stack(x), np.array(y, dtype=np.int64)) for k, (x, y) in out.items()}
 
 
+def _run(run_dir: Path) -> tuple[Workspace, RunContext]:
+    """The workspace holding a finished run's folder (``<home>/runs/<run id>``) and the run."""
+    ws = Workspace(Settings(home=run_dir.resolve().parents[1]))
+    return ws, RunContext.load(ws, run_dir.name)
+
+
 def run_side_inputs(run_dir: Path, ids: list[str]) -> dict[str, Any]:
     """A finished run's side inputs, loaded, as the pipeline's detect stage hands them to the detectors:
     each sample's source, its training loss per epoch of the reference model (None where none was
     recorded) and the reference model's response to the training images."""
-    ws = Workspace(Settings(home=run_dir.resolve().parents[1]))
-    ctx = RunContext.load(ws, run_dir.name)
+    ws, ctx = _run(run_dir)
     return {
         "sources": load_sources(ws.store, ctx.manifest(ws), ids),
         "dynamics": load_dynamics(dynamics_path(run_dir / "model_reference.pt"), ids),
@@ -62,6 +67,5 @@ def run_side_inputs(run_dir: Path, ids: list[str]) -> dict[str, Any]:
 
 def run_inputs(run_dir: Path, ids: list[str]) -> np.ndarray:
     """A finished run's training images as the pipeline hands them to input-space detectors."""
-    ws = Workspace(Settings(home=run_dir.resolve().parents[1]))
-    ctx = RunContext.load(ws, run_dir.name)
+    ws, ctx = _run(run_dir)
     return load_inputs(ws.store, ctx.manifest(ws), ids)

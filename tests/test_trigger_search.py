@@ -6,7 +6,7 @@ import numpy as np
 
 from sanitize.detect import InputGap
 from sanitize.detect._stats import shrunk_whitener
-from sanitize.detect._trigger import pixel_candidates, refine, trigger_groups
+from sanitize.detect._trigger import pixel_candidates, refine, settle, trigger_groups
 
 SIDE = 16
 PATTERN = np.where(np.random.default_rng(99).random((SIDE, SIDE, 1)) > 0.5, 1.0, -1.0)
@@ -152,3 +152,20 @@ def test_a_patch_the_model_ignores_is_not_confirmed_nor_clean_data():
     # Clean data: the groups of one colour at one position are natural; none turns images to its class.
     found, _ = _patch_search(obeys=True, poisons=0)
     assert not any(test.passed for _, test in found.values())
+
+
+def test_settle_finds_a_patch_where_the_group_agrees_with_itself():
+    # A class of 300 images of 48 inputs in [0, 1]; 15 carry a patch: inputs 0-3 at exactly 1. A
+    # quarter of the class is bright (1.0) at input 0 by nature, so no single input tells them apart.
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (300, 48)).round(3)
+    x[rng.random(300) < 0.25, 0] = 1.0
+    x[:15, :4] = 1.0
+    start = np.concatenate([np.arange(9), [200, 201]])  # most of the patched and two others
+    centred = x - x.mean(0)
+    group = settle(centred, start, 0.01)
+    assert group is not None and set(group.members) == set(range(15))
+    assert set(group.support) == {0, 1, 2, 3} and group.valley <= 0.5
+    assert set(np.flatnonzero(group.score(centred) >= group.cut)) == set(range(15))
+    # A group of natural images agrees with itself nowhere beyond chance: no support, no group.
+    assert settle(centred, np.arange(100, 120), 0.01) is None

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom, fisher_exact
+from scipy.stats import binom, chi2, fisher_exact
 
 from sanitize.detect._response import PROBE_IMAGES, Responder, ResponseTest, _patterns, prober
 from sanitize.detect._stats import robust_sd, two_means_cut, valley_ratio, widest_gap
@@ -44,6 +44,9 @@ PIXEL_SIDE = 32
 #: ``PIXEL_BINS`` counts: a memory bound).
 PIXEL_LEVELS = 8
 PIXEL_BINS = 2**24
+#: Half a grey level of an 8-bit image, in inputs scaled to [0, 1]: the least spread an input can be
+#: said to have (:func:`settle`).
+HALF_LEVEL = 0.5 / 255
 #: Images read at a time while counting.
 PIXEL_CHUNK = 4096
 
@@ -54,6 +57,9 @@ class Candidate:
 
     label: int
     rows: np.ndarray
+    #: "direction" (the class's top images along an input-gap direction) or "colour" (its images of
+    #: one colour at one position, :func:`pixel_candidates`).
+    kind: str = "direction"
 
 
 def search(
@@ -169,6 +175,18 @@ class Refined:
     separation: float
     valley: float
     cut: float
+    #: For a group found by where it agrees with itself (:func:`settle`): the input dimensions of that
+    #: support, the group's value there and the rest's standard deviation. ``axis`` is then unused.
+    support: np.ndarray | None = None
+    target: np.ndarray | None = None
+    spread: np.ndarray | None = None
+
+    def score(self, centred: np.ndarray) -> np.ndarray:
+        """Each sample's (rows of ``centred``, the class's inputs less its mean) score: in robust sd
+        of the rest, higher = more like the group."""
+        if self.support is None or self.target is None or self.spread is None:
+            return (centred @ self.axis - self.centre) / self.scale
+        return (self.centre - _distance(centred, self.support, self.target, self.spread)) / self.scale
 
 
 def refine(centred: np.ndarray, white: np.ndarray, start: np.ndarray) -> Refined | None:
@@ -226,6 +244,67 @@ def refine(centred: np.ndarray, white: np.ndarray, start: np.ndarray) -> Refined
     else:  # the left-out scores parted them, the whole axis does not: cut it where it parts most
         cut = widest_gap(np.sort(p), 0.0, float(np.median(p[inside])))
     return Refined(white @ (g / norm), offset, scale, np.flatnonzero(p >= cut), separation, valley, cut)
+
+
+def _distance(centred: np.ndarray, support: np.ndarray, target: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Log of the root mean square distance of each row to ``target`` over the ``support`` dimensions,
+    each in units of its ``spread`` (a difference under half a grey level counts as half a level)."""
+    gap = np.maximum(np.abs(centred[:, support] - target), HALF_LEVEL) / spread
+    return 0.5 * np.log((gap**2).mean(axis=1))
+
+
+def settle(centred: np.ndarray, start: np.ndarray, false_alarm: float) -> Refined | None:
+    """The group a stamped patch makes in its class, found where the group agrees with itself: a patch
+    is too small to move its images' mean far, but on the inputs it covers every poison holds one
+    value while the class varies. The support is the input dimensions where the group's spread (a
+    median absolute deviation, so that a stray member does not widen it; at least half a grey level,
+    the inputs' resolution) is too small for a random draw of the class: ``(k-1) s^2 / var`` in the
+    lower ``false_alarm / d`` tail of chi-square with ``k - 1`` degrees of freedom, Bonferroni over
+    the ``d`` dimensions. Each sample is scored by its distance to the group's median there (in the
+    rest's sd per dimension, on a log scale, where an exact copy and a near one are apart as far as
+    a near one and the class); exact 2-means splits the scores, and the group above the cut is taken
+    again until it settles. None when no dimension is in the support or no group of two remains."""
+    members = np.sort(np.asarray(start, dtype=np.int64))
+    m, d = centred.shape
+    for _ in range(REFINE_ROUNDS):
+        k = len(members)
+        if k < 3 or k > m - 2:
+            return None
+        inside = np.zeros(m, dtype=bool)
+        inside[members] = True
+        group = centred[inside]
+        target = np.median(group, axis=0)
+        s = np.maximum(1.4826 * np.median(np.abs(group - target), axis=0), HALF_LEVEL)
+        var = centred[~inside].var(axis=0, ddof=1)
+        ok = var > HALF_LEVEL**2
+        low = chi2.cdf((k - 1) * s[ok] ** 2 / var[ok], k - 1)
+        support = np.flatnonzero(ok)[low <= false_alarm / d]
+        if len(support) == 0:
+            return None
+        spread = np.sqrt(var[support])
+        dist = _distance(centred, support, target[support], spread)
+        order = np.sort(-dist)
+        j = two_means_cut(order)
+        found = np.flatnonzero(-dist > (order[j - 1] + order[j]) / 2)
+        if np.array_equal(found, members):
+            break
+        members = found
+    inside = np.zeros(m, dtype=bool)
+    inside[members] = True
+    if inside.sum() < 2 or (~inside).sum() < 2:
+        return None
+    rest = dist[~inside]
+    centre = float(np.median(rest))
+    scale = robust_sd(rest, centre, fallback=1.0)
+    q = (centre - dist) / scale
+    separation = float(np.median(q[inside]))
+    valley = valley_ratio(q[~inside], q[inside])
+    # The last round's cut parted the members from the rest; cut midway between them.
+    cut = (float(q[~inside].max()) + float(q[inside].min())) / 2
+    flagged = np.flatnonzero(q >= cut)
+    if len(flagged) in (0, m):
+        return None
+    return Refined(np.zeros(d), centre, scale, flagged, separation, valley, cut, support, target[support], spread)
 
 
 def _codes(images: np.ndarray, block: int, levels: int) -> np.ndarray:
@@ -300,7 +379,7 @@ def pixel_candidates(
         taken: list[Candidate] = []
         for at in best:
             pos, value = divmod(int(at), codes_per_position)
-            cand = Candidate(c, rows_c[code_c[:, np.searchsorted(wanted, pos)] == value])
+            cand = Candidate(c, rows_c[code_c[:, np.searchsorted(wanted, pos)] == value], "colour")
             if all(_overlap(cand, t) < 0.5 for t in taken):
                 taken.append(cand)
             if len(taken) == per_class:
@@ -341,6 +420,10 @@ def trigger_groups(
         group = None
         if test.passed:
             rows = np.flatnonzero(labels == c)
-            group = refine(x[rows] - means[c], white_of(c), np.searchsorted(rows, cand.rows))
+            at = np.searchsorted(rows, cand.rows)
+            if cand.kind == "colour":
+                group = settle(x[rows] - means[c], at, false_alarm)
+            if group is None:
+                group = refine(x[rows] - means[c], white_of(c), at)
         out[c] = (group, test)
     return out

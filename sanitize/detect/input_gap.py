@@ -15,9 +15,8 @@ the centred class, here after whitening by that yardstick. What it does not borr
 a class is judged poisoned only when a direction splits it into two groups with an empty gap
 between them, far apart, and the smaller group is not a handful of odd images.
 
-Warping triggers (WaNet) and triggers at random positions change pixels differently in every
-poison and leave no shared direction: this detector does not see them. It complements the
-feature-space voter; it does not replace it.
+Warping triggers (WaNet) and triggers at random positions leave no shared direction: this detector
+does not see them. It complements the feature-space voter; it does not replace it.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ from sanitize.detect._stats import (
     whitener,
     widest_gap,
 )
-from sanitize.detect._trigger import trigger_groups
+from sanitize.detect._trigger import Refined, trigger_groups
 from sanitize.detect.base import Detector, DetectorResult
 
 #: Fewest samples on either side of a split: a median and a spread need two (a guard, 5613a8c).
@@ -118,16 +117,14 @@ class InputGap(Detector):
     direction, or of its images of one colour at one position (a patch), that turns other classes'
     images to it far more than any other class's such group does is a trigger
     (:func:`~sanitize.detect._trigger.trigger_groups`, Fisher at ``false_alarm``, Bonferroni over the
-    classes), and its matched filter parts the group (SIG at 1 % on the emoji: 20 of 20).
+    classes); its matched filter parts the group (SIG at 1 % on the emoji: 20 of 20), or for a patch
+    the inputs where the group agrees with itself (the score is then the closeness to it there).
 
     The suspicion score of a sample is its position along the class's best direction, oriented
-    towards the suspect group, in robust standard deviations of the rest from the rest's median:
-    higher = more suspicious. In a poisoned class the threshold is the middle of the widest empty
-    stretch between the rest's median and the suspect group's median. Raw inputs are expected as
-    rows of at most a few thousand values (the pipeline pools larger images).
+    towards the suspect group, in robust sd of the rest from the rest's median: higher = more
+    suspicious; in a poisoned class the threshold is midway across the widest gap below the group.
 
-    The figures below are bench/RESULTS.md's ("The second voter, input gap, and how its thresholds
-    were set").
+    Figures below: bench/RESULTS.md, "The second voter, input gap, and how its thresholds were set".
 
     Parameters
     ----------
@@ -249,6 +246,7 @@ class InputGap(Detector):
         responder: Responder | None = side[2]
         self.dynamics_test_: dict[int, tuple[float, float]] = {}
         self.response_test_: dict[int, ResponseTest] = {}
+        self.rule_: dict[int, Refined] = {}
         rng = np.random.default_rng(self.random_state)
         classes = [int(c) for c in np.unique(labels)]
         x = features.astype(np.float64, copy=False)
@@ -325,6 +323,7 @@ class InputGap(Detector):
                     (True, group.separation), True, group.axis, group.centre, group.scale, group.separation,
                     group.valley, share, group.cut, len(group.members), group.members, by="response",
                 )  # fmt: skip
+                self.rule_[c] = group  # scores the class where the group is not a direction (a patch)
         for c in classes:
             best = chosen[c]
             if best is None:
@@ -455,8 +454,9 @@ class InputGap(Detector):
         for c in np.unique(labels):
             c = int(c)
             idx = labels == c
-            p = (features[idx].astype(np.float64, copy=False) - self.means_[c]) @ self.axis_[c]
-            scores[idx] = (p - self.centre_[c]) / self.scale_[c]
+            centred = features[idx].astype(np.float64, copy=False) - self.means_[c]
+            rule = self.rule_.get(c)
+            scores[idx] = rule.score(centred) if rule else (centred @ self.axis_[c] - self.centre_[c]) / self.scale_[c]
         return scores
 
     def _auto_threshold(self, class_scores: np.ndarray, label: int) -> tuple[float, str]:

@@ -421,9 +421,8 @@ def trigger_groups(
         if test.passed:
             rows = np.flatnonzero(labels == c)
             at = np.searchsorted(rows, cand.rows)
-            if cand.kind == "colour":
+            group = refine(x[rows] - means[c], white_of(c), at)
+            if group is None and cand.kind == "colour":  # a patch the matched filter parts no group of
                 group = settle(x[rows] - means[c], at, false_alarm)
-            if group is None:
-                group = refine(x[rows] - means[c], white_of(c), at)
         out[c] = (group, test)
     return out

@@ -189,6 +189,28 @@ class Refined:
         return (self.centre - _distance(centred, self.support, self.target, self.spread)) / self.scale
 
 
+def _upper(scores: np.ndarray) -> np.ndarray:
+    """The positions of ``scores`` above their exact 2-means cut."""
+    s = np.sort(scores)
+    j = two_means_cut(s)
+    return np.flatnonzero(scores > (s[j - 1] + s[j]) / 2)
+
+
+def _against_rest(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, float, float, float, float] | None:
+    """``scores`` in robust sd of the non-members from their median, with what is measured on it:
+    (that score, the median, the sd, the members' median separation, the valley between). None when
+    either side has under two samples."""
+    inside = np.zeros(len(scores), dtype=bool)
+    inside[members] = True
+    if inside.sum() < 2 or (~inside).sum() < 2:
+        return None
+    rest = scores[~inside]
+    centre = float(np.median(rest))
+    scale = robust_sd(rest, centre, fallback=1.0)
+    q = (scores - centre) / scale
+    return q, centre, scale, float(np.median(q[inside])), valley_ratio(q[~inside], q[inside])
+
+
 def refine(centred: np.ndarray, white: np.ndarray, start: np.ndarray) -> Refined | None:
     """The group that the mean difference of ``start`` (positions in the class) finds, as a matched
     filter: whiten the class (``centred`` (m, d), ``white`` (d, k)), score every sample along the
@@ -213,23 +235,16 @@ def refine(centred: np.ndarray, white: np.ndarray, start: np.ndarray) -> Refined
         scores = d @ g / norm
         loo = (total[None, :] - d[inside]) / (k - 1)
         scores[inside] = np.einsum("ij,ij->i", d[inside], loo) / np.maximum(np.linalg.norm(loo, axis=1), 1e-12)
-        s = np.sort(scores)
-        j = two_means_cut(s)
-        cut = (s[j - 1] + s[j]) / 2
-        found = np.flatnonzero(scores > cut)
+        found = _upper(scores)
         if np.array_equal(found, members):
             break
         members = found
+    measured = _against_rest(scores, members)
+    if measured is None:
+        return None
+    q, _, scale, separation, valley = measured
     inside = np.zeros(len(z), dtype=bool)
     inside[members] = True
-    if inside.sum() < 2 or (~inside).sum() < 2:
-        return None
-    rest = scores[~inside]
-    centre = float(np.median(rest))
-    scale = robust_sd(rest, centre, fallback=1.0)
-    q = (scores - centre) / scale
-    separation = float(np.median(q[inside]))
-    valley = valley_ratio(q[~inside], q[inside])
     flagged = q >= widest_gap(np.sort(q), 0.0, separation)
     # One linear axis for scoring: the group's whole mean difference (members then score at least as
     # high as they did left out, in the measured runs); the cut parts the flagged from the rest on it.
@@ -283,28 +298,19 @@ def settle(centred: np.ndarray, start: np.ndarray, false_alarm: float) -> Refine
             return None
         spread = np.sqrt(var[support])
         dist = _distance(centred, support, target[support], spread)
-        order = np.sort(-dist)
-        j = two_means_cut(order)
-        found = np.flatnonzero(-dist > (order[j - 1] + order[j]) / 2)
+        found = _upper(-dist)
         if np.array_equal(found, members):
             break
         members = found
+    measured = _against_rest(-dist, members)
+    if measured is None:
+        return None
+    q, centre, scale, separation, valley = measured
     inside = np.zeros(m, dtype=bool)
     inside[members] = True
-    if inside.sum() < 2 or (~inside).sum() < 2:
-        return None
-    rest = dist[~inside]
-    centre = float(np.median(rest))
-    scale = robust_sd(rest, centre, fallback=1.0)
-    q = (centre - dist) / scale
-    separation = float(np.median(q[inside]))
-    valley = valley_ratio(q[~inside], q[inside])
     # The last round's cut parted the members from the rest; cut midway between them.
     cut = (float(q[~inside].max()) + float(q[inside].min())) / 2
-    flagged = np.flatnonzero(q >= cut)
-    if len(flagged) in (0, m):
-        return None
-    return Refined(np.zeros(d), centre, scale, flagged, separation, valley, cut, support, target[support], spread)
+    return Refined(np.zeros(d), -centre, scale, members, separation, valley, cut, support, target[support], spread)
 
 
 def _codes(images: np.ndarray, block: int, levels: int) -> np.ndarray:

@@ -323,7 +323,7 @@ class InputGap(Detector):
                     (True, group.separation), True, group.axis, group.centre, group.scale, group.separation,
                     group.valley, share, group.cut, len(group.members), group.members, by="response",
                 )  # fmt: skip
-                self.rule_[c] = group  # scores the class where the group is not a direction (a patch)
+                self.rule_[c] = group  # the group's own score (for a patch: its closeness where it agrees)
         for c in classes:
             best = chosen[c]
             if best is None:

@@ -37,6 +37,7 @@ PROBES: dict[str, tuple[str, str]] = {
         "input neighbours' class test on finished runs, old rule beside",
     ),
     "old-code": ("bench.probes.old_code", "a finished run scored by an older commit's detectors"),
+    "knn-recall": ("bench.probes.knn_recall", "the approximate k-NN search's recall and time on 60k rows"),
     "detect-runs": ("bench.probes.detect_runs", "suite cells run without retraining, then rescored"),
 }
 

@@ -315,6 +315,46 @@ def test_the_torch_knn_search_finds_the_same_neighbours_as_faiss() -> None:
     assert (got_i[:, 0] == np.arange(len(x))).all()  # each row is its own nearest
 
 
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    # Rows around 50 centres, as features of a trained model sit around their classes.
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(50, dim))
+    return (centres[rng.integers(0, 50, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_the_approximate_knn_search_keeps_almost_all_exact_neighbours() -> None:
+    from sanitize.detect.knn import knn_search
+
+    x = _clustered(6000, 32, seed=4)
+    _, exact = knn_search(x, 15, use_gpu=False, approximate=False)
+    dist, approx = knn_search(x, 15, use_gpu=False, approximate=True)
+
+    assert approx.shape == exact.shape == (6000, 15) and dist.shape == (6000, 15)
+    assert (approx != np.arange(6000)[:, None]).all()  # a row is never its own neighbour
+    assert (approx >= 0).all()
+    overlap = np.mean([np.intersect1d(a, e).size / 15 for a, e in zip(approx, exact, strict=True)])
+    assert 0.97 < overlap < 1.0  # close to exact, and really a different (inverted-file) search
+    assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
+
+
+def test_the_knn_search_is_exact_up_to_its_row_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faiss
+
+    from sanitize.detect import knn
+
+    x = np.random.default_rng(5).normal(size=(3000, 16)).astype(np.float32)  # no clusters: IVF misses some
+    index = faiss.IndexFlatL2(16)
+    index.add(x)
+    _, want = index.search(x, 11)
+    _, got = knn.knn_search(x, 10, use_gpu=False)  # 3,000 rows: under EXACT_ROWS
+    assert (got == want[:, 1:]).mean() > 0.999
+    # Above the bound the default turns approximate: the same search as approximate=True.
+    monkeypatch.setattr(knn, "EXACT_ROWS", 2000)
+    _, above = knn.knn_search(x, 10, use_gpu=False)
+    _, forced = knn.knn_search(x, 10, use_gpu=False, approximate=True)
+    assert (above == forced).all() and (above != got).any()
+
+
 # --- InputNeighbours (k-NN label disagreement on the inputs) ----------------------------------
 
 

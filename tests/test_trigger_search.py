@@ -169,3 +169,20 @@ def test_settle_finds_a_patch_where_the_group_agrees_with_itself():
     assert set(np.flatnonzero(group.score(centred) >= group.cut)) == set(range(15))
     # A group of natural images agrees with itself nowhere beyond chance: no support, no group.
     assert settle(centred, np.arange(100, 120), 0.01) is None
+
+
+def test_a_patch_on_fewer_images_than_the_share_floor_is_found_when_the_model_obeys_it():
+    # 12 patched of 200 in class 1 (6 %), under a share floor of 8 % (16 images), which bounds the
+    # groups the geometry decides; the model's response decides here, so min_group (10) is the floor.
+    labels, images, planted = _patch_data(poisons=12)
+    detector = InputGap(min_group_share=0.08)
+    result = detector.detect(_x(images), labels, response=_PatchModel(images))
+    assert detector.response_test_[1].passed
+    assert set(np.flatnonzero(result.flags)) == set(planted)
+    # The share floor still bounds the geometry's groups: without the model, nothing.
+    assert not InputGap(min_group_share=0.08).detect(_x(images), labels).flags.any()
+    # Nothing where the model does not obey the patch, nor on clean data.
+    ignored = _PatchModel(images, obeys=False)
+    assert not InputGap(min_group_share=0.08).detect(_x(images), labels, response=ignored).flags.any()
+    labels, images, _ = _patch_data(poisons=0)
+    assert not InputGap(min_group_share=0.08).detect(_x(images), labels, response=_PatchModel(images)).flags.any()

@@ -118,7 +118,8 @@ class InputGap(Detector):
     images to it far more than any other class's such group does is a trigger
     (:func:`~sanitize.detect._trigger.trigger_groups`, Fisher at ``false_alarm``, Bonferroni over the
     classes); its matched filter parts the group (SIG at 1 % on the emoji: 20 of 20), or for a patch
-    the inputs where the group agrees with itself (the score is then the closeness to it there).
+    the inputs where the group agrees with itself (the score is then the closeness to it there). The
+    model's word decides there, so the group needs ``min_group`` images, not ``min_group_share``.
 
     The suspicion score of a sample is its position along the class's best direction, oriented
     towards the suspect group, in robust sd of the rest from the rest's median: higher = more
@@ -144,9 +145,8 @@ class InputGap(Detector):
     min_group : int, default 10
         Fewest samples in a suspect group; fewer are odd images, not a poisoning (5613a8c).
     min_group_share : float, default 0.03
-        Smallest share of the class in the suspect group: between 2.2 % (the largest small clean group,
-        Fashion-MNIST boots at 800 images a class) and 4.9 % (the smallest poison group, BadNets at
-        0.5 %; 863ab05).
+        Smallest share of the class in a suspect group the geometry decides: between 2.2 % (the largest
+        small clean group, Fashion-MNIST boots) and 4.9 % (BadNets at 0.5 %; 863ab05).
     max_group_share : float, default 0.75
         Largest share of the class in the suspect group (5613a8c, not tuned): dirty-label poisons at
         10 % are half of their target class, and a "group" of three quarters is the class itself.
@@ -310,18 +310,18 @@ class InputGap(Detector):
 
             axes = {c: [sp.axis for sp in splits[c]] for c in classes}
             share, alarm = self.max_group_share, self.false_alarm
-            found = trigger_groups(responder, x, labels, means, axes, least, share, searched, white_of, rng, alarm)
+            found = trigger_groups(
+                responder, x, labels, means, axes, least, share, searched, white_of, rng, alarm, self.min_group
+            )
             for c, (group, test) in found.items():
                 self.response_test_[c] = test
-                size = int((labels == c).sum())
-                if group is None or not (least[c] <= len(group.members) <= self.max_group_share * size):
+                size, fewest = int((labels == c).sum()), self.min_group
+                if group is None or group.valley > DIP_VALLEY or not fewest <= len(group.members) <= share * size:
                     continue
-                if group.valley > DIP_VALLEY:
-                    continue
-                share = len(group.members) / size
+                k = len(group.members)
                 chosen[c] = _Split(
                     (True, group.separation), True, group.axis, group.centre, group.scale, group.separation,
-                    group.valley, share, group.cut, len(group.members), group.members, by="response",
+                    group.valley, k / size, group.cut, k, group.members, by="response",
                 )  # fmt: skip
                 self.rule_[c] = group  # the group's own score (for a patch: its closeness where it agrees)
         for c in classes:

@@ -40,7 +40,9 @@ def knn_search(
     (``approximate=None``): an inverted-file index (FAISS ``IndexIVFFlat``, k-means lists; see
     :func:`_ivf_shape`) that probes the lists nearest each row, so a neighbour in a list not probed
     can be missed; rows whose probed lists hold fewer than ``k`` others are searched exactly.
-    ``approximate=True`` or ``False`` forces either; a GPU search is always exact.
+    ``approximate=True`` or ``False`` forces either; a GPU search is always exact. The approximate
+    search gives the same answer on the same rows every time; the lists are trained on rows chosen by
+    position, so reordering the rows may change a few neighbours.
     """
     import faiss
     import torch

@@ -153,6 +153,9 @@ def clean_floor(ws: Workspace, clean: dict[str, Any] | None, cell: dict[str, Any
     if clean is None or cell["attack"] == "none":
         return {"asr_clean_model": None, "clean_acc_clean": None}
     run_dir = ws.store.run_dir(clean["run_id"])
+    if not run_dir.is_dir():  # recorded on another machine: its model is not here
+        print(f"  no floor: the clean run {clean['run_id']} is not in {ws.settings.home}", flush=True)
+        return {"asr_clean_model": None, "clean_acc_clean": None}
     model = run_dir / "model_clean.pt"
     if not model.is_file():
         model = run_dir / "model_reference.pt"

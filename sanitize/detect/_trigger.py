@@ -406,15 +406,12 @@ def trigger_groups(
     white_of: Callable[[int], np.ndarray],
     rng: np.random.Generator,
     false_alarm: float,
-    fewest: int | None = None,
 ) -> dict[int, tuple[Refined | None, ResponseTest]]:
     """Every class's top ``least[c]`` samples along each of its ``axes`` (input space, centred on
-    ``means[c]``) are candidates, and its groups of one colour at one position (:func:`pixel_candidates`)
-    of ``fewest`` (default ``least[c]``) images to ``most_share`` of the class: there the model's
-    response is the evidence, not the group's share, so a patch on a few images of a large class is
-    asked of it too. The ``searched`` classes are tested (:func:`search`), and a class whose test
-    passes gets its matched filter's group (:func:`refine`, whitened by ``white_of(c)``; None where no
-    group parts). Returns, per searched class tested, (the group or None, the test)."""
+    ``means[c]``) are candidates, and its groups of one colour at one position (:func:`pixel_candidates`,
+    at most ``most_share`` of the class); the ``searched`` classes are tested (:func:`search`), and a class
+    whose test passes gets its matched filter's group (:func:`refine`, whitened by ``white_of(c)``;
+    None where no group parts). Returns, per searched class tested, (the group or None, the test)."""
     candidates = []
     for c, found in axes.items():
         rows = np.flatnonzero(labels == c)
@@ -423,8 +420,7 @@ def trigger_groups(
             top = np.argsort(-(centred @ axis), kind="stable")[: least[c]]
             candidates.append(Candidate(c, rows[np.sort(top)]))
     most = {c: int(most_share * (labels == c).sum()) for c in least}
-    floor = least if fewest is None else {c: min(n, fewest) for c, n in least.items()}
-    candidates += pixel_candidates(responder, labels, floor, most)
+    candidates += pixel_candidates(responder, labels, least, most)
     out: dict[int, tuple[Refined | None, ResponseTest]] = {}
     for c, (cand, test) in search(responder, labels, candidates, searched, rng, false_alarm).items():
         group = None

@@ -119,7 +119,9 @@ class InputGap(Detector):
     (:func:`~sanitize.detect._trigger.trigger_groups`, Fisher at ``false_alarm``, Bonferroni over the
     classes); its matched filter parts the group (SIG at 1 % on the emoji: 20 of 20), or for a patch
     the inputs where the group agrees with itself (the score is then the closeness to it there). The
-    model's word decides there, so the group needs ``min_group`` images, not ``min_group_share``.
+    model's word decides there, so the group parted needs ``min_group`` images, not ``min_group_share``
+    (the candidates asked of the model still hold ``least``: a lower floor let a clean class's natural
+    colour group of 10 icons pass the response test, bench/RESULTS.md "Ninth step, second part").
 
     The suspicion score of a sample is its position along the class's best direction, oriented
     towards the suspect group, in robust sd of the rest from the rest's median: higher = more
@@ -310,9 +312,7 @@ class InputGap(Detector):
 
             axes = {c: [sp.axis for sp in splits[c]] for c in classes}
             share, alarm = self.max_group_share, self.false_alarm
-            found = trigger_groups(
-                responder, x, labels, means, axes, least, share, searched, white_of, rng, alarm, self.min_group
-            )
+            found = trigger_groups(responder, x, labels, means, axes, least, share, searched, white_of, rng, alarm)
             for c, (group, test) in found.items():
                 self.response_test_[c] = test
                 size, fewest = int((labels == c).sum()), self.min_group

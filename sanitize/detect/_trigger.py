@@ -20,14 +20,20 @@ fewer images than that is not looked for here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import binom, chi2, fisher_exact
 
+from sanitize.detect._obey import change_point, leaves_class
 from sanitize.detect._response import PROBE_IMAGES, Responder, ResponseTest, _patterns, prober
 from sanitize.detect._stats import robust_sd, two_means_cut, valley_ratio, widest_gap
 
+#: Largest valley where other evidence decides: the gap at most half as dense as the group, a dip
+#: rather than a continuum (clean classes' best splits show 0.6 to 1.2 on the shapes and digits runs;
+#: poisons 0 to 0.22, the red team's BadNets 5 % on 2 and 5 shape classes). A group the model has
+#: confirmed with a shallower dip is cut where the model's answers change instead (:func:`ask`).
+DIP_VALLEY = 0.5
 #: Most rounds of the matched filter's refinement (the emoji SIG group settled after one).
 REFINE_ROUNDS = 4
 #: Probe images each candidate is first screened on, and each rival at the searched class's strength;
@@ -180,6 +186,16 @@ class Refined:
     support: np.ndarray | None = None
     target: np.ndarray | None = None
     spread: np.ndarray | None = None
+    #: For a group whose end the model's answers chose (:func:`sanitize.detect._obey.change_point`):
+    #: (images that left the class with the pattern taken away, of the class; the change point's p).
+    asked: tuple[int, int, float] | None = None
+
+    def describe(self) -> str:
+        """How the group's end was found, where the model's answers chose it (else "")."""
+        if self.asked is None:
+            return ""
+        left, size, p = self.asked
+        return f", cut where the model's answers change ({left} of {size} left the class without it, p {p:.2g})"
 
     def score(self, centred: np.ndarray) -> np.ndarray:
         """Each sample's (rows of ``centred``, the class's inputs less its mean) score: in robust sd
@@ -411,7 +427,9 @@ def trigger_groups(
     ``means[c]``) are candidates, and its groups of one colour at one position (:func:`pixel_candidates`,
     at most ``most_share`` of the class); the ``searched`` classes are tested (:func:`search`), and a class
     whose test passes gets its matched filter's group (:func:`refine`, whitened by ``white_of(c)``;
-    None where no group parts). Returns, per searched class tested, (the group or None, the test)."""
+    None where no group parts). A group whose valley exceeds ``DIP_VALLEY`` (no gap to cut at) is cut
+    where the model's answers change instead (:func:`ask`), or None. Returns, per searched class
+    tested, (the group or None, the test)."""
     candidates = []
     for c, found in axes.items():
         rows = np.flatnonzero(labels == c)
@@ -430,5 +448,37 @@ def trigger_groups(
             group = refine(x[rows] - means[c], white_of(c), at)
             if group is None and cand.kind == "colour":  # a patch the matched filter parts no group of
                 group = settle(x[rows] - means[c], at, false_alarm)
+            if group is not None and group.valley > DIP_VALLEY:
+                group = ask(responder, labels, x[rows] - means[c], rows, group, least[c], rng, false_alarm)
         out[c] = (group, test)
     return out
+
+
+def ask(
+    responder: Responder,
+    labels: np.ndarray,
+    centred: np.ndarray,
+    rows: np.ndarray,
+    group: Refined,
+    least: int,
+    rng: np.random.Generator,
+    false_alarm: float,
+) -> Refined | None:
+    """``group`` (positions in the class ``rows``, whose inputs less their mean are ``centred``) cut
+    where the model's answers change: each image of the class is asked whether, with the group's
+    pattern taken away, the model still calls it the class (:func:`~sanitize.detect._obey.leaves_class`),
+    and the group is the top ``k`` by its score, ``k`` the answers' change point
+    (:func:`~sanitize.detect._obey.change_point`, at least ``least``, at ``false_alarm``). None when
+    the answers do not change."""
+    label = int(labels[rows[0]])
+    pattern = _patterns(responder, labels, {label: rows[group.members]}, rng)[label]
+    answers = leaves_class(responder, rows, pattern, label)
+    scores = group.score(centred)
+    found = change_point(scores, answers, least, false_alarm)
+    if found is None:
+        return None
+    k, p = found
+    s = np.sort(scores)[::-1]
+    cut = (float(s[k - 1]) + float(s[k])) / 2
+    members = np.flatnonzero(scores >= cut)
+    return replace(group, members=members, cut=cut, asked=(int(answers.sum()), len(rows), p))

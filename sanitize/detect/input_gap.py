@@ -49,15 +49,11 @@ from sanitize.detect._stats import (
     whitener,
     widest_gap,
 )
-from sanitize.detect._trigger import Refined, trigger_groups
+from sanitize.detect._trigger import DIP_VALLEY, Refined, trigger_groups
 from sanitize.detect.base import Detector, DetectorResult
 
 #: Fewest samples on either side of a split: a median and a spread need two (a guard, 5613a8c).
 MIN_SIDE = 2
-#: Largest valley where other evidence decides: the gap at most half as dense as the group, a dip
-#: rather than a continuum (clean classes' best splits show 0.6 to 1.2 on the shapes and digits runs;
-#: poisons 0 to 0.22, the red team's BadNets 5 % on 2 and 5 shape classes).
-DIP_VALLEY = 0.5
 #: Fewest values to split in two at all (a guard, 5613a8c).
 MIN_SPLIT_VALUES = 4
 #: Fewest separations in the null to fit a log-normal to (a median and a MAD need a few; with fewer,
@@ -316,7 +312,8 @@ class InputGap(Detector):
             for c, (group, test) in found.items():
                 self.response_test_[c] = test
                 size, fewest = int((labels == c).sum()), self.min_group
-                if group is None or group.valley > DIP_VALLEY or not fewest <= len(group.members) <= share * size:
+                parts = group is not None and (group.valley <= DIP_VALLEY or group.asked is not None)
+                if group is None or not parts or not fewest <= len(group.members) <= share * size:
                     continue
                 k = len(group.members)
                 chosen[c] = _Split(
@@ -472,6 +469,7 @@ class InputGap(Detector):
             stats += f", the group's training loss fell {drop:.2f} (log) against its class (permutation p {p:.2g})"
         if label in self.response_test_:
             stats += f", {self.response_test_[label].describe()}"
+        stats += self.rule_[label].describe() if label in self.rule_ else ""
         stats += f", null bar {self.bar_[label]:.3g}"
         if self.poisoned_[label]:
             cut = self.cut_[label]

@@ -5,7 +5,7 @@ filter's ranking at their change point, with a Bonferroni-bounded false-alarm ra
 import numpy as np
 
 from sanitize.detect._obey import change_point, leaves_class
-from sanitize.detect._trigger import Refined, ask
+from sanitize.detect._trigger import Refined, obeyed
 
 SIDE = 16
 
@@ -78,10 +78,10 @@ def test_a_dirty_patched_image_leaves_the_class_without_the_pattern_and_a_clean_
     assert set(rows[left]) == set(planted)
 
 
-def test_ask_cuts_a_gapless_group_where_the_answers_change():
+def test_obeyed_cuts_a_gapless_group_where_the_answers_change():
     labels, images, planted = _dirty()
     rows, centred, group = _noisy_group(labels, planted, shift=3.0)
-    cut = ask(_PatchModel(images), labels, centred, rows, group, 10, np.random.default_rng(0), 0.01)
+    cut = obeyed(_PatchModel(images), labels, centred, rows, group, 10, np.random.default_rng(0), 0.01)
     assert cut is not None and cut.asked is not None and cut.asked[0] >= 25
     found = set(rows[cut.members])
     hits = len(found & set(planted))
@@ -89,11 +89,32 @@ def test_ask_cuts_a_gapless_group_where_the_answers_change():
     assert set(np.flatnonzero(cut.score(centred) >= cut.cut)) == set(cut.members)
     assert "answers change" in cut.describe()
     # A model that ignores the patch answers nothing: no cut, the group is dropped as before.
-    assert ask(_PatchModel(images, obeys=False), labels, centred, rows, group, 10, np.random.default_rng(0), 0.01) is None
+    ignored = _PatchModel(images, obeys=False)
+    assert obeyed(ignored, labels, centred, rows, group, 10, np.random.default_rng(0), 0.01) is None
 
 
-def test_ask_finds_nothing_on_a_clean_class():
+def test_obeyed_finds_nothing_on_a_clean_class():
     labels, images, _ = _dirty(poisons=0)
     planted = np.flatnonzero(labels == 1)[:30]  # a natural "group": no patch, nothing to take away
     rows, centred, group = _noisy_group(labels, planted, shift=3.0)
-    assert ask(_PatchModel(images), labels, centred, rows, group, 10, np.random.default_rng(0), 0.01) is None
+    assert obeyed(_PatchModel(images), labels, centred, rows, group, 10, np.random.default_rng(0), 0.01) is None
+
+
+def test_obeyed_takes_the_other_side_where_the_model_obeys_its_pattern():
+    # The matched filter took the class's clean images as its group (valley 0): the rest, the 60
+    # patched, carries the pattern the model obeys, and it is taken instead, its score negated.
+    labels, images, planted = _dirty(poisons=60)
+    rows = np.flatnonzero(labels == 1)
+    inside = np.isin(rows, planted)
+    centred = np.zeros((len(rows), 4))
+    centred[~inside, 0] = 5.0 + np.random.default_rng(3).normal(size=(~inside).sum()) * 0.1
+    group = Refined(np.eye(4)[0], 0.0, 1.0, np.flatnonzero(~inside), 50.0, 0.0, 2.5)
+    found = obeyed(_PatchModel(images), labels, centred, rows, group, 10, np.random.default_rng(0), 0.01)
+    assert found is not None and found.sides is not None and found.sides[1] > found.sides[0]
+    assert set(rows[found.members]) == set(planted)
+    assert set(np.flatnonzero(found.score(centred) >= found.cut)) == set(found.members)
+    assert "other side" in found.describe()
+    # The right side already: it stands.
+    right = Refined(-np.eye(4)[0], -2.5, 1.0, np.flatnonzero(inside), 50.0, 0.0, 0.0)
+    kept = obeyed(_PatchModel(images), labels, centred, rows, right, 10, np.random.default_rng(0), 0.01)
+    assert kept is not None and kept.sides is None and set(rows[kept.members]) == set(planted)

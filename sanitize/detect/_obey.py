@@ -21,6 +21,14 @@ rates (the top run's rate the higher), and it stands only when Fisher's exact te
 the top run against the rest, Bonferroni over the ``m - 1`` cuts it was chosen among, is at most the
 stated false-alarm rate: no new threshold. With no image leaving the class there is no cut, and the
 group is dropped as before.
+
+The model also says which side of the class the trigger is on. A matched filter grown from a few
+images can take the class's clean majority as its group when the poisons are a quarter or more of
+the class (a blend at 3.8 % of 9 classes of emoji: the filter's group was the 221 clean images, the
+77 left held all 75 poisons). The two sides' patterns are opposite; the model obeys the trigger's
+sign. So the rest's pattern, scaled to the group's strength, is stamped on the same probe images,
+and the rest is taken instead where it turns more of them (Fisher's exact test, one-sided, at the
+stated false-alarm rate; otherwise the group stands).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import fisher_exact
 
-from sanitize.detect._response import Responder
+from sanitize.detect._response import Responder, _patterns, prober
 
 #: Images read and asked at a time (a memory bound for large images).
 CHUNK = 2048
@@ -78,3 +86,63 @@ def change_point(scores: np.ndarray, answers: np.ndarray, least: int, false_alar
     p = float(fisher_exact([[x, best - x], [rest, m - best - rest]], alternative="greater")[1])
     p = min(1.0, p * (m - 1))
     return (best, p) if p <= false_alarm else None
+
+
+def cut_by_answers(
+    responder: Responder,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    members: np.ndarray,
+    scores: np.ndarray,
+    least: int,
+    rng: np.random.Generator,
+    false_alarm: float,
+) -> tuple[np.ndarray, float, tuple[int, int, float]] | None:
+    """A group (``members``, positions in its class's training ``rows``, ranked by ``scores``) cut
+    where the model's answers change: each image of the class is asked whether it leaves the class
+    with the group's pattern taken away (:func:`leaves_class`), and the group is the top ``k``,
+    ``k`` the answers' :func:`change_point`. Returns (the new members, the cut on ``scores``, (images
+    that left, images asked, p)), or None."""
+    label = int(labels[rows[0]])
+    pattern = _patterns(responder, labels, {label: rows[members]}, rng)[label]
+    answers = leaves_class(responder, rows, pattern, label)
+    found = change_point(scores, answers, least, false_alarm)
+    if found is None:
+        return None
+    k, p = found
+    s = np.sort(scores)[::-1]
+    cut = (float(s[k - 1]) + float(s[k])) / 2
+    return np.flatnonzero(scores >= cut), cut, (int(answers.sum()), len(rows), p)
+
+
+def other_side(
+    responder: Responder,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    members: np.ndarray,
+    rng: np.random.Generator,
+    false_alarm: float,
+) -> tuple[float, float, float] | None:
+    """Whether the rest of the class (its training ``rows`` less the positions ``members``) carries
+    the pattern the model obeys, more than the group does: both patterns (each side's mean image less
+    the other's), the rest's scaled to the group's L2 norm, stamped on the same probe images of other
+    classes; (the group's rate, the rest's rate, Fisher's one-sided p) where the rest turns more at
+    p <= ``false_alarm``, else None."""
+    rest = np.setdiff1d(np.arange(len(rows)), members)
+    if len(rest) == 0 or len(members) == 0:
+        return None
+    label = int(labels[rows[0]])
+    keyed = {0: label, 1: label}
+    sides = _patterns(responder, labels, {0: rows[members], 1: rows[rest]}, rng, keyed_by=keyed)
+    if len(sides) < 2:
+        return None
+    own, other = sides[0], sides[1]
+    norm = float(np.linalg.norm(other))
+    if norm > 0:
+        other = other * (float(np.linalg.norm(own)) / norm)
+    flips = prober(responder, labels, rng)
+    (x, n), (xo, no) = flips(label, own), flips(label, other)
+    if n == 0 or no == 0 or xo * n <= x * no:
+        return None
+    p = float(fisher_exact([[xo, no - xo], [x, n - x]], alternative="greater")[1])
+    return (x / n, xo / no, p) if p <= false_alarm else None

@@ -25,14 +25,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import binom, chi2, fisher_exact
 
-from sanitize.detect._obey import change_point, leaves_class
+from sanitize.detect._obey import cut_by_answers, other_side
 from sanitize.detect._response import PROBE_IMAGES, Responder, ResponseTest, _patterns, prober
 from sanitize.detect._stats import robust_sd, two_means_cut, valley_ratio, widest_gap
 
 #: Largest valley where other evidence decides: the gap at most half as dense as the group, a dip
 #: rather than a continuum (clean classes' best splits show 0.6 to 1.2 on the shapes and digits runs;
 #: poisons 0 to 0.22, the red team's BadNets 5 % on 2 and 5 shape classes). A group the model has
-#: confirmed with a shallower dip is cut where the model's answers change instead (:func:`ask`).
+#: confirmed with a shallower dip is cut where the model's answers change instead (:func:`obeyed`).
 DIP_VALLEY = 0.5
 #: Most rounds of the matched filter's refinement (the emoji SIG group settled after one).
 REFINE_ROUNDS = 4
@@ -189,20 +189,28 @@ class Refined:
     #: For a group whose end the model's answers chose (:func:`sanitize.detect._obey.change_point`):
     #: (images that left the class with the pattern taken away, of the class; the change point's p).
     asked: tuple[int, int, float] | None = None
+    #: -1 where the group is the rest of the class (:func:`sanitize.detect._obey.other_side`): the
+    #: score is negated; ``sides`` then holds (the found group's rate, the rest's rate, Fisher's p).
+    side: float = 1.0
+    sides: tuple[float, float, float] | None = None
 
     def describe(self) -> str:
-        """How the group's end was found, where the model's answers chose it (else "")."""
-        if self.asked is None:
-            return ""
-        left, size, p = self.asked
-        return f", cut where the model's answers change ({left} of {size} left the class without it, p {p:.2g})"
+        """How the model's answers chose the group's side and end, where they did (else "")."""
+        out = ""
+        if self.sides is not None:
+            own, other, p = self.sides
+            out += f", the class's other side: its pattern turns {other:.1%} against the group's {own:.1%} (p {p:.2g})"
+        if self.asked is not None:
+            left, size, p = self.asked
+            out += f", cut where the model's answers change ({left} of {size} left the class without it, p {p:.2g})"
+        return out
 
     def score(self, centred: np.ndarray) -> np.ndarray:
         """Each sample's (rows of ``centred``, the class's inputs less its mean) score: in robust sd
         of the rest, higher = more like the group."""
         if self.support is None or self.target is None or self.spread is None:
-            return (centred @ self.axis - self.centre) / self.scale
-        return (self.centre - _distance(centred, self.support, self.target, self.spread)) / self.scale
+            return self.side * (centred @ self.axis - self.centre) / self.scale
+        return self.side * (self.centre - _distance(centred, self.support, self.target, self.spread)) / self.scale
 
 
 def _upper(scores: np.ndarray) -> np.ndarray:
@@ -428,8 +436,9 @@ def trigger_groups(
     at most ``most_share`` of the class); the ``searched`` classes are tested (:func:`search`), and a class
     whose test passes gets its matched filter's group (:func:`refine`, whitened by ``white_of(c)``;
     None where no group parts). A group whose valley exceeds ``DIP_VALLEY`` (no gap to cut at) is cut
-    where the model's answers change instead (:func:`ask`), or None. Returns, per searched class
-    tested, (the group or None, the test)."""
+    where the model's answers change instead, or None; and a group whose class's rest carries the
+    pattern the model obeys more is that rest (:func:`obeyed`). Returns, per searched
+    class tested, (the group or None, the test)."""
     candidates = []
     for c, found in axes.items():
         rows = np.flatnonzero(labels == c)
@@ -448,13 +457,13 @@ def trigger_groups(
             group = refine(x[rows] - means[c], white_of(c), at)
             if group is None and cand.kind == "colour":  # a patch the matched filter parts no group of
                 group = settle(x[rows] - means[c], at, false_alarm)
-            if group is not None and group.valley > DIP_VALLEY:
-                group = ask(responder, labels, x[rows] - means[c], rows, group, least[c], rng, false_alarm)
+            if group is not None:
+                group = obeyed(responder, labels, x[rows] - means[c], rows, group, least[c], rng, false_alarm)
         out[c] = (group, test)
     return out
 
 
-def ask(
+def obeyed(
     responder: Responder,
     labels: np.ndarray,
     centred: np.ndarray,
@@ -464,21 +473,18 @@ def ask(
     rng: np.random.Generator,
     false_alarm: float,
 ) -> Refined | None:
-    """``group`` (positions in the class ``rows``, whose inputs less their mean are ``centred``) cut
-    where the model's answers change: each image of the class is asked whether, with the group's
-    pattern taken away, the model still calls it the class (:func:`~sanitize.detect._obey.leaves_class`),
-    and the group is the top ``k`` by its score, ``k`` the answers' change point
-    (:func:`~sanitize.detect._obey.change_point`, at least ``least``, at ``false_alarm``). None when
-    the answers do not change."""
-    label = int(labels[rows[0]])
-    pattern = _patterns(responder, labels, {label: rows[group.members]}, rng)[label]
-    answers = leaves_class(responder, rows, pattern, label)
-    scores = group.score(centred)
-    found = change_point(scores, answers, least, false_alarm)
+    """``group`` (positions in the class ``rows``, whose inputs less their mean are ``centred``) as the
+    model's answers place it (:mod:`sanitize.detect._obey`): the rest of the class where the model
+    obeys the rest's pattern far more (``other_side``); where it parts with no dip, cut where the
+    answers change (``cut_by_answers``), or None when they do not."""
+    sides = other_side(responder, labels, rows, group.members, rng, false_alarm)
+    if sides is not None:
+        rest = np.setdiff1d(np.arange(len(rows)), group.members)
+        group = replace(group, members=rest, cut=-group.cut, side=-group.side, sides=sides)
+    if group.valley <= DIP_VALLEY:
+        return group
+    found = cut_by_answers(responder, labels, rows, group.members, group.score(centred), least, rng, false_alarm)
     if found is None:
         return None
-    k, p = found
-    s = np.sort(scores)[::-1]
-    cut = (float(s[k - 1]) + float(s[k])) / 2
-    members = np.flatnonzero(scores >= cut)
-    return replace(group, members=members, cut=cut, asked=(int(answers.sum()), len(rows), p))
+    members, cut, asked = found
+    return replace(group, members=members, cut=cut, asked=asked)

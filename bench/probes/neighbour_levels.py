@@ -1,0 +1,103 @@
+"""Probe: input neighbours' class test at other levels of disagreement (issue 15, eleventh step).
+
+Input neighbours counts, per class, the *isolated* images (all 30 nearest images, pixel for pixel,
+carry another label) and holds the count against the other classes' spread
+(:func:`sanitize.detect._evidence.count_beyond_other_classes`, p times the classes). Where the poisons
+are many in their class they are each other's neighbours and few are isolated (digits draw 23: 95
+poisons, 40 % of class 0, 4 isolated). This prints the same test at lower levels (at least 90 % and at
+least 50 % of the neighbours labelled otherwise) on clean ingested datasets (no run needed) and on
+finished draw runs: the count of the class most beyond the others, what the others predict, and its
+p, so that a second level is judged by its false alarms on clean data and its use on poisoned data.
+bench/RESULTS.md, "Eleventh step".
+
+    python -m bench probe neighbour-levels --datasets digits shapes-3 shapes-5 emoji-32-2000
+    python -m bench probe neighbour-levels --draws 23 17 29
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+from sqlalchemy import select
+
+from bench.records import RESULTS, poison_mask
+from bench.transfer import DATASETS, home_of, ingest
+from sanitize.catalog import Version
+from sanitize.detect._evidence import count_beyond_other_classes
+from sanitize.detect.input_neighbours import InputNeighbours
+from sanitize.features import load_features, load_inputs
+from sanitize.runs import RunContext
+
+#: The levels tested: isolated (the voter's own), nearly isolated, and the neighbours' majority.
+LEVELS = (1.0, 0.9, 0.5)
+
+
+def clean_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset ``name`` of the suite, ingested into its bench home as a user would: its newest
+    ingested version's training inputs (as input-space voters see them) and labels."""
+    ws = home_of(name)
+    ingest(ws, name, DATASETS[name])
+    with ws.catalog.session() as s:
+        ingested = select(Version).where(Version.dataset == name, Version.kind == "ingested")
+        newest = s.scalars(ingested.order_by(Version.created_at.desc())).first()
+        if newest is None:
+            raise SystemExit(f"{name}: no ingested version in {ws.settings.home}")
+        version = newest.id
+    manifest = ws.store.manifest(name, version)
+    table = ws.store.read_column_table(manifest, ["sample_id", "label"], split="train")
+    ids = table.column("sample_id").to_pylist()
+    return load_inputs(ws.store, manifest, ids), np.asarray(table.column("label").to_pylist(), dtype=np.int64)
+
+
+def levels(x: np.ndarray, labels: np.ndarray, poisons: np.ndarray | None, target: int | None) -> list[str]:
+    """Per level, the class most beyond the others (or ``target``): its count (poisons among it),
+    the others' prediction and p over the classes."""
+    voter = InputNeighbours(learn_trigger=False).fit(x, labels)
+    dis = voter.disagreement_
+    classes = sorted(voter.isolated_share_)
+    sizes = np.bincount(labels)[classes]
+    out = []
+    for level in LEVELS:
+        hit = dis >= level
+        counts = np.bincount(labels, weights=hit)[classes]
+        tests = []
+        for i in range(len(classes)):
+            p, centre, _ = count_beyond_other_classes(counts, sizes, i)
+            tests.append((min(1.0, p * len(classes)), i, sizes[i] * np.exp(centre)))
+        p, i, expected = min(tests) if target is None else tests[classes.index(target)]
+        c = classes[i]
+        within = "" if poisons is None else f" ({int((hit & poisons & (labels == c)).sum())} poisons)"
+        out.append(f"class {c}: {int(counts[i])}{within} vs {expected:.1f}, p {p:.2g}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench probe neighbour-levels", description=__doc__)
+    ap.add_argument("--datasets", nargs="*", default=[], help="clean suite datasets (built, see bench/datasets.py)")
+    ap.add_argument("--draws", nargs="*", type=int, default=[], help="draws of transfer.json whose runs are here")
+    args = ap.parse_args(argv)
+    print("| data | poisons | " + " | ".join(f">= {lv:.0%} of 30 labelled otherwise" for lv in LEVELS) + " |")
+    print("|---|---|" + "---|" * len(LEVELS))
+    for name in args.datasets:
+        x, labels = clean_inputs(name)
+        print(f"| {name}, clean | 0 | " + " | ".join(levels(x, labels, None, None)) + " |", flush=True)
+    cells = {c["draw"]: c for c in json.loads((RESULTS / "transfer.json").read_text()) if c["draw"] is not None}
+    for draw in args.draws:
+        cell = cells[draw]
+        ws = home_of(cell["dataset"])
+        run_dir = ws.store.run_dir(cell["run_id"])
+        if not (run_dir / "features.parquet").is_file():
+            raise SystemExit(f"draw {draw}: run {cell['run_id']} is not in {ws.settings.home} (rerun the draw first)")
+        ctx = RunContext.load(ws, cell["run_id"])
+        ids, _, labels, _ = load_features(run_dir / "features.parquet", split="train")
+        poisons = poison_mask(run_dir, ids)
+        x = load_inputs(ws.store, ctx.manifest(ws), ids)
+        row = levels(x, labels, poisons, int(cell["target"]))
+        where = f"draw {draw}, {cell['dataset']}, target {cell['target']}"
+        print(f"| {where} | {int(poisons.sum())} | " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,11 +20,9 @@ import argparse
 import json
 
 import numpy as np
-from sqlalchemy import select
 
 from bench.records import RESULTS, poison_mask
 from bench.transfer import DATASETS, home_of, ingest
-from sanitize.catalog import Version
 from sanitize.detect._evidence import count_beyond_other_classes
 from sanitize.detect.input_neighbours import InputNeighbours
 from sanitize.features import load_features, load_inputs
@@ -35,16 +33,14 @@ LEVELS = (1.0, 0.9, 0.5)
 
 
 def clean_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset ``name`` of the suite, ingested into its bench home as a user would: its newest
-    ingested version's training inputs (as input-space voters see them) and labels."""
+    """Dataset ``name`` of the suite, ingested into its bench home as a user would: its current
+    version's training inputs (as input-space voters see them) and labels."""
     ws = home_of(name)
     ingest(ws, name, DATASETS[name])
     with ws.catalog.session() as s:
-        ingested = select(Version).where(Version.dataset == name, Version.kind == "ingested")
-        newest = s.scalars(ingested.order_by(Version.created_at.desc())).first()
-        if newest is None:
-            raise SystemExit(f"{name}: no ingested version in {ws.settings.home}")
-        version = newest.id
+        version = ws.catalog.dataset(s, name).current_version  # the version a run of the dataset reads
+    if version is None:
+        raise SystemExit(f"{name}: no version in {ws.settings.home}")
     manifest = ws.store.manifest(name, version)
     table = ws.store.read_column_table(manifest, ["sample_id", "label"], split="train")
     ids = table.column("sample_id").to_pylist()

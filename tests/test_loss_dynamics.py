@@ -222,3 +222,31 @@ def test_whitened_clustering_asks_a_cluster_its_losses_passed_for_a_pattern_the_
     det = make_detector("whitened_clustering")
     r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=False))
     assert not r.flags.any() and not det.response_test_[0].passed
+
+
+def test_where_the_model_is_asked_its_answer_replaces_the_other_classes_falls():
+    """Class 0's cluster of the first test, beside a natural cluster of class 1 whose loss falls
+    further still. Without a model to ask, the fall must beat every other class's and the class is
+    left clean; with one, the response test decides instead: poisoned when the model obeys the
+    cluster's pattern, clean when it does not (bench/RESULTS.md, issue 15 "Twelfth step")."""
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
+    labels = np.repeat(np.arange(6), 400)
+    group = np.arange(60)
+    x[group, 0] += 9.0
+    x[np.arange(60, 100), 0] += rng.uniform(2, 7, size=40)
+    x[400 + np.arange(40), 2] += 4.0  # class 1's natural cluster, not apart from the other classes
+    d = np.vstack(
+        [losses(400, group=list(range(60)) if c == 0 else list(range(40)) if c == 1 else [], seed=c) for c in range(6)]
+    )
+    d[400:440, 3:] *= np.exp(-1.0)  # ... and learnt faster than class 0's
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d)
+    assert det.dynamics_test_[0][1] <= 0.01 and not r.flags.any(), "under class 1's fall: left to other voters"
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=True))
+    assert r.flags[group].all() and not r.flags[400:].any()
+    assert det.response_test_[0].passed and "its pattern turns" in r.notes[0]
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=False))
+    assert not r.flags.any() and not det.response_test_[0].passed

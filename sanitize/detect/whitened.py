@@ -94,14 +94,16 @@ class WhitenedClustering(Detector):
     training dynamics (where it recorded them) can still decide: the class is judged poisoned when
     the suspect cluster (at most half its class: ``MINORITY``) fell in training loss against its
     class more than random groups of its size did (:func:`~sanitize.detect._evidence.loss_crossing`, at
-    ``false_alarm``, Bonferroni over the classes so tested) and more than any other class's suspect
-    cluster, and the class's separation stands beyond the other classes' at ``apart_false_alarm``
+    ``false_alarm``, Bonferroni over the classes so tested), and the class's separation stands beyond
+    the other classes' at ``apart_false_alarm``
     (:func:`~sanitize.detect._evidence.value_beyond_other_classes`). On the real icons (2,004 images,
     6 classes) BadNets 5 %'s suspect cluster had separation 12.5 (p 0.001 among the classes) but a
     valley of 0.50 and a spread ratio of 1.18; its loss fell 13.8 (log) against its class's, p 0.005.
-    Where the run hands over the reference model (``response``), such a cluster must also carry a
+    Where the run hands over the reference model (``response``), such a cluster must then carry a
     pattern the model obeys (:func:`~sanitize.detect._response.response_tests`, as in input gap): a
-    natural cluster of the emoji whose loss fell as fast had quarantined 25 clean images.
+    natural cluster of the emoji whose loss fell as fast had quarantined 25 clean images. Where it
+    does not, the cluster's fall must instead exceed every other class's suspect cluster's
+    (:func:`~sanitize.detect._evidence.clusters_by_dynamics`).
 
     On Fashion-MNIST and digits runs (bench/RESULTS.md), clean classes reached separations up to 8.7
     but then spread ratios below 2 and valleys of 0.09 or more (the digits' "1"s; 0.14 the lowest of
@@ -310,13 +312,17 @@ class WhitenedClustering(Detector):
         if dynamics is not None and len(dynamics) == n and tested:
             rng = np.random.default_rng(self.random_state)
             members = {c: inside for c, (_, inside) in splits.items()}
-            judged = clusters_by_dynamics(dynamics, labels, members, tested, rng, self.false_alarm)
+            # Where the model can be asked, its answer, not the other classes' falls, tells a natural
+            # cluster from a trigger's (clusters_by_dynamics).
+            responder: Responder | None = getattr(self, "_round_response", None)
+            judged = clusters_by_dynamics(
+                dynamics, labels, members, tested, rng, self.false_alarm, against_others=responder is None
+            )
             for c, (drop, p, passed) in judged.items():
                 self.dynamics_test_[c] = (drop, p)
                 self.poisoned_[c] = passed and self.apart_p_[c] <= self.apart_false_alarm
             # As in input gap, a cluster only its training loss passed must carry a pattern the model obeys.
             asked = [c for c in judged if self.poisoned_[c]]
-            responder: Responder | None = getattr(self, "_round_response", None)
             if responder is not None and asked:
                 groups = {c: np.flatnonzero(labels == c)[inside] for c, (_, inside) in splits.items()}
                 self.response_test_ = response_tests(responder, labels, groups, asked, rng, self.false_alarm)

@@ -39,6 +39,7 @@ PROBES: dict[str, tuple[str, str]] = {
     "old-code": ("bench.probes.old_code", "a finished run scored by an older commit's detectors"),
     "knn-recall": ("bench.probes.knn_recall", "the approximate k-NN search's recall and time on 60k rows"),
     "detect-runs": ("bench.probes.detect_runs", "suite cells run without retraining, then rescored"),
+    "learnt-late": ("bench.probes.learnt_late", "do the poisons of a draw that did not take come last in training?"),
     "neighbour-levels": (
         "bench.probes.neighbour_levels",
         "input neighbours' class test at lower disagreement levels, clean data and draws",

@@ -3,8 +3,10 @@ model obeys it, and only then; a clean dataset gives nothing. A patch gives its 
 colour at one position, confirmed by the model that obeys it and by no other."""
 
 import numpy as np
+import pytest
 
 from sanitize.detect import InputGap
+from sanitize.detect._border import pool
 from sanitize.detect._stats import shrunk_whitener
 from sanitize.detect._trigger import pixel_candidates, refine, settle, trigger_groups
 
@@ -190,3 +192,66 @@ def test_a_patch_on_fewer_images_than_the_share_floor_is_found_when_the_model_ob
     assert not InputGap(min_group_share=0.08).detect(_x(images), labels, response=ignored).flags.any()
     labels, images, _ = _patch_data(poisons=0)
     assert not InputGap(min_group_share=0.08).detect(_x(images), labels, response=_PatchModel(images)).flags.any()
+
+
+def _framed(poisons=24, seed=3, at=(5, 1), colour=(200.0, 40.0, 90.0), alpha=0.8):
+    """The patch data's classes, with class 1's first ``poisons`` images carrying a 3x3 frame (its 8
+    border pixels) in one colour at ``alpha`` over the image's own pixels, its corner at ``at``."""
+    labels, images, _ = _patch_data(poisons=0, seed=seed)
+    planted = np.flatnonzero(labels == 1)[:poisons]
+    frame = np.ones((3, 3), bool)
+    frame[1, 1] = False
+    where = np.s_[planted, at[0] : at[0] + 3, at[1] : at[1] + 3, :]
+    patch = images[where].astype(np.float64)
+    patch[:, frame] = alpha * np.array(colour) + (1 - alpha) * patch[:, frame]
+    images[where] = patch.round().astype(np.uint8)
+    return labels, images, planted
+
+
+def test_settle_on_images_reads_a_blended_patch_off_the_pixels():
+    from sanitize.detect._border import settle_on_images
+    from sanitize.errors import DetectionError
+
+    labels, images, _ = _framed()
+    rows = np.flatnonzero(labels == 1)
+    start = np.r_[np.arange(10), [150]]  # ten of the 24 framed images and a clean one: a colour candidate
+    group = settle_on_images(_PatchModel(images), rows, start, 0.01, dims=SIDE * SIDE * 3)
+    assert group is not None and set(group.members) == set(range(24)) and group.valley <= 0.5
+    scores = group.score(np.zeros((len(rows), SIDE * SIDE * 3)))
+    assert set(np.flatnonzero(scores >= group.cut)) == set(range(24))
+    with pytest.raises(DetectionError, match="scores only them"):
+        group.score(np.zeros((5, SIDE * SIDE * 3)))
+    # Pooled 2x2, as the input-space voters' inputs are, each frame pixel is averaged with the image's
+    # own: the same start finds no such group there.
+    pooled = pool(images, 2).reshape(len(images), -1) / 255
+    centred = pooled[rows] - pooled[rows].mean(0)
+    found = settle(centred, start, 0.01)
+    assert found is None or set(found.members) != set(range(24))
+    # A natural group of the class agrees with itself on no pixel beyond chance.
+    assert settle_on_images(_PatchModel(images), rows, np.arange(100, 120), 0.01, dims=1) is None
+
+
+class _FrameModel(_PatchModel):
+    """As :class:`_PatchModel`, but its backdoor is the frame of :func:`_framed` (at (5, 1)): class 1
+    when the frame's pixels are far redder than green on average, as a stamped pattern also makes them."""
+
+    def predict(self, images):
+        frame = np.ones((3, 3), bool)
+        frame[1, 1] = False
+        px = images[:, 5:8, 1:4, :].astype(np.float64)[:, frame]
+        bucket = np.clip(np.round((images[:, 4:12, 4:12, :].reshape(len(images), -1).mean(1) - 60) / 60), 0, 2)
+        return np.where((px[..., 0] - px[..., 1]).mean(1) > 100, 1, bucket.astype(int))
+
+
+def test_input_gap_scores_a_patch_group_found_on_the_images_only_on_its_fitted_samples():
+    from sanitize.errors import DetectionError
+
+    labels, images, planted = _framed(alpha=0.9)
+    x = pool(images, 2).reshape(len(images), -1).astype(np.float32) / 255
+    detector = InputGap()
+    result = detector.detect(x, labels, response=_FrameModel(images))
+    assert set(np.flatnonzero(result.flags)) == set(planted)
+    assert detector.rule_[1].fitted is not None
+    with pytest.raises(DetectionError, match="fitted on"):
+        detector.score_samples(x[:100], labels[:100])
+    assert np.array_equal(detector.score_samples(x, labels), result.scores)

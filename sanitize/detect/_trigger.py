@@ -23,19 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.stats import binom, chi2, fisher_exact
+from scipy.stats import binom, fisher_exact
 
+from sanitize.detect._border import Refined, block_of, pool, refine, settle, settle_on_images
 from sanitize.detect._obey import cut_by_answers, other_side
 from sanitize.detect._response import PROBE_IMAGES, Responder, ResponseTest, _patterns, prober
-from sanitize.detect._stats import robust_sd, two_means_cut, valley_ratio, widest_gap
 
 #: Largest valley where other evidence decides: the gap at most half as dense as the group, a dip
 #: rather than a continuum (clean classes' best splits show 0.6 to 1.2 on the shapes and digits runs;
 #: poisons 0 to 0.22, the red team's BadNets 5 % on 2 and 5 shape classes). A group the model has
 #: confirmed with a shallower dip is cut where the model's answers change instead (:func:`obeyed`).
 DIP_VALLEY = 0.5
-#: Most rounds of the matched filter's refinement (the emoji SIG group settled after one).
-REFINE_ROUNDS = 4
 #: Probe images each candidate is first screened on, and each rival at the searched class's strength;
 #: only a class whose group turns more of them than every rival does is measured on ``PROBE_IMAGES``
 #: (the screened images and the rest). A trigger's 37 % against natural groups' at most 10 % shows on
@@ -43,16 +41,10 @@ REFINE_ROUNDS = 4
 SCREEN_IMAGES = 100
 #: Groups of one colour at one position taken per class as candidates (:func:`pixel_candidates`).
 PIXEL_GROUPS = 3
-#: Positions per side at most: a larger image is pooled in squares first (a patch of at least twice
-#: the square's side covers one square whole, so its colour stays its own).
-PIXEL_SIDE = 32
 #: Bins per channel of a position's colour (fewer where classes x positions x colours would exceed
 #: ``PIXEL_BINS`` counts: a memory bound).
 PIXEL_LEVELS = 8
 PIXEL_BINS = 2**24
-#: Half a grey level of an 8-bit image, in inputs scaled to [0, 1]: the least spread an input can be
-#: said to have (:func:`settle`).
-HALF_LEVEL = 0.5 / 255
 #: Images read at a time while counting.
 PIXEL_CHUNK = 4096
 
@@ -169,187 +161,15 @@ def _overlap(a: Candidate, b: Candidate) -> float:
     return len(np.intersect1d(a.rows, b.rows)) / max(len(a.rows), 1)
 
 
-@dataclass(frozen=True)
-class Refined:
-    """The matched filter's group of a class: scores of every member of the class along ``axis`` (in
-    the whitened coordinates' pre-image, input space), leave-one-out for the group."""
-
-    axis: np.ndarray
-    centre: float
-    scale: float
-    members: np.ndarray
-    separation: float
-    valley: float
-    cut: float
-    #: For a group found by where it agrees with itself (:func:`settle`): the input dimensions of that
-    #: support, the group's value there and the rest's standard deviation. ``axis`` is then unused.
-    support: np.ndarray | None = None
-    target: np.ndarray | None = None
-    spread: np.ndarray | None = None
-    #: For a group whose end the model's answers chose (:func:`sanitize.detect._obey.change_point`):
-    #: (images that left the class with the pattern taken away, of the class; the change point's p).
-    asked: tuple[int, int, float] | None = None
-    #: -1 where the group is the rest of the class (:func:`sanitize.detect._obey.other_side`): the
-    #: score is negated; ``sides`` then holds (the found group's rate, the rest's rate, Fisher's p).
-    side: float = 1.0
-    sides: tuple[float, float, float] | None = None
-
-    def describe(self) -> str:
-        """How the model's answers chose the group's side and end, where they did (else "")."""
-        out = ""
-        if self.sides is not None:
-            own, other, p = self.sides
-            out += f", the class's other side: its pattern turns {other:.1%} against the group's {own:.1%} (p {p:.2g})"
-        if self.asked is not None:
-            left, size, p = self.asked
-            out += f", cut where the model's answers change ({left} of {size} left the class without it, p {p:.2g})"
-        return out
-
-    def score(self, centred: np.ndarray) -> np.ndarray:
-        """Each sample's (rows of ``centred``, the class's inputs less its mean) score: in robust sd
-        of the rest, higher = more like the group."""
-        if self.support is None or self.target is None or self.spread is None:
-            return self.side * (centred @ self.axis - self.centre) / self.scale
-        return self.side * (self.centre - _distance(centred, self.support, self.target, self.spread)) / self.scale
-
-
-def _upper(scores: np.ndarray) -> np.ndarray:
-    """The positions of ``scores`` above their exact 2-means cut."""
-    s = np.sort(scores)
-    j = two_means_cut(s)
-    return np.flatnonzero(scores > (s[j - 1] + s[j]) / 2)
-
-
-def _against_rest(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, float, float, float, float] | None:
-    """``scores`` in robust sd of the non-members from their median, with what is measured on it:
-    (that score, the median, the sd, the members' median separation, the valley between). None when
-    either side has under two samples."""
-    inside = np.zeros(len(scores), dtype=bool)
-    inside[members] = True
-    if inside.sum() < 2 or (~inside).sum() < 2:
-        return None
-    rest = scores[~inside]
-    centre = float(np.median(rest))
-    scale = robust_sd(rest, centre, fallback=1.0)
-    q = (scores - centre) / scale
-    return q, centre, scale, float(np.median(q[inside])), valley_ratio(q[~inside], q[inside])
-
-
-def refine(centred: np.ndarray, white: np.ndarray, start: np.ndarray) -> Refined | None:
-    """The group that the mean difference of ``start`` (positions in the class) finds, as a matched
-    filter: whiten the class (``centred`` (m, d), ``white`` (d, k)), score every sample along the
-    group's mean difference from the rest, each member against the mean of the others (leave one
-    out), split the scores with exact 2-means, and repeat with the group above the cut until it
-    settles. None when no group of at least two remains."""
-    z = centred @ white
-    members = np.sort(np.asarray(start, dtype=np.int64))
-    scores = np.zeros(len(z))
-    for _ in range(REFINE_ROUNDS):
-        k = len(members)
-        if k < 2 or k > len(z) - 2:
-            return None
-        inside = np.zeros(len(z), dtype=bool)
-        inside[members] = True
-        d = z - z[~inside].mean(axis=0)
-        total = d[inside].sum(axis=0)
-        g = total / k
-        norm = float(np.linalg.norm(g))
-        if norm == 0:
-            return None
-        scores = d @ g / norm
-        loo = (total[None, :] - d[inside]) / (k - 1)
-        scores[inside] = np.einsum("ij,ij->i", d[inside], loo) / np.maximum(np.linalg.norm(loo, axis=1), 1e-12)
-        found = _upper(scores)
-        if np.array_equal(found, members):
-            break
-        members = found
-    measured = _against_rest(scores, members)
-    if measured is None:
-        return None
-    q, _, scale, separation, valley = measured
-    inside = np.zeros(len(z), dtype=bool)
-    inside[members] = True
-    flagged = q >= widest_gap(np.sort(q), 0.0, separation)
-    # One linear axis for scoring: the group's whole mean difference (members then score at least as
-    # high as they did left out, in the measured runs); the cut parts the flagged from the rest on it.
-    plain = z @ (g / norm)
-    offset = float(np.median(plain[~inside]))
-    p = (plain - offset) / scale
-    if flagged.all() or not flagged.any():
-        return None
-    low, high = float(p[~flagged].max()), float(p[flagged].min())
-    if low < high:
-        cut = (low + high) / 2
-    else:  # the left-out scores parted them, the whole axis does not: cut it where it parts most
-        cut = widest_gap(np.sort(p), 0.0, float(np.median(p[inside])))
-    return Refined(white @ (g / norm), offset, scale, np.flatnonzero(p >= cut), separation, valley, cut)
-
-
-def _distance(centred: np.ndarray, support: np.ndarray, target: np.ndarray, spread: np.ndarray) -> np.ndarray:
-    """Log of the root mean square distance of each row to ``target`` over the ``support`` dimensions,
-    each in units of its ``spread`` (a difference under half a grey level counts as half a level)."""
-    gap = np.maximum(np.abs(centred[:, support] - target), HALF_LEVEL) / spread
-    return 0.5 * np.log((gap**2).mean(axis=1))
-
-
-def settle(centred: np.ndarray, start: np.ndarray, false_alarm: float) -> Refined | None:
-    """The group a stamped patch makes in its class, found where the group agrees with itself: a patch
-    is too small to move its images' mean far, but on the inputs it covers every poison holds one
-    value while the class varies. The support is the input dimensions where the group's spread (a
-    median absolute deviation, so that a stray member does not widen it; at least half a grey level,
-    the inputs' resolution) is too small for a random draw of the class: ``(k-1) s^2 / var`` in the
-    lower ``false_alarm / d`` tail of chi-square with ``k - 1`` degrees of freedom, Bonferroni over
-    the ``d`` dimensions. Each sample is scored by its distance to the group's median there (in the
-    rest's sd per dimension, on a log scale, where an exact copy and a near one are apart as far as
-    a near one and the class); exact 2-means splits the scores, and the group above the cut is taken
-    again until it settles. None when no dimension is in the support or no group of two remains."""
-    members = np.sort(np.asarray(start, dtype=np.int64))
-    m, d = centred.shape
-    for _ in range(REFINE_ROUNDS):
-        k = len(members)
-        if k < 3 or k > m - 2:
-            return None
-        inside = np.zeros(m, dtype=bool)
-        inside[members] = True
-        group = centred[inside]
-        target = np.median(group, axis=0)
-        s = np.maximum(1.4826 * np.median(np.abs(group - target), axis=0), HALF_LEVEL)
-        var = centred[~inside].var(axis=0, ddof=1)
-        ok = var > HALF_LEVEL**2
-        low = chi2.cdf((k - 1) * s[ok] ** 2 / var[ok], k - 1)
-        support = np.flatnonzero(ok)[low <= false_alarm / d]
-        if len(support) == 0:
-            return None
-        spread = np.sqrt(var[support])
-        dist = _distance(centred, support, target[support], spread)
-        found = _upper(-dist)
-        if np.array_equal(found, members):
-            break
-        members = found
-    measured = _against_rest(-dist, members)
-    if measured is None:
-        return None
-    q, centre, scale, separation, valley = measured
-    inside = np.zeros(m, dtype=bool)
-    inside[members] = True
-    # The last round's cut parted the members from the rest; cut midway between them.
-    cut = (float(q[~inside].max()) + float(q[inside].min())) / 2
-    return Refined(np.zeros(d), -centre, scale, members, separation, valley, cut, support, target[support], spread)
-
-
 def _codes(images: np.ndarray, block: int, levels: int) -> np.ndarray:
     """Each image's colour code at each position (m, P): the image average-pooled over ``block`` x
     ``block`` squares, each channel cut into ``levels`` equal bins, the channels' bins as one code."""
-    m, h, w, ch = images.shape
-    oh, ow = h // block, w // block
-    x = images[:, : oh * block, : ow * block, :].astype(np.float32)
-    if block > 1:
-        x = x.reshape(m, oh, block, ow, block, ch).mean(axis=(2, 4))
+    x = pool(images, block)
     q = np.minimum((x * (levels / 256.0)).astype(np.int64), levels - 1)
-    code = np.zeros((m, oh, ow), dtype=np.int64)
-    for k in range(ch):
+    code = np.zeros(x.shape[:3], dtype=np.int64)
+    for k in range(x.shape[3]):
         code = code * levels + q[..., k]
-    return code.reshape(m, -1)
+    return code.reshape(len(x), -1)
 
 
 def pixel_candidates(
@@ -368,7 +188,7 @@ def pixel_candidates(
     if n == 0:
         return []
     h, w, ch = responder.images(np.zeros(1, dtype=np.int64)).shape[1:]
-    block = max(1, -(-max(h, w) // PIXEL_SIDE))
+    block = block_of(h, w)
     classes = sorted(least)
     levels = PIXEL_LEVELS
     while levels > 2 and len(classes) * (h // block) * (w // block) * levels**ch > PIXEL_BINS:
@@ -454,8 +274,12 @@ def trigger_groups(
         if test.passed:
             rows = np.flatnonzero(labels == c)
             at = np.searchsorted(rows, cand.rows)
-            group = refine(x[rows] - means[c], white_of(c), at)
-            if group is None and cand.kind == "colour":  # a patch the matched filter parts no group of
+            group = None
+            if cand.kind == "colour":  # a patch: where its images agree with the group, as the model sees them
+                group = settle_on_images(responder, rows, at, false_alarm, x.shape[1])
+            if group is None:
+                group = refine(x[rows] - means[c], white_of(c), at)
+            if group is None and cand.kind == "colour":  # a patch neither parts: where the inputs agree
                 group = settle(x[rows] - means[c], at, false_alarm)
             if group is not None:
                 group = obeyed(responder, labels, x[rows] - means[c], rows, group, least[c], rng, false_alarm)

@@ -50,7 +50,7 @@ from sanitize.detect._stats import (
     widest_gap,
 )
 from sanitize.detect._trigger import DIP_VALLEY, Refined, trigger_groups
-from sanitize.detect.base import Detector, DetectorResult
+from sanitize.detect.base import Detector, DetectorResult, check_fitted_samples
 
 #: Fewest samples on either side of a split: a median and a spread need two (a guard, 5613a8c).
 MIN_SIDE = 2
@@ -114,8 +114,8 @@ class InputGap(Detector):
     images to it far more than any other class's such group does is a trigger
     (:func:`~sanitize.detect._trigger.trigger_groups`, Fisher at ``false_alarm``, Bonferroni over the
     classes); its matched filter parts the group (SIG at 1 % on the emoji: 20 of 20), or for a patch
-    the inputs where the group agrees with itself (the score is then the closeness to it there). The
-    model's word decides there, so the group parted needs ``min_group`` images, not ``min_group_share``
+    the pixels where the group agrees with itself (:func:`~sanitize.detect._border.settle_on_images`).
+    The model's word decides there, so the group parted needs ``min_group`` images, not ``min_group_share``
     (the candidates asked of the model still hold ``least``: a lower floor let a clean class's natural
     colour group of 10 icons pass the response test, bench/RESULTS.md "Ninth step, second part").
 
@@ -245,7 +245,7 @@ class InputGap(Detector):
         self.dynamics_test_: dict[int, tuple[float, float]] = {}
         self.response_test_: dict[int, ResponseTest] = {}
         self.rule_: dict[int, Refined] = {}
-        rng = np.random.default_rng(self.random_state)
+        self._fitted_samples, rng = (features, labels.copy()), np.random.default_rng(self.random_state)
         classes = [int(c) for c in np.unique(labels)]
         x = features.astype(np.float64, copy=False)
         means, scatters, total = class_scatters(x, labels, classes)
@@ -447,6 +447,8 @@ class InputGap(Detector):
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Position (n,) along the class's best direction, in robust sd of the rest; higher = more suspicious."""
         self._check_fitted()
+        if any(rule.fitted is not None for rule in self.rule_.values()):  # a patch read off the images
+            check_fitted_samples(self, features, labels, self._fitted_samples)
         scores = np.zeros(len(labels), dtype=np.float64)
         for c in np.unique(labels):
             c = int(c)

@@ -404,8 +404,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.draws_summary:
         print("\n".join(draws_summary(read_json(RESCORED, []))))
         return
-    if args.rescore:
-        rescore_cells([c for c in cells if not args.datasets or c["dataset"] in args.datasets], code=commit())
+    if args.rescore:  # the recorded cells of --datasets and --cells (draws: the randomised ones only)
+        kind = {"all": None, "draws": True, "fixed": False}[args.cells]
+        picked = [c for c in cells if (not args.datasets or c["dataset"] in args.datasets)]
+        rescore_cells([c for c in picked if kind is None or (c["draw"] is not None) == kind], code=commit())
         return
     names = args.datasets or [
         n for n, s in DATASETS.items() if (s.path is None or s.path.exists()) and (s.small or not args.small)

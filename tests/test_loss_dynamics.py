@@ -105,16 +105,34 @@ def test_dynamics_are_written_and_read_in_the_samples_order(tmp_path):
     assert load_dynamics(tmp_path / "none.parquet", ["a"]) is None
 
 
+def _bridged_class():
+    """Six classes of 400 in 16 dimensions; class 0's first 60 split far along dimension 0 (by 9) and
+    bridged to the rest by 40 more spread between them. (x, labels, the 60, the generator, for more)."""
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
+    labels = np.repeat(np.arange(6), 400)
+    group = np.arange(60)
+    x[group, 0] += 9.0
+    x[np.arange(60, 100), 0] += rng.uniform(2, 7, size=40)
+    return x, labels, group, rng
+
+
+def _judged_by_the_model(x, labels, d, group):
+    """With the model asked: class 0's cluster kept where the model obeys its pattern, dropped where not."""
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=True))
+    assert r.flags[group].all() and not r.flags[400:].any()
+    assert det.response_test_[0].passed and "its pattern turns" in r.notes[0]
+    det = make_detector("whitened_clustering")
+    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=False))
+    assert not r.flags.any() and not det.response_test_[0].passed
+
+
 def test_whitened_clustering_decides_one_population_cut_in_two_on_the_losses():
     """A class split far from the rest (separation 8, robust z 40 among classes) but bridged to it
     (valley 0.3, alike spreads) is judged clean on its features alone, and poisoned when its
     suspect cluster was learnt late and then fast."""
-    rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
-    labels = np.repeat(np.arange(6), 400)
-    group, bridge = np.arange(60), np.arange(60, 100)
-    x[group, 0] += 9.0
-    x[bridge, 0] += rng.uniform(2, 7, size=40)
+    x, labels, group, rng = _bridged_class()
     det = make_detector("whitened_clustering")
     assert not det.detect(x, labels).flags.any()
     d = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c) for c in range(6)])
@@ -130,11 +148,7 @@ def test_whitened_clustering_decides_one_population_cut_in_two_on_the_losses():
 def test_whitened_clustering_asks_the_dynamics_only_of_a_class_apart_from_the_others():
     """The same class and losses, but another class split almost as far: the class is not
     beyond them (Fashion-MNIST's bags on SIG 0.5 %), and its falling cluster is left to other voters."""
-    rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
-    labels = np.repeat(np.arange(6), 400)
-    x[np.arange(60), 0] += 9.0
-    x[np.arange(60, 100), 0] += rng.uniform(2, 7, size=40)
+    x, labels, _, rng = _bridged_class()
     for c in (1,):  # a natural group, bridged to its class, split nearly as far
         x[400 * c + np.arange(60), 1] += 7.0
         x[400 * c + np.arange(60, 100), 1] += rng.uniform(2, 6, size=40)  # separation 5.8 against 8.2
@@ -208,20 +222,9 @@ class _FeatureModel:
 def test_whitened_clustering_asks_a_cluster_its_losses_passed_for_a_pattern_the_model_obeys():
     """The class of the first test, its cluster passed on the losses: kept when the model obeys the
     cluster's pattern, dropped when it does not (a natural cluster learnt fast)."""
-    rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
-    labels = np.repeat(np.arange(6), 400)
-    group = np.arange(60)
-    x[group, 0] += 9.0
-    x[np.arange(60, 100), 0] += rng.uniform(2, 7, size=40)
+    x, labels, group, _ = _bridged_class()
     d = np.vstack([losses(400, group=list(range(60)) if c == 0 else [], seed=c) for c in range(6)])
-    det = make_detector("whitened_clustering")
-    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=True))
-    assert r.flags[group].all() and not r.flags[400:].any()
-    assert det.response_test_[0].passed and "its pattern turns" in r.notes[0]
-    det = make_detector("whitened_clustering")
-    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=False))
-    assert not r.flags.any() and not det.response_test_[0].passed
+    _judged_by_the_model(x, labels, d, group)
 
 
 def test_where_the_model_is_asked_its_answer_replaces_the_other_classes_falls():
@@ -229,12 +232,7 @@ def test_where_the_model_is_asked_its_answer_replaces_the_other_classes_falls():
     further still. Without a model to ask, the fall must beat every other class's and the class is
     left clean; with one, the response test decides instead: poisoned when the model obeys the
     cluster's pattern, clean when it does not (bench/RESULTS.md, issue 15 "Twelfth step")."""
-    rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal(0, 1, size=(400, 16)) + c * 0.3 for c in range(6)])
-    labels = np.repeat(np.arange(6), 400)
-    group = np.arange(60)
-    x[group, 0] += 9.0
-    x[np.arange(60, 100), 0] += rng.uniform(2, 7, size=40)
+    x, labels, group, _ = _bridged_class()
     x[400 + np.arange(40), 2] += 4.0  # class 1's natural cluster, not apart from the other classes
     d = np.vstack(
         [losses(400, group=list(range(60)) if c == 0 else list(range(40)) if c == 1 else [], seed=c) for c in range(6)]
@@ -243,10 +241,4 @@ def test_where_the_model_is_asked_its_answer_replaces_the_other_classes_falls():
     det = make_detector("whitened_clustering")
     r = det.detect(x, labels, dynamics=d)
     assert det.dynamics_test_[0][1] <= 0.01 and not r.flags.any(), "under class 1's fall: left to other voters"
-    det = make_detector("whitened_clustering")
-    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=True))
-    assert r.flags[group].all() and not r.flags[400:].any()
-    assert det.response_test_[0].passed and "its pattern turns" in r.notes[0]
-    det = make_detector("whitened_clustering")
-    r = det.detect(x, labels, dynamics=d, response=_FeatureModel(x, obeys=False))
-    assert not r.flags.any() and not det.response_test_[0].passed
+    _judged_by_the_model(x, labels, d, group)

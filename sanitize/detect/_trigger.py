@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import binom, fisher_exact
 
-from sanitize.detect._border import Refined, block_of, pool, refine, settle, settle_on_images
+from sanitize.detect._border import CHUNK, Refined, block_of, pool, refine, settle, settle_on_images
 from sanitize.detect._obey import cut_by_answers, other_side
 from sanitize.detect._response import PROBE_IMAGES, Responder, ResponseTest, _patterns, prober
 
@@ -45,8 +45,6 @@ PIXEL_GROUPS = 3
 #: ``PIXEL_BINS`` counts: a memory bound).
 PIXEL_LEVELS = 8
 PIXEL_BINS = 2**24
-#: Images read at a time while counting.
-PIXEL_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -197,8 +195,8 @@ def pixel_candidates(
     positions = (h // block) * (w // block)
     counts = {c: np.zeros(positions * codes_per_position, dtype=np.int64) for c in classes}
     offsets = np.arange(positions, dtype=np.int64) * codes_per_position
-    for start in range(0, n, PIXEL_CHUNK):
-        rows = np.arange(start, min(n, start + PIXEL_CHUNK))
+    for start in range(0, n, CHUNK):
+        rows = np.arange(start, min(n, start + CHUNK))
         code = _codes(responder.images(rows), block, levels) + offsets
         for c in classes:
             mine = code[labels[rows] == c]
@@ -221,10 +219,7 @@ def pixel_candidates(
         wanted = np.unique(best // codes_per_position)
         rows_c = np.flatnonzero(labels == c)
         code_c = np.concatenate(
-            [
-                _codes(responder.images(rows_c[i : i + PIXEL_CHUNK]), block, levels)[:, wanted]
-                for i in range(0, size, PIXEL_CHUNK)
-            ]
+            [_codes(responder.images(rows_c[i : i + CHUNK]), block, levels)[:, wanted] for i in range(0, size, CHUNK)]
         )
         taken: list[Candidate] = []
         for at in best:

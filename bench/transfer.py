@@ -19,7 +19,7 @@ cells of digits, shapes-2, shapes-5, shapes-5-plant and icons-32-2000 (:data:`LO
 other seed (``--seeds 0 1``) and draws 10 and above of the randomised generator are only reported
 (draws 0-9 are marked looked at, for whoever designs on them next), but for the draws a later step
 looked at (:data:`LOOKED_AT_DRAWS`: 12, 15, 23 and 27 in the tenth, the digits draws 11, 17, 29 and 35 in
-the eleventh). Every record says which (``looked_at``), and RESULTS reports the two groups apart.
+the eleventh, draw 38 in the thirteenth). Every record says which (``looked_at``), and RESULTS reports the two groups apart.
 
 Each dirty-label cell also measures its attack on the clean run's clean model (``asr_clean_model``:
 the floor that cleaning cannot go below) and carries the clean run's accuracy (``clean_acc_clean``).
@@ -86,8 +86,8 @@ DATASETS: dict[str, Spec] = {
 BARRED = ("badnets", "blend", "sig")
 OTHERS = ("all_to_all", "tact", "adaptive_patch", "badnets_colour", "wanet", "adaptive_blend", "badnets_random")
 #: The draws looked at while designing: 0-9 set aside for it, then those later steps looked at
-#: (RESULTS, "Tenth step" and "Eleventh step").
-LOOKED_AT_DRAWS = frozenset(range(10)) | {11, 12, 15, 17, 23, 27, 29, 35}
+#: (RESULTS, "Tenth step", "Eleventh step" and "Thirteenth step").
+LOOKED_AT_DRAWS = frozenset(range(10)) | {11, 12, 15, 17, 23, 27, 29, 35, 38}
 #: The (dataset, seed) fixed cells the detectors were designed on.
 LOOKED_AT = {("digits", 0), ("shapes-2", 0), ("shapes-5", 0), ("shapes-5-plant", 0), ("icons-32-2000", 0)}
 RESCORED = RESULTS / "transfer_rescored.json"
@@ -251,7 +251,9 @@ def rescore_cells(cells: list[dict[str, Any]], code: str) -> None:
         r = cell["combined"]
         rows.append(
             {
-                **{k: cell[k] for k in ("dataset", "attack", "rate", "seed", "draw", "looked_at", "run_id")},
+                **{k: cell[k] for k in ("dataset", "attack", "rate", "seed", "draw", "run_id")},
+                # looked at as of today: a draw a later step looked at is no longer held out
+                "looked_at": cell["draw"] in LOOKED_AT_DRAWS if cell["draw"] is not None else cell["looked_at"],
                 "n_poison": r.get("n_poison", 0),
                 "described": cell.get("draw_params", {}).get("described", ""),
                 "quarantined_as_run": r["quarantined"],

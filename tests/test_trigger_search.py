@@ -2,6 +2,8 @@
 model obeys it, and only then; a clean dataset gives nothing. A patch gives its class a group of one
 colour at one position, confirmed by the model that obeys it and by no other."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,34 @@ def test_clean_data_gives_nothing():
     result = detector.detect(_x(images), labels, response=_Model(images))
     assert not result.flags.any()
     assert all(not t.passed for t in detector.response_test_.values())
+
+
+def test_a_parted_group_that_does_not_carry_the_pattern_is_dropped(monkeypatch):
+    # The candidate (the top images along a direction) carries the trigger, but the matched filter
+    # parts a broad side of the class without it: the group's own pattern must pass the test too.
+    import sanitize.detect._trigger as trigger
+
+    labels, images, planted = _data()
+    real = trigger.refine
+
+    def broad(centred, white, start):
+        group = real(centred, white, start)
+        clean = np.setdiff1d(np.arange(len(centred)), np.arange(len(planted)))
+        return None if group is None else replace(group, members=clean[: len(centred) // 2])
+
+    monkeypatch.setattr(trigger, "refine", broad)
+    detector = InputGap()
+    result = detector.detect(_x(images), labels, response=_Model(images))
+    assert not result.flags.any()
+    test = detector.response_test_[1]
+    assert test.passed and test.parted is not None and not test.parted.passed
+    assert "the group it parted does not carry it" in result.notes[1]
+    # The group the filter really parts carries it, and the note says so.
+    monkeypatch.setattr(trigger, "refine", real)
+    kept = InputGap()
+    found = kept.detect(_x(images), labels, response=_Model(images))
+    assert set(np.flatnonzero(found.flags)) == set(planted)
+    assert kept.response_test_[1].parted.passed and "the group it parted carries it" in found.notes[1]
 
 
 def test_refine_parts_the_group_from_a_rough_start():

@@ -60,13 +60,23 @@ class ResponseTest:
     #: Fisher's exact test against the other class whose group turned the most (one-sided).
     p: float
     passed: bool
+    #: Where the group tested was a candidate that other evidence then grew or cut: the same test of
+    #: the group so parted (:func:`sanitize.detect._trigger.trigger_groups`).
+    parted: ResponseTest | None = None
 
     def describe(self) -> str:
         top = max(self.others.values()) if self.others else float("nan")
-        return (
+        out = (
             f"its pattern turns {self.rate:.1%} of {self.tried} images of other classes to the class "
             f"(rival groups at the same strength: at most {top:.1%}; p {self.p:.2g})"
         )
+        if self.parted is not None:
+            then = self.parted
+            verdict = "carries it" if then.passed else "does not carry it"
+            rivals = f"rivals at most {max(then.others.values()):.1%}; " if then.others else ""
+            out += f"; the group it parted {verdict}: {then.rate:.1%} of {then.tried} ({rivals}p {then.p:.2g})"
+
+        return out
 
 
 def _patterns(

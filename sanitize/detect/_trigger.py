@@ -252,8 +252,11 @@ def trigger_groups(
     whose test passes gets its matched filter's group (:func:`refine`, whitened by ``white_of(c)``;
     None where no group parts). A group whose valley exceeds ``DIP_VALLEY`` (no gap to cut at) is cut
     where the model's answers change instead, or None; and a group whose class's rest carries the
-    pattern the model obeys more is that rest (:func:`obeyed`). Returns, per searched
-    class tested, (the group or None, the test)."""
+    pattern the model obeys more is that rest (:func:`obeyed`). A group the matched filter parts must
+    then carry the pattern itself: the same test of its own pattern against every other class's
+    candidates (:func:`search`, at ``false_alarm``; a clean icon class's top 10 along a direction
+    turned 12.8 % against its rivals' 2.2 %, and its filter parted 54 % of the class, whose own
+    pattern turned none). Returns, per searched class tested, (the group or None, the test)."""
     candidates = []
     for c, found in axes.items():
         rows = np.flatnonzero(labels == c)
@@ -278,6 +281,13 @@ def trigger_groups(
                 group = settle(x[rows] - means[c], at, false_alarm)
             if group is not None:
                 group = obeyed(responder, labels, x[rows] - means[c], rows, group, least[c], rng, false_alarm)
+            if group is not None and group.fitted is None and group.support is None:
+                # A matched filter grown from a few images can part a broad side of the class that
+                # no longer carries what the model obeyed: the group itself must pass the same test.
+                pool = [cand for cand in candidates if cand.label != c] + [Candidate(c, rows[group.members])]
+                then = search(responder, labels, pool, [c], rng, false_alarm)[c][1]
+                test = replace(test, parted=then)
+                group = group if then.passed else None
         out[c] = (group, test)
     return out
 

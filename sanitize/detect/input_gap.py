@@ -21,7 +21,7 @@ does not see them. It complements the feature-space voter; it does not replace i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from numbers import Integral, Real
 from typing import ClassVar, Self
 
@@ -37,31 +37,28 @@ from sanitize.detect._evidence import (
 )
 from sanitize.detect._params import Interval
 from sanitize.detect._response import Responder, ResponseTest, response_tests
+from sanitize.detect._split import MIN_SIDE, Split, contrast, disowned_bar, disowned_shares
+from sanitize.detect._split import splits as splits_along
 from sanitize.detect._stats import (
     EIGENVALUE_FLOOR,
     class_scatters,
     mad_sd,
     others_covariance,
-    robust_sd,
     shrunk_whitener,
-    split_1d,
-    valley_ratio,
     whitener,
-    widest_gap,
 )
 from sanitize.detect._trigger import DIP_VALLEY, Refined, trigger_groups
 from sanitize.detect.base import Detector, DetectorResult, check_fitted_samples
 
-#: Fewest samples on either side of a split: a median and a spread need two (a guard, 5613a8c).
-MIN_SIDE = 2
-#: Fewest values to split in two at all (a guard, 5613a8c).
-MIN_SPLIT_VALUES = 4
 #: Fewest separations in the null to fit a log-normal to (a median and a MAD need a few; with fewer,
 #: no class is judged poisoned by this voter).
 NULL_MIN_VALUES = 3
 #: Smallest spread (sd of the log separation) the null may have: a physical bound on a null whose
 #: values happen to agree (five directions of one other class), so the bar is not set by rounding.
 NULL_MIN_LOG_SD = 0.1
+#: The share of a group's input neighbours that must carry other labels for the disowned route: the
+#: neighbours' majority, the k-NN rule's own (Peri et al., ECCV Workshops 2020).
+DISOWNED_MAJORITY = 0.5
 
 
 class InputGap(Detector):
@@ -261,7 +258,9 @@ class InputGap(Detector):
         self.poisoned_: dict[int, bool] = {}
         self.bar_: dict[int, float] = {}
         self.source_: dict[int, tuple[str, float]] = {}
-        splits: dict[int, list[_Split]] = {}
+        self.disowned_: dict[int, tuple[float, float, float]] = {}
+        splits: dict[int, list[Split]] = {}
+        nears: dict[int, list[Split]] = {}
         least: dict[int, int] = {}
         for c in classes:
             xc = x[labels == c] - means[c]
@@ -273,7 +272,8 @@ class InputGap(Detector):
             white = whitener(pooled, self.floor)
             offsets = np.stack([means[o] - means[c] for o in classes if o != c]) if len(classes) > 1 else None
             least[c] = max(self.min_group, int(np.ceil(self.min_group_share * size)), MIN_SIDE)
-            splits[c] = self._splits(xc, self._axes(white, scatters[c] / size), offsets)
+            dirs = self._axes(white, scatters[c] / size)
+            splits[c], nears[c] = splits_along(xc, dirs, offsets), splits_along(xc, dirs, offsets, near=True)
         for c in classes:
             self.bar_[c] = self._bar(c, splits)
         # The splits whose groups the dynamics will be tested on: the level is shared among them.
@@ -286,7 +286,7 @@ class InputGap(Detector):
             for c in classes
             for sp in splits[c]
         )
-        chosen: dict[int, _Split | None] = {}
+        chosen: dict[int, Split | None] = {}
         for c in classes:
             own = None if self.groups_ is None else self.groups_[labels == c]
             losses = None if self.dynamics_ is None else relative_log_loss(self.dynamics_[labels == c])
@@ -298,6 +298,7 @@ class InputGap(Detector):
             self.response_test_ = response_tests(responder, labels, found, list(asked), rng, self.false_alarm)
             for c, sp in asked.items():
                 chosen[c] = replace(sp, ok=self.response_test_[c].passed)
+        self._disowned(x, labels, nears, least, chosen)
         # A class no route passed: its top images along a direction may carry a trigger the model obeys.
         searched = [c for c in classes if chosen[c] is None or not chosen[c].ok]  # type: ignore[union-attr]
         if responder is not None and searched and len(classes) > 1:
@@ -316,7 +317,7 @@ class InputGap(Detector):
                 if group is None or not parts or not fewest <= len(group.members) <= share * size:
                     continue
                 k = len(group.members)
-                chosen[c] = _Split(
+                chosen[c] = Split(
                     (True, group.separation), True, group.axis, group.centre, group.scale, group.separation,
                     group.valley, k / size, group.cut, k, group.members, by="response",
                 )  # fmt: skip
@@ -337,7 +338,46 @@ class InputGap(Detector):
             if best.dynamics is not None:
                 self.dynamics_test_[c] = best.dynamics
 
-    def _bar(self, label: int, splits: dict[int, list[_Split]]) -> float:
+    def _disowned(
+        self,
+        x: np.ndarray,
+        labels: np.ndarray,
+        nears: dict[int, list[Split]],
+        least: dict[int, int],
+        chosen: dict[int, Split | None],
+    ) -> None:
+        """The disowned route, for the classes no other route passed (``chosen``, updated): the side
+        of a split nearer the other classes, with a dip, at least ``least`` and at most half of its
+        class, whose images' input neighbours carry other labels far more than the rest of the class's
+        do (:func:`~sanitize.detect._split.contrast`) passes when that contrast is beyond the other
+        classes' nearer sides' (:func:`~sanitize.detect._split.disowned_bar`, Bonferroni over every
+        such side tested). Dirty-label poisons look like the classes they came from: on digits, 95 of
+        a class's 237 images (a 3x3 patch, 40 % of the class) sit on the side nearer the other digits,
+        disowned 0.80 against the rest's 0.00; clean classes' nearer sides reach 0.25 there. The
+        group's neighbours must also disown it by a majority (``DISOWNED_MAJORITY``): where two classes
+        overlap, the larger one's look-alikes are disowned only by the smaller one's share."""
+        open_ = [c for c, sp in chosen.items() if sp is None or not sp.ok]
+        tested = {
+            c: [sp for sp in nears[c] if sp.count >= least[c] and sp.share <= MINORITY and sp.valley <= DIP_VALLEY]
+            for c in open_
+        }
+        n_tested = sum(len(found) for found in tested.values())
+        if n_tested == 0 or len(nears) < 2:
+            return
+        shares = disowned_shares(x, labels)
+        rows = {c: np.flatnonzero(labels == c) for c in nears}
+        gives = {c: [contrast(shares[rows[c]], sp.members) for sp in nears[c]] for c in nears}
+        for c, found in tested.items():
+            if not found:
+                continue
+            bar = disowned_bar([v for o in nears if o != c for v in gives[o]], self.false_alarm / n_tested)
+            best = max(found, key=lambda sp: contrast(shares[rows[c]], sp.members))
+            value, held = contrast(shares[rows[c]], best.members), float(shares[rows[c]][best.members].mean())
+            self.disowned_[c] = (value, bar, held)
+            if value >= bar and held >= DISOWNED_MAJORITY:
+                chosen[c] = replace(best, key=(True, best.separation), ok=True, by="disowned")
+
+    def _bar(self, label: int, splits: dict[int, list[Split]]) -> float:
         """The separation a class's split must reach to be evidence at all: the ``1 - false_alarm / K``
         quantile (K classes: Bonferroni) of a log-normal fitted robustly (median, MAD) to the
         separations of every direction's split in the *other* classes, the dataset's own null of what
@@ -363,14 +403,14 @@ class InputGap(Detector):
 
     def _choose(
         self,
-        splits: list[_Split],
+        splits: list[Split],
         bar: float,
         least: int,
         sources: np.ndarray | None,
         losses: np.ndarray | None,
         rng: np.random.Generator,
         n_tested: int = 1,
-    ) -> _Split | None:
+    ) -> Split | None:
         """The best of a class's splits: a passing one first, then the largest separation among the
         groups large enough. A split passes with an empty valley, a group of at least ``least`` samples
         and at most ``max_group_share``, a separation of at least ``bar`` (the dataset's null), and one
@@ -380,7 +420,7 @@ class InputGap(Detector):
         permutation p at most ``false_alarm``). Natural groups of a class (26 digits "1"s apart,
         separation 13.8) have neither reason to come from one supplier nor to be learnt late and
         then fast, as a trigger on images of other classes is."""
-        best: _Split | None = None
+        best: Split | None = None
         alpha = self.false_alarm / max(n_tested, 1)  # Bonferroni over every split tested
         for sp in splits:
             size_ok = sp.count >= least and sp.share <= self.max_group_share
@@ -408,42 +448,6 @@ class InputGap(Detector):
                 best = replace(sp, key=key, ok=ok, by=next((r for r, v in routes.items() if v), ""))
         return best
 
-    def _splits(self, centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None) -> list[_Split]:
-        """The split of the (centred) samples along each of ``axes``. ``offsets`` are the other
-        classes' means minus this class's."""
-        size = len(centred)
-        proj = centred @ axes
-        others_at = np.median(offsets @ axes, axis=0) if offsets is not None else np.zeros(axes.shape[1])
-        out: list[_Split] = []
-        for j in range(proj.shape[1]):
-            p = proj[:, j]
-            cut = split_1d(p, MIN_SPLIT_VALUES)
-            if cut is None:
-                continue
-            # The suspect side is the one farther from where the other classes sit along this
-            # direction: a trigger moves poisons where no clean image goes, also when the poisons
-            # outnumber the clean part of their class (dirty-label poisoning at 10 %).
-            above = p > cut
-            med_above, med_below = float(np.median(p[above])), float(np.median(p[~above]))
-            sign = 1.0 if abs(med_above - others_at[j]) >= abs(med_below - others_at[j]) else -1.0
-            q = sign * p
-            inside = above if sign > 0 else ~above
-            count = int(inside.sum())
-            if count < MIN_SIDE or count > size - MIN_SIDE:
-                continue
-            rest = q[~inside]
-            centre = float(np.median(rest))
-            scale = robust_sd(rest, centre, fallback=1.0)
-            sep = (float(np.median(q[inside])) - centre) / scale
-            valley = valley_ratio((rest - centre) / scale, (q[inside] - centre) / scale)
-            cut_at = widest_gap((np.sort(q) - centre) / scale, 0.0, sep)
-            members = np.flatnonzero((q - centre) / scale >= cut_at)
-            axis = sign * axes[:, j]
-            out.append(
-                _Split((False, sep), False, axis, centre, scale, sep, valley, count / size, cut_at, count, members)
-            )
-        return out
-
     def score_samples(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Position (n,) along the class's best direction, in robust sd of the rest; higher = more suspicious."""
         self._check_fitted()
@@ -469,6 +473,10 @@ class InputGap(Detector):
         if label in self.dynamics_test_:
             drop, p = self.dynamics_test_[label]
             stats += f", the group's training loss fell {drop:.2f} (log) against its class (permutation p {p:.2g})"
+        if label in self.disowned_:
+            value, bar, held = self.disowned_[label]
+            stats += f", its input neighbours disown the group {held:.0%}, {value:+.2f} more than the rest"
+            stats += f" (bar {bar:.2f})"
         if label in self.response_test_:
             stats += f", {self.response_test_[label].describe()}"
         stats += self.rule_[label].describe() if label in self.rule_ else ""
@@ -477,24 +485,3 @@ class InputGap(Detector):
             cut = self.cut_[label]
             return cut, f"poisoned: {stats}; flags beyond the gap, score >= {cut:.3g}"
         return np.inf, f"clean: {stats}"
-
-
-@dataclass(frozen=True)
-class _Split:
-    """One direction's split of a class: the suspect group beyond ``cut`` along ``axis``."""
-
-    key: tuple[bool, float]
-    ok: bool
-    axis: np.ndarray
-    centre: float
-    scale: float
-    separation: float
-    valley: float
-    share: float
-    cut: float
-    count: int
-    members: np.ndarray
-    source: tuple[str, float] = ("", 1.0)
-    dynamics: tuple[float, float] | None = None
-    #: The first route that passed it: "separation", "source", "dynamics" or "response" ("" for none).
-    by: str = ""

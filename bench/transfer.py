@@ -5,7 +5,7 @@ ART's configurations side by side on the same features.
     python -m bench datasets icons --limit 2000 ...      # build the datasets first (bench/datasets.py)
     nohup python -m bench transfer > data/transfer.log 2>&1 &      # every cell whose dataset is built
     python -m bench transfer --datasets shapes-5 digits --cells fixed
-    python -m bench transfer --cells draws --draws 0-39
+    python -m bench transfer --cells draws --draws 0-51
     python -m bench transfer --table                            # the tables of what is there
 
 Every dataset has its own home, ``data/transfer/DATASET``, ingested as a user would (the suppliers'
@@ -19,7 +19,8 @@ cells of digits, shapes-2, shapes-5, shapes-5-plant and icons-32-2000 (:data:`LO
 other seed (``--seeds 0 1``) and draws 10 and above of the randomised generator are only reported
 (draws 0-9 are marked looked at, for whoever designs on them next), but for the draws a later step
 looked at (:data:`LOOKED_AT_DRAWS`: 12, 15, 23 and 27 in the tenth, the digits draws 11, 17, 29 and 35 in
-the eleventh, draw 38 in the thirteenth). Every record says which (``looked_at``), and RESULTS reports the two groups apart.
+the eleventh, draw 38 in the thirteenth; draws 40-51 were added in the thirteenth, run once after its
+changes). Every record says which (``looked_at``), and RESULTS reports the two groups apart.
 
 Each dirty-label cell also measures its attack on the clean run's clean model (``asr_clean_model``:
 the floor that cleaning cannot go below) and carries the clean run's accuracy (``clean_acc_clean``).
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         "--draws-summary", action="store_true", help="print the draws' distribution (of --rescore's rows)"
     )
     parser.add_argument("--seeds", nargs="*", type=int, default=[0], help="fixed cells' seeds (0 looked at)")
-    parser.add_argument("--draws", nargs="*", default=["0-39"], help="draw seeds, e.g. 0-39")
+    parser.add_argument("--draws", nargs="*", default=["0-51"], help="draw seeds, e.g. 0-51")
     parser.add_argument("--small", action="store_true", help="only the small datasets (about 1,500-2,000 images)")
     parser.add_argument("--no-art", action="store_true", help="skip ART's configurations")
     parser.add_argument("--draws-retrain", action="store_true", help="retrain in draw cells too (ASR after)")

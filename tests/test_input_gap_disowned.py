@@ -36,7 +36,7 @@ def test_dirty_label_poisons_that_look_like_their_sources_are_found_by_their_nei
     assert len(flagged) <= 1.2 * len(planted)
     value, bar, held = detector.disowned_[0]
     assert value >= bar and held >= 0.5
-    assert "its input neighbours disown the group" in result.notes[0] and result.notes[0].startswith("poisoned")
+    assert "its side nearer the other classes" in result.notes[0] and result.notes[0].startswith("poisoned")
     assert [c for c, poisoned in detector.poisoned_.items() if poisoned] == [0]
 
 

@@ -65,10 +65,10 @@ class ResponseTest:
     parted: ResponseTest | None = None
 
     def describe(self) -> str:
-        top = max(self.others.values()) if self.others else float("nan")
+        rivals = f"at most {max(self.others.values()):.1%}" if self.others else "none measured"
         out = (
             f"its pattern turns {self.rate:.1%} of {self.tried} images of other classes to the class "
-            f"(rival groups at the same strength: at most {top:.1%}; p {self.p:.2g})"
+            f"(rival groups at the same strength: {rivals}; p {self.p:.2g})"
         )
         if self.parted is not None:
             then = self.parted

@@ -479,8 +479,8 @@ class InputGap(Detector):
             stats += f", the group's training loss fell {drop:.2f} (log) against its class (permutation p {p:.2g})"
         if label in self.disowned_:
             value, bar, held = self.disowned_[label]
-            stats += f", its input neighbours disown the group {held:.0%}, {value:+.2f} more than the rest"
-            stats += f" (bar {bar:.2f})"
+            stats += f", its side nearer the other classes: {held:.0%} of its input neighbours labelled otherwise"
+            stats += f", {value:+.2f} more than the rest's (bar {bar:.2f})"
         if label in self.response_test_:
             stats += f", {self.response_test_[label].describe()}"
         stats += self.rule_[label].describe() if label in self.rule_ else ""

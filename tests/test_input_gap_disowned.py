@@ -54,3 +54,20 @@ def test_clean_classes_and_natural_look_alikes_are_not_taken_for_poisons():
     assert not result.flags[y == 1].any()
     value, bar, held = detector.disowned_[1]
     assert value >= bar and held < 0.5  # beyond the other classes' contrasts; the majority rule holds it
+
+
+def test_a_side_disowned_no_more_than_the_rest_of_its_class_is_not_taken():
+    # Classes that the pixels do not tell apart (their neighbours carry other labels ~90 % of the
+    # time, as on colour images): class 0's side nearer the others is disowned by a majority, but no
+    # more than the rest of its class, so the bar, not the majority rule, holds it.
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, 40))
+    x[:, 0] *= 0.05  # a pixel that hardly varies in any class
+    y = np.repeat(np.arange(10), 200)
+    far = np.flatnonzero(y == 0)[60:]
+    x[far, 0] += 0.5  # 140 of class 0 apart along it (a gap input gap sees), too little to move neighbours
+    detector = InputGap()
+    result = detector.detect(x.astype(np.float32), y)
+    assert not result.flags.any()
+    value, bar, held = detector.disowned_[0]
+    assert held >= 0.5 and value < bar

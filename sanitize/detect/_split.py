@@ -2,7 +2,7 @@
 
 Private to :mod:`sanitize.detect`: :class:`~sanitize.detect.input_gap.InputGap` measures each split
 (separation, valley, the group beyond the widest gap) and decides on them; the disowned route
-(:func:`sanitize.detect._evidence.disowned_bar`) tests the side nearer the other classes.
+(:func:`disowned_bar`) tests the side nearer the other classes.
 """
 
 from __future__ import annotations

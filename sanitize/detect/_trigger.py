@@ -285,7 +285,8 @@ def trigger_groups(
                 # A matched filter grown from a few images can part a broad side of the class that
                 # no longer carries what the model obeyed: the group itself must pass the same test.
                 pool = [cand for cand in candidates if cand.label != c] + [Candidate(c, rows[group.members])]
-                then = search(responder, labels, pool, [c], rng, false_alarm)[c][1]
+                again = search(responder, labels, pool, [c], rng, false_alarm).get(c)
+                then = again[1] if again is not None else ResponseTest(0.0, 0, 0, {}, 1.0, False)
                 test = replace(test, parted=then)
                 group = group if then.passed else None
         out[c] = (group, test)

@@ -56,8 +56,8 @@ NULL_MIN_VALUES = 3
 #: Smallest spread (sd of the log separation) the null may have: a physical bound on a null whose
 #: values happen to agree (five directions of one other class), so the bar is not set by rounding.
 NULL_MIN_LOG_SD = 0.1
-#: The share of a group's input neighbours that must carry other labels for the disowned route: the
-#: neighbours' majority, the k-NN rule's own (Peri et al., ECCV Workshops 2020).
+#: The mean share of a group's input neighbours that must carry other labels for the disowned route:
+#: a majority, as the k-NN rule asks of one sample (Peri et al., ECCV Workshops 2020), here of the group.
 DISOWNED_MAJORITY = 0.5
 
 
@@ -137,7 +137,8 @@ class InputGap(Detector):
         group measured). An empirical bound, set on Fashion-MNIST and digits.
     false_alarm : float, default 0.01
         The false-alarm rate of each statistical test: the null bar (per dataset, Bonferroni over
-        the classes) and the source concentration (per group, Bonferroni over the sources).
+        the classes), the source concentration (per group, Bonferroni over the sources), the
+        disowned route's bar and the response tests.
     max_valley : float, default 0.1
         Largest valley ratio: the density in the gap over the density at the suspect group. Whitened
         clustering's floor; every additive trigger's group measured showed a valley of 0.
@@ -355,15 +356,20 @@ class InputGap(Detector):
         class, whose images' input neighbours carry other labels far more than the rest of the class's
         do (:func:`~sanitize.detect._split.contrast`) passes when that contrast is beyond the other
         classes' nearer sides' (:func:`~sanitize.detect._split.disowned_bar`, Bonferroni over every
-        such side tested). Dirty-label poisons look like the classes they came from: on digits, 95 of
+        such side tested). The null is every nearer side of the other classes, not only those with a
+        dip and a size that would be tested: the level is that of a side drawn from them, approximate
+        for the selected ones. A class this route passes is not asked of the model. Dirty-label
+        poisons look like the classes they came from: on digits, 95 of
         a class's 237 images (a 3x3 patch, 40 % of the class) sit on the side nearer the other digits,
         disowned 0.80 against the rest's 0.00; clean classes' nearer sides reach 0.25 there. The
         group's neighbours must also disown it by a majority (``DISOWNED_MAJORITY``): where two classes
         overlap, the larger one's look-alikes are disowned only by the smaller one's share."""
-        open_ = [c for c, sp in chosen.items() if sp is None or not sp.ok]
-        tested = {
-            c: [sp for sp in nears[c] if sp.count >= least[c] and sp.share <= MINORITY and sp.valley <= DIP_VALLEY]
-            for c in open_
+        most = min(MINORITY, self.max_group_share)
+        sizes = {c: int((labels == c).sum()) for c in nears}
+        tested = {  # sized on the group flagged (beyond the widest gap), not on the 2-means side
+            c: [sp for sp in nears[c] if least[c] <= len(sp.members) <= most * sizes[c] and sp.valley <= DIP_VALLEY]
+            for c, sp in chosen.items()
+            if sp is None or not sp.ok
         }
         n_tested = sum(len(found) for found in tested.values())
         if n_tested == 0 or len(nears) < 2:
@@ -380,6 +386,7 @@ class InputGap(Detector):
             self.disowned_[c] = (value, bar, held)
             if value >= bar and held >= DISOWNED_MAJORITY:
                 chosen[c] = replace(best, key=(True, best.separation), ok=True, by="disowned")
+                self.response_test_.pop(c, None)  # a test of another group (the loss route's), not this one's
 
     def _bar(self, label: int, splits: dict[int, list[Split]]) -> float:
         """The separation a class's split must reach to be evidence at all: the ``1 - false_alarm / K``

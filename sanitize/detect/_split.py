@@ -43,14 +43,14 @@ class Split:
     by: str = ""
 
 
-def splits(centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None, near: bool = False) -> list[Split]:
-    """The split of the (centred) samples along each of ``axes`` (d, k). ``offsets`` are the other
-    classes' means minus this class's. The suspect side is the one farther from where the other
-    classes sit along each direction (``near``: the one nearer them)."""
-    size = len(centred)
+def splits(centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None) -> tuple[list[Split], list[Split]]:
+    """The split of the (centred) samples along each of ``axes`` (d, k), measured from each side:
+    (the suspect side farther from where the other classes sit along each direction, the side nearer
+    them). ``offsets`` are the other classes' means minus this class's."""
     proj = centred @ axes
     others_at = np.median(offsets @ axes, axis=0) if offsets is not None else np.zeros(axes.shape[1])
-    out: list[Split] = []
+    far: list[Split] = []
+    near: list[Split] = []
     for j in range(proj.shape[1]):
         p = proj[:, j]
         cut = split_1d(p, MIN_SPLIT_VALUES)
@@ -62,22 +62,28 @@ def splits(centred: np.ndarray, axes: np.ndarray, offsets: np.ndarray | None, ne
         above = p > cut
         med_above, med_below = float(np.median(p[above])), float(np.median(p[~above]))
         sign = 1.0 if abs(med_above - others_at[j]) >= abs(med_below - others_at[j]) else -1.0
-        sign = -sign if near else sign
-        q = sign * p
-        inside = above if sign > 0 else ~above
-        count = int(inside.sum())
-        if count < MIN_SIDE or count > size - MIN_SIDE:
-            continue
-        rest = q[~inside]
-        centre = float(np.median(rest))
-        scale = robust_sd(rest, centre, fallback=1.0)
-        sep = (float(np.median(q[inside])) - centre) / scale
-        valley = valley_ratio((rest - centre) / scale, (q[inside] - centre) / scale)
-        cut_at = widest_gap((np.sort(q) - centre) / scale, 0.0, sep)
-        members = np.flatnonzero((q - centre) / scale >= cut_at)
-        axis = sign * axes[:, j]
-        out.append(Split((False, sep), False, axis, centre, scale, sep, valley, count / size, cut_at, count, members))
-    return out
+        for side, out in ((sign, far), (-sign, near)):
+            found = _side(p, above if side > 0 else ~above, side, axes[:, j])
+            if found is not None:
+                out.append(found)
+    return far, near
+
+
+def _side(p: np.ndarray, inside: np.ndarray, sign: float, axis: np.ndarray) -> Split | None:
+    """The split of projections ``p`` whose suspect side is ``inside``, measured along ``sign * axis``;
+    None when either side has under ``MIN_SIDE`` samples."""
+    size, count = len(p), int(inside.sum())
+    if count < MIN_SIDE or count > size - MIN_SIDE:
+        return None
+    q = sign * p
+    rest = q[~inside]
+    centre = float(np.median(rest))
+    scale = robust_sd(rest, centre, fallback=1.0)
+    sep = (float(np.median(q[inside])) - centre) / scale
+    valley = valley_ratio((rest - centre) / scale, (q[inside] - centre) / scale)
+    cut_at = widest_gap((np.sort(q) - centre) / scale, 0.0, sep)
+    members = np.flatnonzero((q - centre) / scale >= cut_at)
+    return Split((False, sep), False, sign * axis, centre, scale, sep, valley, count / size, cut_at, count, members)
 
 
 #: Input neighbours asked of each sample for the disowned route: the input-neighbours voter's ``k``.

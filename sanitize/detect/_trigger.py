@@ -271,22 +271,21 @@ def trigger_groups(
         group = None
         if test.passed:
             rows = np.flatnonzero(labels == c)
-            at = np.searchsorted(rows, cand.rows)
-            group = None
+            at, centred = np.searchsorted(rows, cand.rows), x[rows] - means[c]
             if cand.kind == "colour":  # a patch: where its images agree with the group, as the model sees them
                 group = settle_on_images(responder, rows, at, false_alarm, x.shape[1])
             if group is None:
-                group = refine(x[rows] - means[c], white_of(c), at)
+                group = refine(centred, white_of(c), at)
             if group is None and cand.kind == "colour":  # a patch neither parts: where the inputs agree
-                group = settle(x[rows] - means[c], at, false_alarm)
+                group = settle(centred, at, false_alarm)
             if group is not None:
-                group = obeyed(responder, labels, x[rows] - means[c], rows, group, least[c], rng, false_alarm)
+                group = obeyed(responder, labels, centred, rows, group, least[c], rng, false_alarm)
             if group is not None and group.fitted is None and group.support is None:
                 # A matched filter grown from a few images can part a broad side of the class that
                 # no longer carries what the model obeyed: the group itself must pass the same test.
-                pool = [cand for cand in candidates if cand.label != c] + [Candidate(c, rows[group.members])]
-                again = search(responder, labels, pool, [c], rng, false_alarm).get(c)
-                then = again[1] if again is not None else ResponseTest(0.0, 0, 0, {}, 1.0, False)
+                rivals = [other for other in candidates if other.label != c]
+                tests = search(responder, labels, [*rivals, Candidate(c, rows[group.members])], [c], rng, false_alarm)
+                then = tests[c][1] if c in tests else ResponseTest(0.0, 0, 0, {}, 1.0, False)
                 test = replace(test, parted=then)
                 group = group if then.passed else None
         out[c] = (group, test)

@@ -277,8 +277,7 @@ class InputGap(Detector):
             white = whitener(pooled, self.floor)
             offsets = np.stack([means[o] - means[c] for o in classes if o != c]) if len(classes) > 1 else None
             least[c] = max(self.min_group, int(np.ceil(self.min_group_share * size)), MIN_SIDE)
-            dirs = self._axes(white, scatters[c] / size)
-            splits[c], nears[c] = splits_along(xc, dirs, offsets), splits_along(xc, dirs, offsets, near=True)
+            splits[c], nears[c] = splits_along(xc, self._axes(white, scatters[c] / size), offsets)
         for c in classes:
             self.bar_[c] = self._bar(c, splits)
         # The splits whose groups the dynamics will be tested on: the level is shared among them.
@@ -366,11 +365,12 @@ class InputGap(Detector):
         overlap, the larger one's look-alikes are disowned only by the smaller one's share."""
         most = min(MINORITY, self.max_group_share)
         sizes = {c: int((labels == c).sum()) for c in nears}
-        tested = {  # sized on the group flagged (beyond the widest gap), not on the 2-means side
-            c: [sp for sp in nears[c] if least[c] <= len(sp.members) <= most * sizes[c] and sp.valley <= DIP_VALLEY]
-            for c, sp in chosen.items()
-            if sp is None or not sp.ok
-        }
+
+        def fits(c: int, sp: Split) -> bool:  # sized on the group flagged (beyond the widest gap)
+            return least[c] <= len(sp.members) <= most * sizes[c] and sp.valley <= DIP_VALLEY
+
+        unpassed = [c for c, sp in chosen.items() if sp is None or not sp.ok]
+        tested = {c: [i for i, sp in enumerate(nears[c]) if fits(c, sp)] for c in unpassed}
         n_tested = sum(len(found) for found in tested.values())
         if n_tested == 0 or len(nears) < 2:
             return
@@ -381,7 +381,8 @@ class InputGap(Detector):
             if not found:
                 continue
             bar = disowned_bar([v for o in nears if o != c for v in gives[o]], self.false_alarm / n_tested)
-            value, best = max(((contrast(shares[rows[c]], sp.members), sp) for sp in found), key=lambda t: t[0])
+            i = max(found, key=gives[c].__getitem__)  # the first of the largest, in the sides' order
+            best, value = nears[c][i], gives[c][i]
             held = float(shares[rows[c]][best.members].mean())
             self.disowned_[c] = (value, bar, held)
             if value >= bar and held >= DISOWNED_MAJORITY:

@@ -125,6 +125,22 @@ def home_of(name: str) -> Workspace:
     return Workspace(Settings(home=(HOMES / name).resolve()))
 
 
+def recorded_draws() -> dict[int, dict[str, Any]]:
+    """The randomised cells recorded in ``transfer.json``, by draw."""
+    return {c["draw"]: c for c in read_json(OUT, []) if c["draw"] is not None}
+
+
+def draw_run(cell: dict[str, Any]) -> tuple[Workspace, Path]:
+    """A recorded draw's home and run directory; exits naming the run when it is not on this machine."""
+    ws = home_of(cell["dataset"])
+    run_dir = ws.store.run_dir(cell["run_id"])
+    if not (run_dir / "features.parquet").is_file():
+        raise SystemExit(
+            f"draw {cell['draw']}: run {cell['run_id']} is not in {ws.settings.home} (rerun the draw first)"
+        )
+    return ws, run_dir
+
+
 def cell_key(c: dict[str, Any]) -> tuple[Any, ...]:
     return (c["dataset"], c["attack"], c["rate"], c["seed"], c.get("draw"))
 

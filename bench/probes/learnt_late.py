@@ -18,13 +18,12 @@ samples learnt after the dataset's 98th and 99th percentile of learnt epochs. be
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from bench.records import RESULTS, poison_mask
-from bench.transfer import home_of
+from bench.records import poison_mask
+from bench.transfer import draw_run, recorded_draws
 from sanitize.detect._evidence import count_beyond_other_classes
 from sanitize.features import load_features
 from sanitize.training import dynamics_path, load_dynamics
@@ -43,10 +42,7 @@ def learnt_epoch(losses: np.ndarray) -> np.ndarray:
 
 
 def probe(draw: dict) -> str:
-    ws = home_of(draw["dataset"])
-    run_dir = ws.store.run_dir(draw["run_id"])
-    if not (run_dir / "features.parquet").is_file():
-        raise SystemExit(f"draw {draw['draw']}: run {draw['run_id']} is not in {ws.settings.home} (rerun it first)")
+    _, run_dir = draw_run(draw)
     ids, _, labels, _ = load_features(run_dir / "features.parquet", split="train")
     labels = np.asarray(labels)
     poisons = poison_mask(run_dir, ids)
@@ -80,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench probe learnt-late", description=__doc__)
     ap.add_argument("--draws", nargs="+", type=int, required=True, help="draws of transfer.json whose runs are here")
     args = ap.parse_args(argv)
-    cells = {c["draw"]: c for c in json.loads((RESULTS / "transfer.json").read_text()) if c["draw"] is not None}
+    cells = recorded_draws()
     print(
         "| draw | dataset | poisons | ASR | learnt epoch, median: poisons / clean | AUROC in the target class | "
         + " | ".join(f"target class, learnt after the {q:.0%} point" for q in QUANTILES)

@@ -17,12 +17,11 @@ bench/RESULTS.md, "Eleventh step".
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 
-from bench.records import RESULTS, poison_mask
-from bench.transfer import DATASETS, home_of, ingest
+from bench.records import poison_mask
+from bench.transfer import DATASETS, draw_run, home_of, ingest, recorded_draws
 from sanitize.detect._evidence import count_beyond_other_classes
 from sanitize.detect.input_neighbours import InputNeighbours
 from sanitize.features import load_features, load_inputs
@@ -79,13 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.datasets:
         x, labels = clean_inputs(name)
         print(f"| {name}, clean | 0 | " + " | ".join(levels(x, labels, None, None)) + " |", flush=True)
-    cells = {c["draw"]: c for c in json.loads((RESULTS / "transfer.json").read_text()) if c["draw"] is not None}
+    cells = recorded_draws()
     for draw in args.draws:
         cell = cells[draw]
-        ws = home_of(cell["dataset"])
-        run_dir = ws.store.run_dir(cell["run_id"])
-        if not (run_dir / "features.parquet").is_file():
-            raise SystemExit(f"draw {draw}: run {cell['run_id']} is not in {ws.settings.home} (rerun the draw first)")
+        ws, run_dir = draw_run(cell)
         ctx = RunContext.load(ws, cell["run_id"])
         ids, _, labels, _ = load_features(run_dir / "features.parquet", split="train")
         poisons = poison_mask(run_dir, ids)

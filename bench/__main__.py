@@ -44,6 +44,7 @@ PROBES: dict[str, tuple[str, str]] = {
         "bench.probes.neighbour_levels",
         "input neighbours' class test at lower disagreement levels, clean data and draws",
     ),
+    "heldout-clean": ("bench.probes.heldout_clean", "clean runs on builds of the suite's datasets at other seeds"),
 }
 
 

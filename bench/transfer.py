@@ -214,7 +214,7 @@ def run_cell(
         r.update({"draw": cell["draw"], "looked_at": looked, "seed": cell["seed"]})
     out = {**cell, "run_id": result.run_id, "seconds": round(seconds, 1), "looked_at": looked, "records": records}
     out["combined"] = next(r for r in records if r["detector"] == "combined")
-    out["summary_line"] = result.summary.get("dataset_looks_clean")
+    out["summary_line"] = result.summary.get("looks_clean")
     out.update(clean_floor(ws, clean, out))
     if cell["draw"] is not None:
         d = draw(cell["draw"], classes=DATASETS[name].classes, n_train=DATASETS[name].n_train)

@@ -12,30 +12,46 @@ bench/RESULTS.md, "Eleventh step".
 
     python -m bench probe neighbour-levels --datasets digits shapes-3 shapes-5 emoji-32-2000
     python -m bench probe neighbour-levels --draws 23 17 29
+    python -m bench datasets shapes --classes 5 --seed 1 --out data/datasets-seed1
+    python -m bench probe neighbour-levels --built data/datasets-seed1 --datasets shapes-5
+
+``--built DIR`` reads the datasets from another build (``python -m bench datasets --seed N --out DIR``:
+the same recipe, other pixels), ingested into homes of their own (``data/transfer/NAME@DIR``), for
+clean data that no decision was set on.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from bench.records import poison_mask
-from bench.transfer import DATASETS, draw_run, home_of, ingest, recorded_draws
+from bench.transfer import DATASETS, HOMES, draw_run, home_of, ingest, recorded_draws
+from sanitize.config import Settings
 from sanitize.detect._evidence import count_beyond_other_classes
 from sanitize.detect.input_neighbours import InputNeighbours
 from sanitize.features import load_features, load_inputs
 from sanitize.runs import RunContext
+from sanitize.workspace import Workspace
 
 #: The levels tested: isolated (the voter's own), nearly isolated, and the neighbours' majority.
 LEVELS = (1.0, 0.9, 0.5)
 
 
-def clean_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset ``name`` of the suite, ingested into its bench home as a user would: its current
-    version's training inputs (as input-space voters see them) and labels."""
-    ws = home_of(name)
-    ingest(ws, name, DATASETS[name])
+def clean_inputs(name: str, built: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset ``name`` of the suite (from the build in ``built``, when given), ingested into its bench
+    home as a user would: its current version's training inputs (as input-space voters see them) and
+    labels."""
+    spec = DATASETS[name]
+    if built is None or spec.path is None:
+        ws = home_of(name)
+    else:
+        spec = replace(spec, path=built / spec.path.name)
+        ws = Workspace(Settings(home=(HOMES / f"{name}@{built.name}").resolve()))
+    ingest(ws, name, spec)
     with ws.catalog.session() as s:
         version = ws.catalog.dataset(s, name).current_version  # the version a run of the dataset reads
     if version is None:
@@ -72,12 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench probe neighbour-levels", description=__doc__)
     ap.add_argument("--datasets", nargs="*", default=[], help="clean suite datasets (built, see bench/datasets.py)")
     ap.add_argument("--draws", nargs="*", type=int, default=[], help="draws of transfer.json whose runs are here")
+    ap.add_argument("--built", type=Path, help="read --datasets from this build (bench datasets --out)")
     args = ap.parse_args(argv)
     print("| data | poisons | " + " | ".join(f">= {lv:.0%} of 30 labelled otherwise" for lv in LEVELS) + " |")
     print("|---|---|" + "---|" * len(LEVELS))
     for name in args.datasets:
-        x, labels = clean_inputs(name)
-        print(f"| {name}, clean | 0 | " + " | ".join(levels(x, labels, None, None)) + " |", flush=True)
+        x, labels = clean_inputs(name, args.built)
+        built = "" if args.built is None else f" ({args.built.name})"
+        print(f"| {name}{built}, clean | 0 | " + " | ".join(levels(x, labels, None, None)) + " |", flush=True)
     cells = recorded_draws()
     for draw in args.draws:
         cell = cells[draw]

@@ -445,7 +445,9 @@ def test_input_neighbours_needs_a_real_excess_not_a_ratio_over_nothing() -> None
     assert "expected from the other classes" in result.notes[5] and result.notes[5].startswith("clean")
 
 
-def _stamped_images(rng: np.random.Generator, side: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _stamped_images(
+    rng: np.random.Generator, side: int = 12, n_poisons: int = 60, n_lookalikes: int = 40
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Ten classes of small images, each made of 40 prototypes; 60 images of classes 2-9 (one per
     prototype) stamped with a faint corner patch and relabelled 0; 40 clean class-0 images halfway to
     class 1 (natural look-alikes, with 100 more of them in class 1)."""
@@ -454,10 +456,10 @@ def _stamped_images(rng: np.random.Generator, side: int = 12) -> tuple[np.ndarra
     protos = templates[:, None, :] + rng.normal(scale=0.1, size=(10, 40, d))
     x = (protos[:, :, None, :] + rng.normal(scale=0.05, size=(10, 40, 10, d))).reshape(-1, d)
     y = np.repeat(np.arange(10), 400)
-    lookalikes = np.flatnonzero(y == 0)[:40]
+    lookalikes = np.flatnonzero(y == 0)[:n_lookalikes]
     mixed = np.concatenate([lookalikes, np.flatnonzero(y == 1)[:100]])
     x[mixed] = 0.5 * (templates[0] + templates[1]) + rng.normal(scale=0.1, size=(len(mixed), d))
-    poisons = np.array([np.flatnonzero(y == 2 + i % 8)[41 + 10 * (i // 8)] for i in range(60)])
+    poisons = np.array([np.flatnonzero(y == 2 + i % 8)[41 + 10 * (i // 8)] for i in range(n_poisons)], dtype=int)
     y[poisons] = 0
     patch = np.zeros((side, side))
     patch[:3, :3] = 0.12
@@ -480,6 +482,27 @@ def test_input_neighbours_learns_the_trigger_and_releases_natural_look_alikes() 
     assert not result.flags[lookalikes].any()
     assert result.thresholds[0] == 1.5 and "learnt its trigger" in result.notes[0]
     assert result.scores[poisons].min() >= 1.5 > result.scores[lookalikes].max()
+    assert detector.holdout_p_[0] <= detector.trigger_false_alarm  # learnt on half the seeds, it finds the rest
+
+
+def test_input_neighbours_finds_no_trigger_where_the_isolated_images_share_none() -> None:
+    # No poison, but a class whose own images vary far more than the others' (as the held-out emoji's
+    # class 2): 22 of its images have no neighbour of their class, where the tight other classes hold
+    # none, and the count test calls it poisoned. What a model learns on half of them (class 0's
+    # noisy look) does not put the other half above class 0's ordinary images: no trigger to learn.
+    rng = np.random.default_rng(0)
+    x, y, _, _ = _stamped_images(rng, n_poisons=0, n_lookalikes=0)
+    templates = x.reshape(10, 400, -1).mean(axis=1)
+    x[y == 0] = np.clip(templates[0] + rng.normal(scale=0.3, size=((y == 0).sum(), x.shape[1])), 0, 1)
+
+    plain = InputNeighbours(n_components=None, learn_trigger=False).fit(x, y)
+    detector = InputNeighbours(n_components=None)
+    result = detector.detect(x, y)
+
+    assert plain.poisoned_[0] and plain.isolated_share_[0] >= 0.04
+    assert detector.holdout_p_[0] > 0.5 and not detector.poisoned_[0]
+    assert detector.trigger_prob_ == {} and not result.flags.any()
+    assert result.notes[0].startswith("clean") and "scores the other half above its ordinary images" in result.notes[0]
 
 
 class _JudgesClassZero(Detector):

@@ -45,6 +45,7 @@ PROBES: dict[str, tuple[str, str]] = {
         "input neighbours' class test at lower disagreement levels, clean data and draws",
     ),
     "heldout-clean": ("bench.probes.heldout_clean", "clean runs on builds of the suite's datasets at other seeds"),
+    "trigger-holdout": ("bench.probes.trigger_holdout", "does the learnt trigger hold on seeds it was not trained on"),
 }
 
 
